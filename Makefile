@@ -1,0 +1,32 @@
+# CPOS Terminal. `make test` and `make demo` do all set-up themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HEAP ?= 192K
+
+.PHONY: test demo bench soak clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+## test: the whole suite, both runtimes (MicroPython unix port and CPython)
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -m 'not soak'
+
+## demo: the main job (for now: a sequence of taps through the rules, on MicroPython)
+demo: $(STAMP)
+	MICROPYPATH=lib $(VENV)/bin/micropython -X heapsize=$(HEAP) firmware/demo_taps.py
+
+## bench: benchmarks that print figures (not part of the test suite)
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+## soak: long sweeps (exhaustive power cuts, long fuzzing)
+soak: $(STAMP)
+	CPOS_SOAK=1 $(PY) -m pytest -m soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

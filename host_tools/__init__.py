@@ -1,0 +1,1 @@
+"""The technician's tools: build, flash, deploy, provision, inspect, rescue."""

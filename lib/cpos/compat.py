@@ -1,0 +1,44 @@
+"""Runtime shims so shared code reads the same on MicroPython and CPython.
+
+Owns: `const`, millisecond/microsecond tick helpers, and printing an exception
+to a stream. Nothing else belongs here.
+"""
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(value):
+        return value
+
+
+import time
+
+try:
+    ticks_ms = time.ticks_ms
+    ticks_us = time.ticks_us
+    ticks_diff = time.ticks_diff
+except AttributeError:  # CPython
+
+    def ticks_ms():
+        return time.monotonic_ns() // 1000000
+
+    def ticks_us():
+        return time.monotonic_ns() // 1000
+
+    def ticks_diff(end, start):
+        return end - start
+
+
+def format_exception(exc):
+    """Return the traceback of `exc` as text, on either runtime."""
+    try:
+        import io
+        import sys
+
+        buf = io.StringIO()
+        sys.print_exception(exc, buf)
+        return buf.getvalue()
+    except AttributeError:
+        import traceback
+
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,1 @@
+"""The CPython world around the real firmware: emulated silicon, backend, scenarios."""

@@ -1,0 +1,24 @@
+"""Pytest set-up shared by every host-side test: import paths and runtime workers."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from runtimes import LIB, DEVICE_TESTS, Worker  # noqa: E402
+
+for p in (DEVICE_TESTS, LIB):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+@pytest.fixture(scope="session")
+def mp_worker():
+    """One MicroPython worker per test session, under the WROOM heap cap."""
+    w = Worker("micropython")
+    yield w
+    w.close()
+
+# Device test modules are run by tests/test_device_suites.py on both runtimes,
+# each in a subprocess; pytest must not also import them on its own.
+collect_ignore = ["device"]

