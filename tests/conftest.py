@@ -5,9 +5,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runtimes import LIB, DEVICE_TESTS, Worker  # noqa: E402
+from runtimes import ROOT, LIB, DEVICE_TESTS, Worker  # noqa: E402
 
-for p in (DEVICE_TESTS, LIB):
+# This checkout first, ahead of any installed copy (worktrees share nothing).
+for p in (ROOT, DEVICE_TESTS, LIB):
     if p not in sys.path:
         sys.path.insert(0, p)
 
