@@ -38,7 +38,8 @@ def mpy_cross_path():
 
 
 def search_path(*extra):
-    return ":".join((LIB, DEVICE_TESTS, ROOT) + extra)
+    # ".frozen" keeps the unix port's frozen modules (asyncio among them) importable.
+    return ":".join((".frozen", LIB, DEVICE_TESTS, ROOT) + extra)
 
 
 def micropython_cmd(script, *args, heap=HEAP_CAP):
