@@ -96,13 +96,34 @@ class Spends:
 
     def add(self, place, amount, now):
         """Count a purchase of `amount` øre at `place` at UTC instant `now`."""
+        self.roll(now)
+        for w in range(WINDOWS):
+            self.totals[slot(place, w)] += amount
+
+
+    def roll(self, now):
+        """Move every window to the one containing `now`, zeroing totals from older windows."""
         for w in range(WINDOWS):
             key = window_key(now, w)
             if self.keys[w] != key:
                 self.keys[w] = key
                 for p in range(PLACE_KINDS):
                     self.totals[slot(p, w)] = 0
-            self.totals[slot(place, w)] += amount
+
+    def add_from(self, other, now):
+        """Add `other`'s totals of the windows containing `now` to this one's (both rolled)."""
+        self.roll(now)
+        for w in range(WINDOWS):
+            if other.keys[w] == self.keys[w]:
+                for p in range(PLACE_KINDS):
+                    self.totals[slot(p, w)] += other.totals[slot(p, w)]
+
+    def copy_from(self, other):
+        for w in range(WINDOWS):
+            self.keys[w] = other.keys[w]
+        for i in range(PLACE_KINDS * WINDOWS):
+            self.totals[i] = other.totals[i]
+        return self
 
 
 class Profile:

@@ -1,0 +1,143 @@
+"""Terminal configuration: load the JSON file and validate it with clear errors.
+
+Owns the schema of `config.json` (docs/config.md). `load(path)` or `validate(dict)`
+returns a `Config` whose attributes are checked and typed; anything wrong raises
+`ConfigError` naming the field and what it must be, so a technician can fix it
+from one line. Unknown top-level keys are refused too: a typo must not be ignored.
+"""
+import json
+
+from cpos import rules
+
+
+class ConfigError(ValueError):
+    """The configuration is missing, unreadable or invalid; the message names the field."""
+
+
+PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
+KINDS = {"till": rules.TILL, "vending": rules.VENDING}
+PN532_LINKS = ("uart", "i2c", "spi", "tcp")
+POS_LINKS = ("uart", "tcp", "none")
+
+_TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
+        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "board")
+
+
+def _fail(field, must):
+    raise ConfigError("config %s: %s" % (field, must))
+
+
+def _get(d, key, kind, field, default=None, required=True):
+    if key not in d:
+        if required:
+            _fail(field, "is missing")
+        return default
+    v = d[key]
+    if kind is int and (type(v) is not int):
+        _fail(field, "must be a whole number, got %r" % (v,))
+    if kind is str and (type(v) is not str or not v):
+        _fail(field, "must be non-empty text, got %r" % (v,))
+    if kind is dict and type(v) is not dict:
+        _fail(field, "must be an object {...}")
+    if kind is bool and type(v) is not bool:
+        _fail(field, "must be true or false")
+    return v
+
+
+def _int_in(d, key, field, lo, hi, default=None):
+    v = _get(d, key, int, field, default, default is None)
+    if not lo <= v <= hi:
+        _fail(field, "must be between %d and %d, got %d" % (lo, hi, v))
+    return v
+
+
+def _choice(d, key, field, choices, default=None):
+    v = _get(d, key, str, field, default, default is None)
+    if v not in choices:
+        _fail(field, "must be one of %s, got %r" % ("/".join(sorted(choices)), v))
+    return v
+
+
+def _ident(v, field):
+    for ch in v:
+        if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
+            _fail(field, "may hold only letters, digits, '-' and '_' (it is part of MQTT topics), got %r" % v)
+    if len(v) > 32:
+        _fail(field, "must be at most 32 characters")
+    return v
+
+
+def _link(d, field, links):
+    link = _choice(d, "link", field + ".link", links)
+    if link == "tcp":
+        _get(d, "host", str, field + ".host")
+        _int_in(d, "port", field + ".port", 1, 65535)
+    elif link == "uart":
+        _int_in(d, "uart", field + ".uart", 0, 2, 1)
+        _int_in(d, "baudrate", field + ".baudrate", 9600, 1000000, 115200)
+    elif link in ("i2c", "spi"):
+        _int_in(d, "bus", field + ".bus", 0, 1, 0)
+    return d
+
+
+def _storage(d):
+    out = {}
+    for part in ("journal", "cardtable"):
+        s = _get(d, part, dict, "storage." + part)
+        if "partition" in s:
+            _get(s, "partition", str, "storage.%s.partition" % part)
+        elif "file" in s:
+            _get(s, "file", str, "storage.%s.file" % part)
+            size = _int_in(s, "size", "storage.%s.size" % part, 4 * 4096, 64 * 1024 * 1024)
+            if size % 4096:
+                _fail("storage.%s.size" % part, "must be a multiple of 4096 (flash sectors)")
+        else:
+            _fail("storage." + part, "needs either \"partition\" (ESP32) or \"file\" and \"size\"")
+        out[part] = s
+    return out
+
+
+class Config:
+    """A validated configuration. Attributes mirror docs/config.md."""
+
+    def __init__(self, d):
+        if type(d) is not dict:
+            raise ConfigError("config: must be a JSON object {...}")
+        for key in d:
+            if key not in _TOP:
+                _fail(key, "is not a known setting (known: %s)" % ", ".join(_TOP))
+        self.terminal_id = _ident(_get(d, "terminal_id", str, "terminal_id"), "terminal_id")
+        self.terminal_no = _int_in(d, "terminal_no", "terminal_no", 1, 0xFFFFFFFF)
+        self.site = _ident(_get(d, "site", str, "site"), "site")
+        self.place = PLACES[_choice(d, "place", "place", PLACES)]
+        self.kind = KINDS[_choice(d, "kind", "kind", KINDS)]
+        self.topup_threshold = _int_in(d, "topup_threshold_ore", "topup_threshold_ore", 0, 10000000,
+                                       rules.DEFAULT_TOPUP_THRESHOLD)
+        self.removal_window_ms = _int_in(d, "removal_window_ms", "removal_window_ms", 100, 5000, 500)
+        self.watchdog_ms = _int_in(d, "watchdog_ms", "watchdog_ms", 1000, 60000, 8000)
+        self.board = _get(d, "board", str, "board", "unix", False)
+        self.pn532 = _link(_get(d, "pn532", dict, "pn532"), "pn532", PN532_LINKS)
+        self.pos = _link(_get(d, "pos", dict, "pos", {"link": "none"}, False), "pos", POS_LINKS)
+        self.storage = _storage(_get(d, "storage", dict, "storage"))
+        self.feedback = _get(d, "feedback", dict, "feedback", {}, False)
+        self.mqtt = _get(d, "mqtt", dict, "mqtt", None, False)
+        self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
+
+
+def validate(d):
+    """Check a configuration dict; returns a Config or raises ConfigError."""
+    return Config(d)
+
+
+def load(path):
+    """Read and validate a JSON configuration file."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config: cannot read %s (provision the terminal first)" % path)
+    try:
+        d = json.loads(text)
+    except ValueError:
+        raise ConfigError("config: %s is not valid JSON" % path)
+    return Config(d)

@@ -1,0 +1,56 @@
+"""This terminal's own purchases that the synced card table does not yet include.
+
+Owns invariant 4 of the architecture: the money a terminal may spend for an
+account is `synced balance - own purchases not yet included`, and its window
+totals are `backend totals + own purchases not yet included`. The card table says
+up to which of this terminal's sequence numbers the backend has included
+(`included_seq`); every journaled approval above it counts here, exactly once.
+
+Memory: one entry per account with pending purchases (a balance sum and a 6-slot
+window Spends), bounded by the journal's capacity; rebuilt from the journal at boot.
+"""
+from cpos import rules
+
+
+class _Entry:
+    def __init__(self):
+        self.amount = 0
+        self.spends = rules.Spends()
+
+
+class Pending:
+    def __init__(self):
+        self._by_account = {}
+        self.included_seq = 0
+        self.count = 0
+
+    def clear(self, included_seq):
+        self._by_account = {}
+        self.included_seq = included_seq
+        self.count = 0
+
+    def add(self, seq, account, place, amount, t):
+        """Count an approved purchase with journal sequence `seq` (ignored if included)."""
+        if seq <= self.included_seq:
+            return
+        e = self._by_account.get(account)
+        if e is None:
+            e = self._by_account[account] = _Entry()
+        e.amount += amount
+        e.spends.add(place, amount, t)
+        self.count += 1
+
+    def amount(self, account):
+        e = self._by_account.get(account)
+        return e.amount if e is not None else 0
+
+    def apply_to(self, card, spends, now):
+        """Adjust a looked-up card and its backend window totals by own pending purchases."""
+        e = self._by_account.get(card.account)
+        if e is None:
+            return
+        card.balance -= e.amount
+        spends.add_from(e.spends, now)
+
+    def accounts(self):
+        return len(self._by_account)

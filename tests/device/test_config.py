@@ -1,0 +1,80 @@
+"""Configuration validation (cpos.config): good configs load, bad ones name the field."""
+from cpos import config, rules
+
+GOOD = {
+    "terminal_id": "t0001", "terminal_no": 1, "site": "skole-nord",
+    "place": "school", "kind": "till",
+    "pn532": {"link": "tcp", "host": "127.0.0.1", "port": 7001},
+    "pos": {"link": "tcp", "host": "127.0.0.1", "port": 7101},
+    "storage": {"journal": {"file": "j.bin", "size": 65536},
+                "cardtable": {"partition": "cards"}},
+}
+
+
+def variant(**changes):
+    d = dict(GOOD)
+    for k, v in changes.items():
+        if v is None:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    return d
+
+
+def error_of(d):
+    try:
+        config.validate(d)
+    except config.ConfigError as e:
+        return str(e)
+    raise AssertionError("accepted: %r" % (d,))
+
+
+def test_good_config_loads_with_defaults():
+    c = config.validate(GOOD)
+    assert c.terminal_id == "t0001" and c.site == "skole-nord"
+    assert c.place == rules.PLACE_SCHOOL and c.kind == rules.TILL
+    assert c.topup_threshold == 5000 and c.removal_window_ms == 500
+    assert c.profile.kind == rules.TILL
+    c = config.validate(variant(place="club", kind="vending", topup_threshold_ore=2000))
+    assert c.profile.place == rules.PLACE_CLUB and c.profile.kind == rules.VENDING
+    assert c.profile.topup_threshold == 2000
+
+
+def test_errors_name_the_field():
+    cases = (
+        (variant(terminal_id=None), "terminal_id: is missing"),
+        (variant(terminal_id="t 1/x"), "terminal_id: may hold only"),
+        (variant(terminal_no=0), "terminal_no: must be between"),
+        (variant(terminal_no="7"), "terminal_no: must be a whole number"),
+        (variant(place="canteen"), "place: must be one of club/school"),
+        (variant(kind="atm"), "kind: must be one of till/vending"),
+        (variant(pn532={"link": "usb"}), "pn532.link: must be one of"),
+        (variant(pn532={"link": "tcp", "host": "x"}), "pn532.port: is missing"),
+        (variant(storage={"journal": {"file": "j", "size": 5000}, "cardtable": {"partition": "c"}}),
+         "storage.journal.size"),
+        (variant(storage={"journal": {}, "cardtable": {"partition": "c"}}), "storage.journal: needs either"),
+        (variant(topup_threshold_ore=-1), "topup_threshold_ore"),
+        (variant(colour="red"), "colour: is not a known setting"),
+    )
+    for d, want in cases:
+        got = error_of(d)
+        assert want in got, "%r not in %r" % (want, got)
+    assert "must be a JSON object" in error_of([1, 2])
+
+
+def test_load_reports_unreadable_and_bad_json():
+    try:
+        config.load("/nonexistent/config.json")
+    except config.ConfigError as e:
+        assert "cannot read" in str(e)
+    else:
+        raise AssertionError("loaded a missing file")
+    path = "/tmp/cpos_bad_config.json"
+    with open(path, "w") as f:
+        f.write("{not json")
+    try:
+        config.load(path)
+    except config.ConfigError as e:
+        assert "not valid JSON" in str(e)
+    else:
+        raise AssertionError("loaded bad JSON")
