@@ -68,15 +68,22 @@ def _ident(v, field):
 
 
 def _link(d, field, links):
+    """A PN532 or POS link: `link` plus its settings, as `cpos.pn532_link.make_link` takes them.
+
+    tcp needs `host` and `port`; the hardware links take pin numbers and bus settings,
+    all whole numbers (uart: uart, tx, rx, baud; i2c: i2c, scl, sda, freq, addr;
+    spi: spi, sck, mosi, miso, cs, baud; any: reset).
+    """
     link = _choice(d, "link", field + ".link", links)
     if link == "tcp":
         _get(d, "host", str, field + ".host")
         _int_in(d, "port", field + ".port", 1, 65535)
-    elif link == "uart":
-        _int_in(d, "uart", field + ".uart", 0, 2, 1)
-        _int_in(d, "baudrate", field + ".baudrate", 9600, 1000000, 115200)
-    elif link in ("i2c", "spi"):
-        _int_in(d, "bus", field + ".bus", 0, 1, 0)
+        return d
+    for key in d:
+        if key != "link":
+            _int_in(d, key, "%s.%s" % (field, key), 0, 10000000)
+    if "baud" in d and not 9600 <= d["baud"] <= 5000000:
+        _fail(field + ".baud", "must be between 9600 and 5000000")
     return d
 
 

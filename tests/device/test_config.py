@@ -78,3 +78,10 @@ def test_load_reports_unreadable_and_bad_json():
         assert "not valid JSON" in str(e)
     else:
         raise AssertionError("loaded bad JSON")
+
+
+def test_hardware_links_take_whole_number_settings():
+    c = config.validate(variant(pn532={"link": "i2c", "i2c": 0, "scl": 22, "sda": 21, "reset": 4}))
+    assert c.pn532["scl"] == 22
+    assert "pn532.scl" in error_of(variant(pn532={"link": "i2c", "scl": "22"}))
+    assert "pn532.baud" in error_of(variant(pn532={"link": "uart", "baud": 300}))

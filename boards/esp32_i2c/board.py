@@ -1,0 +1,24 @@
+"""ESP32-WROOM-32 DevKit with a PN532 on I2C (bus 0), reset pin wired.
+
+Wiring (docs/technician.md): PN532 SDA -> GPIO21, SCL -> GPIO22 (4.7 kohm pull-ups to 3V3),
+RSTPDN -> GPIO4 (pulsed to cure the known I2C lock-up), VCC 3V3, GND; mode switches to I2C (1 on, 2 off).
+Green LED GPIO25, red LED GPIO26 (each with 330 ohm), buzzer GPIO27 (passive).
+"""
+from esp32_board import Esp32Board
+
+PINS = {
+    "pn532": {"link": "i2c", "i2c": 0, "scl": 22, "sda": 21, "freq": 400000, "reset": 4},
+    "feedback": {"led_green": 25, "led_red": 26, "buzzer": 27},
+}
+
+_board = Esp32Board("esp32_i2c", PINS)
+NAME = _board.NAME
+now = _board.now
+config_path = _board.config_path
+block_device = _board.block_device
+pn532_link = _board.pn532_link
+outputs = _board.outputs
+watchdog = _board.watchdog
+log = _board.log
+restart = _board.restart
+maintenance_requested = _board.maintenance_requested
