@@ -38,7 +38,9 @@ def mpy_cross_path():
 
 
 def search_path(*extra):
-    return ":".join((LIB, DEVICE_TESTS, ROOT) + extra)
+    # ".frozen" keeps the unix port's frozen modules (asyncio) importable: setting
+    # MICROPYPATH replaces the default path, which starts with it.
+    return ":".join((LIB, DEVICE_TESTS, ROOT) + extra + (".frozen",))
 
 
 def micropython_cmd(script, *args, heap=HEAP_CAP):

@@ -56,7 +56,7 @@ class ChipError(PN532Error):
     """The chip answered with an error: error frame (code -1) or a status byte."""
 
     def __init__(self, code, msg="chip error"):
-        PN532Error.__init__(self, "%s 0x%02x" % (msg, code & 0xFF) if code >= 0 else msg)
+        super().__init__("%s 0x%02x" % (msg, code & 0xFF) if code >= 0 else msg)
         self.code = code
 
 
@@ -143,6 +143,7 @@ class FrameReader:
         self.start = 0  # offset of TFI+data of the last FRAME (valid until next feed/next)
         self.length = 0  # length of TFI+data of the last FRAME
         self._drop = 0  # bytes of the last event still to be dropped on the next call
+        self._post = False  # the last frame's postamble (00) had not arrived yet
         self.dropped = 0  # noise bytes skipped
         self.bad_frames = 0  # frames skipped for a bad checksum or length
 
@@ -150,6 +151,7 @@ class FrameReader:
         """Forget everything held (e.g. before a new command)."""
         self.n = 0
         self._drop = 0
+        self._post = False
 
     def space(self):
         self._consume()
@@ -241,6 +243,10 @@ class FrameReader:
         has gone quiet) a complete valid frame after such a false start is found too.
         """
         self._consume()
+        if self._post and self.n:
+            self._post = False
+            if self.buf[0] == 0:
+                self._discard(1)
         b = self.buf
         n = self.n
         i = 0
@@ -263,7 +269,9 @@ class FrameReader:
                 continue
             # a complete frame (good or with a bad data checksum) at i
             self._skip_noise(i)
-            total += self._postamble(total)
+            post = self._postamble(total)
+            self._post = not post
+            total += post
             if ev == FRAME:
                 self.start -= i
             self._drop = total
