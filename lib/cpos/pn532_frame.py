@@ -13,7 +13,8 @@ checksums and truncated frames are skipped (counted in `reader.dropped` and
 `reader.bad_frames`) and it resynchronises on the next valid frame, even one that
 follows a false start code whose claimed length has not arrived. The one error it
 signals is BAD_FRAME, for a frame whose length was right but whose data checksum was
-not (the driver answers that with a NACK, which makes the chip send it again).
+not (the driver answers that with a NACK, which makes the chip send it again); only
+its start code is dropped, and the bytes it claimed are searched again.
 
 Errors of this package (documented; nothing else leaves the driver):
 `PN532Error` > `FrameError`, `PN532Timeout`, `ChipError` (with `.code`).
@@ -233,6 +234,8 @@ class FrameReader:
         self.length = ln
         if ln == 1 and b[j] == TFI_ERROR:
             return ERROR_FRAME_EVT, total
+        if b[j] != TFI_CHIP and b[j] != TFI_HOST:
+            return NONE, -1  # checksums agree by chance: not a PN532 frame
         return FRAME, total
 
     def next(self, lookahead=False):
@@ -269,14 +272,18 @@ class FrameReader:
                 continue
             # a complete frame (good or with a bad data checksum) at i
             self._skip_noise(i)
+            if ev == BAD_FRAME:
+                # Drop only its start code: the bytes it claimed are searched again,
+                # so a false start in noise cannot swallow a real frame behind it.
+                self._drop = 2
+                self.bad_frames += 1
+                return ev
             post = self._postamble(total)
             self._post = not post
             total += post
             if ev == FRAME:
                 self.start -= i
             self._drop = total
-            if ev == BAD_FRAME:
-                self.bad_frames += 1
             return ev
         # nothing complete: keep from the first plausible start, or a trailing 00
         keep = pending if pending >= 0 else (n - 1 if n and b[n - 1] == 0 else n)
