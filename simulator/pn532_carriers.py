@@ -126,9 +126,11 @@ class EmuI2C(_BusLock):
         self.timeout_us = timeout_us
         self.transfers = 0
         self.timeouts = 0
+        self.bus_bytes = 0  # address + data bytes clocked (for benchmarks)
 
     def _transfer(self, addr, nbytes):
         self.transfers += 1
+        self.bus_bytes += nbytes + 1
         if addr != self.addr or self.emu._dead():
             raise OSError(errno.ENODEV, "no ACK from 0x%02x" % addr)
         if self.timeout_us is not None and self.stretch_us > self.timeout_us:
@@ -172,6 +174,7 @@ class EmuSPI(_BusLock):
         self._frame = None
         self._rpos = 0
         self.transfers = 0
+        self.bus_bytes = 0  # bytes clocked (for benchmarks)
 
     def select(self, low):
         if low and not self._selected:
@@ -190,6 +193,7 @@ class EmuSPI(_BusLock):
 
     def _byte(self, wire_out):
         """Clock one byte: the host sends `wire_out`, gets the returned byte."""
+        self.bus_bytes += 1
         if not self._selected or self.emu._dead():
             return 0xFF if not self._selected else 0x00
         self.emu.clock.sleep_us(self.emu.byte_us)
