@@ -59,6 +59,11 @@ def test_watermark_waits_for_the_missing_range():
     assert led.apply_batch("skole-nord", "t0001", b[0]).watermark == 10
     assert led.received_seqs(1) == list(range(1, 11)) + list(range(21, 31))  # booked, not yet acked
     assert led.apply_batch("skole-nord", "t0001", b[1]).watermark == 30
+    # A batch that starts one past the watermark leaves a hole: the watermark must not jump it.
+    led2 = Ledger(":memory:")
+    led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 10, recs[:10]))
+    assert led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(12, 20, recs[11:20])).watermark == 10
+    assert led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(11, 11, recs[10:11])).watermark == 20
 
 
 BAD = [
