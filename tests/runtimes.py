@@ -104,8 +104,7 @@ def micropython_cmd(script, *args, heap=HEAP_CAP):
 
 def micropython_env(*extra_paths):
     env = dict(os.environ)
-    # `.frozen` keeps the port's frozen modules (asyncio among them) importable.
-    env["MICROPYPATH"] = search_path(*extra_paths) + ":.frozen"
+    env["MICROPYPATH"] = search_path(*extra_paths)
     return env
 
 
