@@ -4,16 +4,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HEAP ?= 192K
 
-.PHONY: test demo bench soak clean
+.PHONY: test demo bench soak clean broker
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	sh scripts/ensure-mosquitto.sh
 	touch $@
 
+## broker: the mosquitto Debian package (the uplink tests start their own broker from it)
+broker:
+	@sh scripts/ensure-mosquitto.sh
+
 ## test: the whole suite, both runtimes (MicroPython unix port and CPython)
-test: $(STAMP)
+test: $(STAMP) broker
 	$(PY) -m pytest -n 2 -m 'not soak'
 
 ## demo: the main job (for now: a sequence of taps through the rules, on MicroPython)
@@ -21,11 +26,11 @@ demo: $(STAMP)
 	MICROPYPATH=lib $(VENV)/bin/micropython -X heapsize=$(HEAP) firmware/demo_taps.py
 
 ## bench: benchmarks that print figures (not part of the test suite)
-bench: $(STAMP)
+bench: $(STAMP) broker
 	$(PY) bench/run_all.py
 
 ## soak: long sweeps (exhaustive power cuts, long fuzzing)
-soak: $(STAMP)
+soak: $(STAMP) broker
 	CPOS_SOAK=1 $(PY) -m pytest -m soak
 
 clean:

@@ -23,3 +23,13 @@ def mp_worker():
 # Device test modules are run by tests/test_device_suites.py on both runtimes,
 # each in a subprocess; pytest must not also import them on its own.
 collect_ignore = ["device"]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A mosquitto of this test's own on a free loopback port (tests/support/broker.py)."""
+    from support.broker import Broker
+
+    b = Broker(str(tmp_path / "broker")).start()
+    yield b
+    b.stop()

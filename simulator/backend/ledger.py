@@ -1,0 +1,354 @@
+"""The reference backend's ledger: the card system's state in SQLite (stdlib sqlite3).
+
+Owns the schema (accounts, cards, allowed places, limits, top-up enrolments, terminals,
+received journal records, the ledger, top-up triggers, rejected batches), applying one
+uplink batch in one transaction with exactly-once effect, the per-terminal watermark,
+and the per-card statement in the portal guide's shape. Portal actions (top up, block,
+replace, ...) are methods here so that issue 8 can extend the same object.
+
+Exactly once: every journal record lands in `uplink` under PRIMARY KEY (terminal, seq)
+and every approved purchase in `ledger` under UNIQUE (terminal, seq); a repeated or
+reordered batch inserts nothing twice. The watermark is the highest seq W such that
+every batch range covering 1..W has been applied (docs/protocol.md).
+"""
+import sqlite3
+import time
+
+from cpos import protocol
+from cpos.localtime import format_local
+from cpos.money import format_kr
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT,
+    balance INTEGER NOT NULL DEFAULT 0,          -- øre
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'closed'))
+);
+CREATE TABLE IF NOT EXISTS cards (
+    uid TEXT PRIMARY KEY,                         -- hex, lower case, 4/7/10 bytes
+    number TEXT NOT NULL UNIQUE,                  -- printed card number, case-sensitive
+    account INTEGER NOT NULL REFERENCES accounts(id),
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'blocked', 'replaced')),
+    issued INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS places (               -- kinds of unit where an account may buy
+    account INTEGER NOT NULL REFERENCES accounts(id),
+    place INTEGER NOT NULL CHECK (place IN (0, 1)),  -- 0 school, 1 club
+    PRIMARY KEY (account, place)
+);
+CREATE TABLE IF NOT EXISTS limits (               -- till purchases only
+    account INTEGER NOT NULL REFERENCES accounts(id),
+    place INTEGER NOT NULL CHECK (place IN (0, 1)),
+    window INTEGER NOT NULL CHECK (window IN (0, 1, 2)),  -- day, ISO week, month
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    PRIMARY KEY (account, place, window)
+);
+CREATE TABLE IF NOT EXISTS enrolments (           -- automatic top-up
+    account INTEGER PRIMARY KEY REFERENCES accounts(id),
+    amount_kr INTEGER NOT NULL CHECK (amount_kr > 0),
+    payment_ref TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'cancelled')),
+    since INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS terminals (
+    number INTEGER PRIMARY KEY,
+    tid TEXT NOT NULL UNIQUE,
+    site TEXT NOT NULL,
+    place INTEGER,
+    kind INTEGER,
+    watermark INTEGER NOT NULL DEFAULT 0,
+    online INTEGER,
+    status_t INTEGER
+);
+CREATE TABLE IF NOT EXISTS ranges (               -- applied batch ranges above the watermark
+    terminal INTEGER NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    PRIMARY KEY (terminal, lo, hi)
+);
+CREATE TABLE IF NOT EXISTS uplink (               -- every journal record as received
+    terminal INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    account INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    place INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    item TEXT NOT NULL,
+    balance_after INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    topup INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    PRIMARY KEY (terminal, seq)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account INTEGER NOT NULL,
+    card TEXT,                                    -- uid; NULL for account-level entries
+    t INTEGER NOT NULL,                           -- UTC epoch seconds
+    type TEXT NOT NULL CHECK (type IN ('withdrawn', 'deposited')),
+    amount INTEGER NOT NULL CHECK (amount >= 0),  -- øre
+    text TEXT NOT NULL,
+    terminal INTEGER,                             -- purchases: (terminal, seq) unique
+    seq INTEGER,
+    UNIQUE (terminal, seq)
+);
+CREATE INDEX IF NOT EXISTS ledger_account ON ledger (account, t, id);
+CREATE TABLE IF NOT EXISTS topup_triggers (       -- issue 8 acts on them
+    terminal INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    account INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    PRIMARY KEY (terminal, seq)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tid TEXT,
+    received INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    payload BLOB
+);
+"""
+
+TYPE_TEXT = {"withdrawn": "Hævet", "deposited": "Indsat"}
+
+
+class Applied:
+    """What apply_batch did: the new watermark and counts."""
+
+    __slots__ = ("watermark", "new_records", "duplicates", "purchases")
+
+    def __init__(self, watermark, new_records, duplicates, purchases):
+        self.watermark = watermark
+        self.new_records = new_records
+        self.duplicates = duplicates
+        self.purchases = purchases
+
+    def __repr__(self):
+        return "Applied(w=%d, new=%d, dup=%d, purchases=%d)" % (
+            self.watermark, self.new_records, self.duplicates, self.purchases)
+
+
+class Ledger:
+    def __init__(self, path, synchronous="FULL"):
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=%s" % synchronous)
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def _tx(self):
+        return _Tx(self.db)
+
+    # --- portal / administration -------------------------------------------------------
+
+    def add_account(self, name, balance=0, account_id=None):
+        with self._tx():
+            cur = self.db.execute("INSERT INTO accounts (id, name, balance) VALUES (?, ?, 0)", (account_id, name))
+            aid = cur.lastrowid
+        if balance:
+            self.deposit(aid, balance, text="Opening balance")
+        return aid
+
+    def add_card(self, uid, number, account, status="active", issued=0):
+        with self._tx():
+            self.db.execute("INSERT INTO cards (uid, number, account, status, issued) VALUES (?, ?, ?, ?, ?)",
+                            (uid.lower(), number, account, status, issued))
+
+    def set_card_status(self, number, status):
+        with self._tx():
+            cur = self.db.execute("UPDATE cards SET status = ? WHERE number = ?", (status, number))
+            if cur.rowcount != 1:
+                raise KeyError(number)
+
+    def allow_place(self, account, place, allowed=True):
+        with self._tx():
+            if allowed:
+                self.db.execute("INSERT OR IGNORE INTO places VALUES (?, ?)", (account, place))
+            else:
+                self.db.execute("DELETE FROM places WHERE account = ? AND place = ?", (account, place))
+
+    def set_limit(self, account, place, window, amount):
+        with self._tx():
+            if amount is None:
+                self.db.execute("DELETE FROM limits WHERE account = ? AND place = ? AND window = ?",
+                                (account, place, window))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, place, window, amount))
+
+    def enrol_topup(self, account, amount_kr, payment_ref, since=0):
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO enrolments VALUES (?, ?, ?, 'active', ?)",
+                            (account, amount_kr, payment_ref, since))
+
+    def cancel_enrolment(self, account):
+        with self._tx():
+            self.db.execute("UPDATE enrolments SET status = 'cancelled' WHERE account = ?", (account,))
+
+    def add_terminal(self, number, site, place, kind):
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO terminals (number, tid, site, place, kind) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (number) DO UPDATE SET site = excluded.site, place = excluded.place, kind = excluded.kind",
+                (number, protocol.terminal_id(number), site, place, kind))
+
+    def deposit(self, account, amount, t=None, text="Indbetaling", card=None):
+        """Money in (top-up, transfer in): one ledger row, balance up."""
+        if amount <= 0:
+            raise ValueError("amount")
+        t = int(time.time()) if t is None else t
+        with self._tx():
+            self.db.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, account))
+            self.db.execute("INSERT INTO ledger (account, card, t, type, amount, text) VALUES (?, ?, ?, 'deposited', ?, ?)",
+                            (account, card, t, amount, text))
+
+    # --- uplink -------------------------------------------------------------------------
+
+    def reject(self, tid, error, payload):
+        with self._tx():
+            self.db.execute("INSERT INTO rejected (tid, received, error, payload) VALUES (?, ?, ?, ?)",
+                            (tid, int(time.time()), error, bytes(payload[:65536])))
+
+    def apply_batch(self, site, tid, payload):
+        """Apply one batch message from terminal `tid` in one transaction; return Applied.
+
+        Raises protocol.ProtocolError (nothing changed) for a malformed batch or records that
+        name another terminal; the caller records it with reject() and does not ack it.
+        """
+        number = protocol.terminal_number(tid)
+        lo, hi, recs = protocol.decode_batch(payload)
+        for r in recs:
+            if r["terminal"] != number:
+                raise protocol.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
+        now = int(time.time())
+        db = self.db
+        new = dup = purchases = 0
+        with self._tx():
+            row = db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO terminals (number, tid, site) VALUES (?, ?, ?)", (number, tid, site))
+                w = 0
+            else:
+                w = row[0]
+            for r in recs:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO uplink VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (number, r["seq"], r["t"], r["uid"].lower(), r["account"], r["amount"], r["place"], r["kind"],
+                     r["item"], r["balance_after"], r["reason"], int(r["topup"]), now))
+                if cur.rowcount == 0:
+                    dup += 1
+                    continue
+                new += 1
+                if r["topup"]:
+                    db.execute("INSERT OR IGNORE INTO topup_triggers (terminal, seq, account, t) VALUES (?, ?, ?, ?)",
+                               (number, r["seq"], r["account"], r["t"]))
+                if r["reason"] != 0:
+                    continue
+                # An approved purchase. The terminal decided offline: book it whatever the
+                # backend now thinks of the account (an unknown account is created, not dropped).
+                db.execute("INSERT OR IGNORE INTO accounts (id, name) VALUES (?, NULL)", (r["account"],))
+                db.execute("INSERT INTO ledger (account, card, t, type, amount, text, terminal, seq) "
+                           "VALUES (?, ?, ?, 'withdrawn', ?, ?, ?, ?)",
+                           (r["account"], r["uid"].lower(), r["t"], r["amount"], r["item"], number, r["seq"]))
+                db.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (r["amount"], r["account"]))
+                purchases += 1
+            if lo <= w + 1:
+                w = max(w, hi)
+                while True:
+                    more = db.execute("SELECT max(hi) FROM ranges WHERE terminal = ? AND lo <= ?",
+                                      (number, w + 1)).fetchone()[0]
+                    db.execute("DELETE FROM ranges WHERE terminal = ? AND lo <= ?", (number, w + 1))
+                    if more is None or more <= w:
+                        break
+                    w = more
+            elif hi > w:
+                db.execute("INSERT OR IGNORE INTO ranges VALUES (?, ?, ?)", (number, lo, hi))
+            db.execute("UPDATE terminals SET watermark = ? WHERE number = ?", (w, number))
+        return Applied(w, new, dup, purchases)
+
+    def set_status(self, tid, online, t):
+        number = protocol.terminal_number(tid)
+        with self._tx():
+            self.db.execute("UPDATE terminals SET online = ?, status_t = ? WHERE number = ?", (int(online), t, number))
+
+    # --- reading ------------------------------------------------------------------------
+
+    def watermark(self, number):
+        row = self.db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
+        return row[0] if row else 0
+
+    def terminals(self):
+        return self.db.execute("SELECT number, tid, site, watermark FROM terminals ORDER BY number").fetchall()
+
+    def balance(self, account):
+        row = self.db.execute("SELECT balance FROM accounts WHERE id = ?", (account,)).fetchone()
+        return None if row is None else row[0]
+
+    def purchase_seqs(self, terminal):
+        return [r[0] for r in self.db.execute(
+            "SELECT seq FROM ledger WHERE terminal = ? ORDER BY seq", (terminal,))]
+
+    def received_seqs(self, terminal):
+        return [r[0] for r in self.db.execute("SELECT seq FROM uplink WHERE terminal = ? ORDER BY seq", (terminal,))]
+
+    def topup_triggers(self, terminal=None):
+        q = "SELECT terminal, seq, account, t, status FROM topup_triggers"
+        if terminal is None:
+            return self.db.execute(q + " ORDER BY terminal, seq").fetchall()
+        return self.db.execute(q + " WHERE terminal = ? ORDER BY seq", (terminal,)).fetchall()
+
+    def statement(self, card_number, start=None, end=None):
+        """Lines of the card's statement (kontoudtog), newest first as in the portal:
+        dicts with `time` (Copenhagen, `YYYY-MM-DD HH:MM:SS`), `type` (Hævet/Indsat),
+        `amount` and `balance` (øre), `text`. The running balance is the account's
+        balance after the line, in time order, over all of the account's entries."""
+        row = self.db.execute("SELECT uid, account FROM cards WHERE number = ?", (card_number,)).fetchone()
+        if row is None:
+            raise KeyError(card_number)
+        uid, account = row
+        rows = self.db.execute(
+            "SELECT t, type, amount, text, card FROM ledger WHERE account = ? ORDER BY t, id", (account,)).fetchall()
+        bal = self.balance(account) - sum(a if ty == "deposited" else -a for _, ty, a, _, _ in rows)
+        lines = []
+        for t, ty, amount, text, card in rows:
+            bal += amount if ty == "deposited" else -amount
+            if card not in (None, uid):
+                continue
+            if (start is not None and t < start) or (end is not None and t >= end):
+                continue
+            lines.append({"t": t, "time": format_local(t), "type": TYPE_TEXT[ty], "amount": amount,
+                          "balance": bal, "text": text})
+        lines.reverse()
+        return lines
+
+
+def format_statement(card_number, lines):
+    """The statement as text, like the portal's report."""
+    out = ["Kontoudtog", "Kantinekort %s" % card_number, "%-19s  %-6s  %12s  %12s  %s" % ("Dato", "Type", "Beløb", "Saldo", "Tekst")]
+    for ln in lines:
+        out.append("%-19s  %-6s  %12s  %12s  %s" % (
+            ln["time"], ln["type"], format_kr(ln["amount"]), format_kr(ln["balance"]), ln["text"]))
+    return "\n".join(out)
+
+
+class _Tx:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False

@@ -1,0 +1,74 @@
+"""The reference backend's MQTT side: batches in, acknowledgements out.
+
+Owns the backend's one broker connection (cpos.mqtt on CPython, persistent session,
+QoS 1 subscription to every terminal's uplink) and the order that makes delivery
+exactly-once in effect: apply the batch in one SQLite transaction, commit, publish the
+terminal's watermark (retained, QoS 1), and only then PUBACK the batch to the broker.
+A crash anywhere in between leaves either nothing applied (the broker or the terminal
+resends) or the batch applied without an ack (the resent batch is a no-op and is acked).
+"""
+import asyncio
+import os
+import signal
+import time
+
+from cpos import protocol
+from cpos.mqtt import Fatal, MQTTClient
+
+
+class Backend:
+    def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
+                 crash_after_apply=0, log=None):
+        self.ledger = ledger
+        self.log = log or (lambda m: None)
+        self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
+                                 backoff_min_ms=100, backoff_max_ms=2000,
+                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=self.log)
+        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
+        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
+        self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
+        self.applied = 0
+        self.rejected = 0
+        self.apply_seconds = 0.0
+        self.records_applied = 0
+
+    async def run(self):
+        await self.client.run()
+
+    async def _on_batch(self, topic, payload, retained):
+        try:
+            site, tid, _ = protocol.split_topic(topic)
+        except protocol.ProtocolError as e:
+            self.log("backend: bad topic %r: %s" % (topic, e))
+            return
+        t0 = time.perf_counter()
+        try:
+            res = self.ledger.apply_batch(site, tid, payload)
+        except protocol.ProtocolError as e:
+            # Malformed: nothing applied, nothing acked; kept for an operator to look at.
+            self.rejected += 1
+            self.ledger.reject(tid, str(e), payload)
+            self.log("backend: rejected batch from %s: %s" % (tid, e))
+            return
+        except Exception as e:  # the database failed: no PUBACK, the broker redelivers
+            self.log("backend: apply failed: %s" % e)
+            raise Fatal(str(e))
+        self.apply_seconds += time.perf_counter() - t0
+        self.records_applied += res.new_records
+        self.applied += 1
+        if self.crash_after_apply and self.applied >= self.crash_after_apply:
+            os.kill(os.getpid(), signal.SIGKILL)  # committed, not acknowledged: the fault test
+        await self.client.publish(protocol.topic(site, tid, protocol.ACK),
+                                  protocol.encode_ack(res.watermark, int(time.time())),
+                                  qos=1, retain=True, wait=False)
+
+    def _on_status(self, topic, payload, retained):
+        try:
+            site, tid, _ = protocol.split_topic(topic)
+            m = protocol.decode_status(payload)
+            self.ledger.set_status(tid, m["online"], m.get("t", 0))
+        except (protocol.ProtocolError, ValueError) as e:
+            self.log("backend: bad status on %s: %s" % (topic, e))
+
+    async def stop(self):
+        await self.client.stop()

@@ -1,0 +1,144 @@
+"""A real mosquitto broker per test: free loopback port, generated config, users and ACL.
+
+Each terminal gets its own username (its terminal id, e.g. `t0001`) and password, and an
+ACL that lets it publish only under `cpos/v1/<site>/<its id>/up/...` and read only its own
+`.../down/...`; the backend user reads every uplink and writes every downlink. Passwords
+are hashed with `mosquitto_passwd -U` (Debian package `mosquitto`, installed by
+scripts/ensure-mosquitto.sh). Persistence is off unless asked for. stop()/start()/kill()
+let a test take the broker away and bring it back on the same port.
+"""
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+SITE = "skole-nord"
+BACKEND_USER = "backend"
+
+
+def find_tool(name):
+    for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    p = shutil.which(name)
+    if p:
+        return p
+    raise RuntimeError("%s not found: run `make test` (scripts/ensure-mosquitto.sh installs it)" % name)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def terminal_id(n):
+    return "t%04d" % n
+
+
+def password_for(user):
+    return "pw-" + user + "-" + "x7"
+
+
+class Broker:
+    def __init__(self, workdir, site=SITE, terminals=(1, 2, 3), persistence=False, port=None):
+        self.dir = workdir
+        self.site = site
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.persistence = persistence
+        self.users = {BACKEND_USER: password_for(BACKEND_USER)}
+        for n in terminals:
+            self.users[terminal_id(n)] = password_for(terminal_id(n))
+        self.proc = None
+        os.makedirs(workdir, exist_ok=True)
+        self.conf = os.path.join(workdir, "mosquitto.conf")
+        self.log = os.path.join(workdir, "mosquitto.log")
+        self._write_files(terminals)
+
+    def _write_files(self, terminals):
+        pw = os.path.join(self.dir, "passwd")
+        with open(pw, "w") as f:
+            for u, p in self.users.items():
+                f.write("%s:%s\n" % (u, p))
+        subprocess.run([find_tool("mosquitto_passwd"), "-U", pw], check=True, capture_output=True)
+        os.chmod(pw, 0o600)
+        acl = os.path.join(self.dir, "acl")
+        with open(acl, "w") as f:
+            f.write("user %s\n" % BACKEND_USER)
+            f.write("topic read cpos/v1/+/+/up/#\n")
+            f.write("topic write cpos/v1/+/+/down/#\n\n")
+            for n in terminals:
+                tid = terminal_id(n)
+                f.write("user %s\n" % tid)
+                f.write("topic write cpos/v1/%s/%s/up/#\n" % (self.site, tid))
+                f.write("topic read cpos/v1/%s/%s/down/#\n\n" % (self.site, tid))
+        os.chmod(acl, 0o600)
+        lines = [
+            # Started as root (CI), mosquitto would switch to user `mosquitto`, who cannot
+            # read this test's files: stay the user who runs the tests.
+            "user " + pwd.getpwuid(os.geteuid()).pw_name,
+            "listener %d 127.0.0.1" % self.port,
+            "allow_anonymous false",
+            "password_file " + pw,
+            "acl_file " + acl,
+            "log_dest file " + self.log,
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_inflight_messages 20",
+            "max_queued_messages 100000",
+        ]
+        if self.persistence:
+            lines += ["persistence true", "persistence_location " + self.dir + "/",
+                      "autosave_interval 1"]
+        else:
+            lines.append("persistence false")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def credentials(self, user):
+        return user, self.users[user]
+
+    def start(self, timeout=10):
+        assert self.proc is None or self.proc.poll() is not None
+        self.proc = subprocess.Popen([find_tool("mosquitto"), "-c", self.conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited: %s" % self.proc.stderr.read().decode())
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not listen on %d" % self.port)
+
+    def stop(self):
+        """Graceful stop (SIGTERM): connections close, in-memory state is lost unless persisted."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
