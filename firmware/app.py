@@ -1,0 +1,353 @@
+"""The terminal application: asyncio tasks around one decision path.
+
+Owns the order of things on the device. At start: configuration, journal recovery
+(before the first tap), card table mount, own pending purchases rebuilt from the
+journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
+requests over the line protocol), feedback (LED, buzzer, display), health (figures
+for logs and the uplink), watchdog (fed only while every task is alive), and, when
+configured, MQTT uplink. If any task raises, the app logs it, stops every task and
+returns to main.py, which restarts it (journal recovery again: nothing recorded is
+lost, nothing is recorded twice).
+
+The tap path, `decide`: look up the card (one flash block read), apply this
+terminal's own pending purchases, run the rules, append to the journal (durable
+before anything is signalled), then reply to the POS and queue the feedback. It
+allocates nothing in the steady state on MicroPython except the POS reply line.
+"""
+import asyncio
+
+from cpos import cardtable, feedback, pending, posproto, reasons, rules
+from cpos.compat import const, ticks_diff, ticks_ms, ticks_us
+from cpos.journal import Journal, JournalFull
+from cpos.pn532 import PN532
+from cpos.tap import CardReader, TAP
+
+_REQUEST_TIMEOUT_MS = const(60000)
+_HEALTH_EVERY_MS = const(30000)
+_WDT_FEED_MS = const(1000)
+_READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
+
+
+class Request:
+    """The open payment (till) or vend request (vending machine)."""
+
+    def __init__(self):
+        self.open = False
+        self.ref = ""
+        self.amount = 0
+        self.item = ""
+        self.writer = None
+        self.since = 0
+
+    def set(self, ref, amount, item, writer):
+        self.open = True
+        self.ref, self.amount, self.item, self.writer = ref, amount, item, writer
+        self.since = ticks_ms()
+
+    def close(self):
+        self.open = False
+        self.writer = None
+
+
+class App:
+    def __init__(self, board, cfg, log):
+        self.board = board
+        self.cfg = cfg
+        self.log = log
+        self.profile = cfg.profile
+        self._event = getattr(board, "event", None)  # the unix board reports to the simulator
+        self.journal = Journal(board.block_device(cfg.storage["journal"]))
+        self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]))
+        self.pending = pending.Pending()
+        self.card = rules.CardRecord()
+        self.spends = rules.Spends()
+        self.request = Request()
+        self.reader = None
+        self.feedback = feedback.Feedback(board.outputs(cfg.feedback), asyncio.sleep_ms)
+        self._fb = asyncio.Event()
+        self._fb_what = None
+        self._failed = None
+        self._beat_reader = ticks_ms()
+        self.uplink = None
+        self.decisions = 0
+        self.approvals = 0
+
+    # -- start -------------------------------------------------------------------
+    def recover(self):
+        """Journal first (before the first tap), then the card table, then pending."""
+        nxt = self.journal.recover()
+        self.table.mount()
+        self.rebuild_pending()
+        used, total = self.journal.fill()
+        self.log.info("recovered: next seq %d, acked %d, journal %d/%d, table v%d (%s), %d pending" % (
+            nxt, self.journal.watermark, used, total, self.table.version,
+            ("empty", "ok", "broken")[self.table.state], self.pending.count))
+        self.report("boot", next_seq=nxt, acked=self.journal.watermark, table_version=self.table.version,
+                    pending=self.pending.count)
+
+    def rebuild_pending(self):
+        """Count every approved own purchase above the table's included_seq, once."""
+        inc = self.table.included_seq
+        self.pending.clear(inc)
+        buf = bytearray(64)
+        from cpos import purchase
+
+        seq = inc + 1
+        while True:
+            s = self.journal.read(seq, buf, True)
+            if s is None:
+                break
+            rec = purchase.decode(buf)
+            if rec["reason"] == reasons.APPROVED:
+                self.pending.add(s, rec["account"], rec["place"], rec["amount"], rec["t"])
+            seq = s + 1
+
+    def report(self, kind, **fields):
+        if self._event is not None:
+            fields["terminal"] = self.cfg.terminal_id
+            self._event(kind, **fields)
+
+    # -- the tap path ------------------------------------------------------------
+    def decide(self, uid, amount, item, now):
+        """Decide and record one purchase. Returns (code, topup, seq, balance_after, timings)."""
+        t0 = ticks_us()
+        card, spends = self.card, self.spends
+        found = self.table.lookup(uid, card, spends)
+        t1 = ticks_us()
+        if found == cardtable.CORRUPT:
+            d = reasons.NEEDS_UPDATE
+        elif found == cardtable.NOT_FOUND:
+            d = rules.authorize(None, spends, self.profile, amount, now)
+        else:
+            self.pending.apply_to(card, spends, now)
+            d = rules.authorize(card, spends, self.profile, amount, now)
+        t2 = ticks_us()
+        code = rules.reason(d)
+        topup = rules.topup_triggered(d)
+        seq = 0
+        balance_after = card.balance if found == cardtable.FOUND else 0
+        if code == reasons.APPROVED:
+            balance_after -= amount
+        if code == reasons.APPROVED or topup:
+            try:
+                seq = self.journal.append(now, uid, card.account, amount, self.profile.place,
+                                          self.profile.kind, self.cfg.terminal_no, item,
+                                          balance_after, code, topup)
+            except JournalFull:
+                if code == reasons.APPROVED:
+                    code = reasons.TERMINAL_FULL
+                    balance_after += amount
+                self.log.warn("journal full: purchase refused")
+            if seq and code == reasons.APPROVED:
+                self.pending.add(seq, card.account, self.profile.place, amount, now)
+                self.approvals += 1
+            if seq and self.uplink is not None:
+                self.uplink.kick()
+        t3 = ticks_us()
+        self.decisions += 1
+        return code, topup, seq, balance_after, (ticks_diff(t1, t0), ticks_diff(t2, t1), ticks_diff(t3, t2))
+
+    def balance_of(self, uid, now):
+        """For a tap without a request: (reason code, available balance)."""
+        card, spends = self.card, self.spends
+        found = self.table.lookup(uid, card, spends)
+        if found == cardtable.CORRUPT:
+            return reasons.NEEDS_UPDATE, 0
+        if found == cardtable.NOT_FOUND:
+            return reasons.UNKNOWN_CARD, 0
+        if card.status == rules.REPLACED:
+            return reasons.REPLACED, 0
+        if card.status == rules.BLOCKED:
+            return reasons.BLOCKED, 0
+        self.pending.apply_to(card, spends, now)
+        return reasons.APPROVED, card.balance
+
+    async def on_tap(self, uid, tap_ms):
+        now = self.board.now()
+        req = self.request
+        if not req.open:
+            code, balance = self.balance_of(uid, now)
+            self._show(("balance", code, 0, balance))
+            self.report("balance", uid=_hex(uid), reason=reasons.name(code), balance=balance)
+            return
+        writer = req.writer
+        ref, amount, item = req.ref, req.amount, req.item
+        req.close()
+        code, topup, seq, balance_after, timings = self.decide(uid, amount, item, now)
+        decided_ms = ticks_ms()
+        self._show(("decision", code, amount, balance_after))
+        if code == reasons.APPROVED:
+            line = posproto.approved(ref, seq, amount, balance_after)
+        else:
+            line = posproto.refused(ref, reasons.name(code))
+        await _send(writer, line)
+        self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
+                    seq=seq, balance_after=balance_after, topup=topup,
+                    lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
+                    tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
+
+    def _show(self, what):
+        self._fb_what = what
+        self._fb.set()
+
+    # -- tasks -------------------------------------------------------------------
+    async def reader_task(self):
+        link = self.board.pn532_link(self.cfg.pn532)
+        self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms)
+        poll_ms = reader.poll_ms
+        while True:
+            result = await reader.step()
+            self._beat_reader = ticks_ms()
+            if result == TAP:
+                await self.on_tap(memoryview(reader.uid)[:reader.uid_len], self._beat_reader)
+            await asyncio.sleep_ms(poll_ms)
+
+    async def feedback_task(self):
+        while True:
+            await self._fb.wait()
+            self._fb.clear()
+            kind, code, amount, balance = self._fb_what
+            if kind == "decision":
+                await self.feedback.decision(code, amount, balance)
+            elif code == reasons.APPROVED:
+                await self.feedback.balance(balance)
+            else:
+                await self.feedback.unknown_for_balance(code)
+
+    async def pos_task(self):
+        pos = self.cfg.pos
+        if pos["link"] == "tcp":
+            server = await asyncio.start_server(self.pos_session, pos["host"], pos["port"])
+            self.log.info("POS: listening on %s:%d" % (pos["host"], pos["port"]))
+            try:
+                while True:
+                    await asyncio.sleep_ms(_REQUEST_TIMEOUT_MS // 4)
+                    self.expire_request()
+            finally:
+                server.close()
+        elif pos["link"] == "uart":
+            import machine
+
+            uart = machine.UART(pos.get("uart", 1), baudrate=pos.get("baud", 115200),
+                                tx=pos.get("tx"), rx=pos.get("rx"))
+            stream = asyncio.StreamReader(uart)
+            await self.pos_session(stream, asyncio.StreamWriter(uart, {}))
+        else:
+            while True:  # no POS: every tap shows the balance
+                await asyncio.sleep_ms(_REQUEST_TIMEOUT_MS)
+
+    def expire_request(self):
+        req = self.request
+        if req.open and ticks_diff(ticks_ms(), req.since) > _REQUEST_TIMEOUT_MS:
+            writer, ref = req.writer, req.ref
+            req.close()
+            asyncio.create_task(_send(writer, posproto.expired(ref)))
+
+    async def pos_session(self, stream, writer):
+        """One POS connection: requests in, replies out. Bad lines get ERR, never a crash."""
+        self.log.info("POS: connected")
+        req = self.request
+        want = posproto.PAY if self.profile.kind == rules.TILL else posproto.VEND
+        try:
+            while True:
+                line = await stream.readline()
+                if not line:
+                    break
+                try:
+                    verb, ref, amount, item = posproto.parse(line)
+                except posproto.ProtoError as e:
+                    await _send(writer, posproto.error(e.ref, e.what))
+                    continue
+                if verb == posproto.PING:
+                    await _send(writer, posproto.pong(self.cfg.terminal_id))
+                elif verb == posproto.CANCEL:
+                    if req.open and req.ref == ref:
+                        req.close()
+                        await _send(writer, posproto.cancelled(ref))
+                    else:
+                        await _send(writer, posproto.error(ref, "not-open"))
+                elif verb != want:
+                    await _send(writer, posproto.error(ref, "wrong-kind"))
+                elif req.open:
+                    await _send(writer, posproto.error(ref, "busy"))
+                else:
+                    req.set(ref, amount, item, writer)
+                    await _send(writer, posproto.wait(ref))
+        finally:
+            if req.open and req.writer is writer:
+                req.close()
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the peer may already be gone
+                pass
+            self.log.info("POS: disconnected")
+
+    async def health_task(self):
+        while True:
+            await asyncio.sleep_ms(_HEALTH_EVERY_MS)
+            self.log.info("health %r" % (self.health(),))
+
+    def health(self):
+        import gc
+
+        used, total = self.journal.fill()
+        h = {"decisions": self.decisions, "approvals": self.approvals,
+             "journal_used": used, "journal_total": total, "pending": self.journal.pending(),
+             "oldest_unacked": self.journal.oldest_unacked(), "table_version": self.table.version,
+             "table_state": self.table.state, "mem_free": gc.mem_free(), "errors": self.log.errors}
+        if self.reader is not None:
+            r = self.reader
+            h["reader_ok"] = r.ready
+            h["reader_errors"] = r.errors
+            h["reader_reinits"] = r.reinits
+        return h
+
+    async def watchdog_task(self):
+        wdt = self.board.watchdog(self.cfg.watchdog_ms)
+        while True:
+            if self._failed is None and ticks_diff(ticks_ms(), self._beat_reader) < _READER_STALL_MS:
+                wdt.feed()
+            await asyncio.sleep_ms(_WDT_FEED_MS)
+
+    async def _guard(self, name, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every task failure restarts the app
+            self.log.error("task %s failed" % name, e)
+            self._failed = name
+            self._stop.set()
+
+    async def run(self):
+        """Run every task until one fails; then stop them all and return its name."""
+        self._stop = asyncio.Event()
+        tasks = [asyncio.create_task(self._guard(n, c)) for n, c in (
+            ("reader", self.reader_task()), ("feedback", self.feedback_task()),
+            ("pos", self.pos_task()), ("health", self.health_task()),
+            ("watchdog", self.watchdog_task()))]
+        for n, c in self.extra_tasks():
+            tasks.append(asyncio.create_task(self._guard(n, c)))
+        await self._stop.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep_ms(0)
+        return self._failed
+
+    def extra_tasks(self):
+        """Tasks that later parts add (uplink, sync); none by default."""
+        return ()
+
+
+async def _send(writer, line):
+    if writer is None:
+        return
+    try:
+        writer.write(line.encode() if isinstance(line, str) else line)
+        await writer.drain()
+    except Exception:  # noqa: BLE001 - a POS that hung up must not stop the terminal
+        pass
+
+
+def _hex(uid):
+    return "".join("%02X" % b for b in uid)

@@ -1,0 +1,44 @@
+"""Entry point: load the configuration, run the app, restart it if anything fails.
+
+Thin on purpose. A configuration error stops here with one line naming the field
+(the technician fixes config.json; the watchdog is never started, so the REPL stays
+reachable). Any other failure is logged and the app starts over from journal
+recovery: on an ESP32 through machine.reset(), on the unix board in-process.
+"""
+import asyncio
+import time
+
+import board
+from cpos import config, log as logmod
+
+_RESTART_PAUSE_MS = 1000
+
+
+def main():
+    log = logmod.Log(board.log)
+    if hasattr(board, "maintenance_requested") and board.maintenance_requested():
+        log.info("maintenance mode: app not started (release BOOT and reset to run)")
+        return
+    try:
+        cfg = config.load(board.config_path())
+    except config.ConfigError as e:
+        log.error(str(e))
+        if hasattr(board, "event"):
+            board.event("config_error", message=str(e))
+        return
+    from app import App
+
+    while True:
+        try:
+            app = App(board, cfg, log)
+            app.recover()
+            failed = asyncio.run(app.run())
+            log.error("app stopped: task %s failed; restarting" % failed)
+        except Exception as e:  # noqa: BLE001 - start over rather than die
+            log.error("app failed", e)
+        asyncio.new_event_loop()
+        time.sleep_ms(_RESTART_PAUSE_MS) if hasattr(time, "sleep_ms") else time.sleep(_RESTART_PAUSE_MS / 1000)
+        board.restart()
+
+
+main()
