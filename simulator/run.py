@@ -1,0 +1,276 @@
+"""Play a scenario against simulated terminals and report what happened, tap by tap.
+
+Owns the run: building the unix-board bundle, provisioning each terminal's card table
+from the scenario, starting the terminals, replaying the timeline in real time
+(payment requests, taps, removals, power cuts, boots), pairing each tap with the
+decision the POS received, and checking the journals afterwards: every approval the
+POS heard is in the terminal's journal exactly once, and nothing is charged twice.
+"""
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from cpos import purchase, reasons
+from cpos.blockfile import BlockFile
+from cpos.journal import Journal
+from host_tools import bundle
+from simulator import cardsync
+from simulator.terminal import JOURNAL_SIZE, SimTerminal
+
+REPLY_TIMEOUT_S = 3.0
+
+
+class Tap:
+    __slots__ = ("terminal", "uid", "card", "amount", "ref", "placed_at", "decision", "reason",
+                 "seq", "balance_after", "latency_ms", "device")
+
+    def __init__(self, terminal, uid, card, amount, ref, placed_at):
+        self.terminal, self.uid, self.card, self.amount, self.ref = terminal, uid, card, amount, ref
+        self.placed_at = placed_at
+        self.decision = "pending"
+        self.reason = None
+        self.seq = None
+        self.balance_after = None
+        self.latency_ms = None
+        self.device = {}
+
+    def as_json(self):
+        return {"terminal": self.terminal, "card": self.card, "uid": self.uid.hex().upper(),
+                "amount": self.amount, "decision": self.decision, "reason": self.reason,
+                "seq": self.seq, "balance_after": self.balance_after,
+                "tap_to_decision_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
+                "device_us": self.device or None}
+
+
+class Run:
+    def __init__(self, scenario, workdir=None, json_out=None, keep=False, quiet=False):
+        self.scenario = scenario
+        self.keep = keep or workdir is not None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="cpos-sim-")
+        self.json_out = json_out
+        self.quiet = quiet
+        self.terminals = {}
+        self.taps = []
+        self._open = {}  # terminal id -> (ref, amount, item) of the open request
+        self._ref = 0
+        self._card_names = {c["uid"]: c["number"] for c in scenario.cards}
+
+    # -- set-up ------------------------------------------------------------------
+    def _say(self, text):
+        if not self.quiet:
+            print(text, flush=True)
+
+    async def start(self):
+        bdir = os.path.join(self.workdir, "bundle")
+        manifest = bundle.build("unix", bdir)
+        self._say("bundle %s for the unix board: %d files" % (manifest["version"], len(manifest["files"])))
+        for spec in self.scenario.terminals:
+            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start)
+            t.prepare(lambda dev: cardsync.install_scenario(dev, self.scenario))
+            self.terminals[spec["id"]] = t
+        await asyncio.gather(*(t.boot() for t in self.terminals.values()))
+        self._watchdogs = [asyncio.ensure_future(t.watchdog()) for t in self.terminals.values()]
+        self._say("%d terminals up: %s" % (len(self.terminals), ", ".join(self.terminals)))
+
+    async def stop(self):
+        for w in getattr(self, "_watchdogs", []):
+            w.cancel()
+        for t in self.terminals.values():
+            await t.stop()
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- the timeline -------------------------------------------------------------
+    async def play(self):
+        t0 = time.monotonic()
+        pending = []
+        for ev in self.scenario.events:
+            delay = t0 + ev["at"] - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            term = self.terminals[ev["terminal"]]
+            kind = ev["kind"]
+            if kind == "pay":
+                await self._pay(term, ev)
+            elif kind == "tap":
+                pending.append(asyncio.ensure_future(self._tap(term, ev)))
+            elif kind == "remove":
+                term.remove()
+            elif kind == "power_cut":
+                self._say("%s: power cut" % term.id)
+                await term.power_cut()
+                self._open.pop(term.id, None)
+            elif kind == "boot":
+                self._say("%s: boot" % term.id)
+                await term.boot()
+            elif kind == "cancel":
+                req = self._open.pop(term.id, None)
+                if req:
+                    await term.send("CANCEL %s" % req[0])
+                    await self._reply(term)
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def _reply(self, term, timeout=REPLY_TIMEOUT_S):
+        try:
+            return await asyncio.wait_for(term.replies.get(), timeout)
+        except asyncio.TimeoutError:
+            return None, None
+
+    async def _pay(self, term, ev):
+        if not term.running() or term.pos_writer is None:
+            return
+        if term.id in self._open:  # the last customer walked off: cancel before the next
+            ref = self._open.pop(term.id)[0]
+            await term.send("CANCEL %s" % ref)
+            await self._reply(term)
+        self._ref += 1
+        ref = "r%d" % self._ref
+        verb = "PAY" if term.spec["kind"] == "till" else "VEND"
+        await term.send("%s %s %d %s" % (verb, ref, ev["amount"], ev.get("item", "")))
+        _, line = await self._reply(term)
+        if line == "WAIT %s" % ref:
+            self._open[term.id] = (ref, ev["amount"], ev.get("item", ""))
+        else:
+            self._say("%s: request %s not opened: %r" % (term.id, ref, line))
+
+    async def _tap(self, term, ev):
+        req = self._open.pop(term.id, None)
+        uid = ev["uid"]
+        tap = Tap(term.id, uid, self._card_names.get(uid, uid.hex().upper()),
+                  req[1] if req else 0, req[0] if req else None, time.monotonic())
+        self.taps.append(tap)
+        if not term.running():
+            tap.decision = "terminal_off"
+            return
+        n_events = len(term.events)
+        term.place(uid)
+        try:
+            if req:
+                at, line = await self._reply(term)
+                self._decided(tap, term, at, line)
+            else:
+                tap.decision = "balance"
+                await asyncio.sleep(0.4)
+                for e in term.events[n_events:]:
+                    if e.get("ev") == "balance":
+                        tap.reason = e["reason"]
+                        tap.balance_after = e["balance"]
+                        tap.latency_ms = (e["_t"] - tap.placed_at) * 1000
+                        break
+            await asyncio.sleep(max(0.0, ev.get("hold", 0.3) - (time.monotonic() - tap.placed_at)))
+        finally:
+            term.remove()
+        if self.json_out is not None:
+            self.json_out.write(json.dumps(tap.as_json()) + "\n")
+            self.json_out.flush()
+
+    def _decided(self, tap, term, at, line):
+        if line is None:
+            tap.decision = "no_reply"
+            return
+        tap.latency_ms = (at - tap.placed_at) * 1000
+        parts = line.split()
+        if parts[0] == "APPROVED" and parts[1] == tap.ref:
+            tap.decision, tap.reason = "approved", "approved"
+            tap.seq, tap.balance_after = int(parts[2]), int(parts[4])
+        elif parts[0] == "REFUSED" and parts[1] == tap.ref:
+            tap.decision, tap.reason = "refused", parts[2]
+        else:
+            tap.decision, tap.reason = "unexpected", line
+        for e in reversed(term.events):
+            if e.get("ev") == "decision" and e.get("ref") == tap.ref:
+                tap.device = {k: e[k] for k in ("lookup_us", "rules_us", "journal_us", "tap_to_decision_ms")}
+                break
+
+    # -- after the run ------------------------------------------------------------
+    def journal_records(self, term_id):
+        """Every valid record still in a terminal's journal file, read on CPython."""
+        path = os.path.join(self.terminals[term_id].dir, "journal.bin")
+        dev = BlockFile(path, JOURNAL_SIZE)
+        try:
+            j = Journal(dev)
+            j.recover()
+            buf = bytearray(purchase.SIZE)
+            out, seq = [], 1
+            while True:
+                s = j.read(seq, buf, True)
+                if s is None:
+                    return out
+                out.append(purchase.decode(buf))
+                seq = s + 1
+        finally:
+            dev.close()
+
+    def check(self):
+        """Invariants over the whole run; returns a list of violations (empty = good)."""
+        problems = []
+        for tid in self.terminals:
+            recs = self.journal_records(tid)
+            seqs = [r["seq"] for r in recs]
+            if len(seqs) != len(set(seqs)) or seqs != sorted(seqs):
+                problems.append("%s: journal sequence numbers repeat or go backwards" % tid)
+            by_seq = {r["seq"]: r for r in recs}
+            for tap in self.taps:
+                if tap.terminal != tid or tap.decision != "approved":
+                    continue
+                r = by_seq.get(tap.seq)
+                if r is None:
+                    problems.append("%s: approval seq %s is not in the journal" % (tid, tap.seq))
+                elif r["amount"] != tap.amount or r["uid"] != tap.uid or r["reason"] != reasons.APPROVED:
+                    problems.append("%s: journal record %d differs from the approval" % (tid, tap.seq))
+            approved_seqs = [t.seq for t in self.taps if t.terminal == tid and t.decision == "approved"]
+            if len(approved_seqs) != len(set(approved_seqs)):
+                problems.append("%s: one journal record approved two taps" % tid)
+        return problems
+
+    def summary(self):
+        lines = ["scenario %r: %d taps on %d terminals" % (self.scenario.name, len(self.taps), len(self.terminals))]
+        for tid, term in self.terminals.items():
+            mine = [t for t in self.taps if t.terminal == tid]
+            approved = [t for t in mine if t.decision == "approved"]
+            by_reason = {}
+            for t in mine:
+                if t.decision == "refused":
+                    by_reason[t.reason] = by_reason.get(t.reason, 0) + 1
+            lat = sorted(t.latency_ms for t in mine if t.latency_ms is not None and t.decision in ("approved", "refused"))
+            recs = self.journal_records(tid)
+            lines.append("  %-8s %-7s %4d taps  %4d approved (%s)  refused: %s" % (
+                tid, term.spec["kind"], len(mine), len(approved),
+                "%.2f kr" % (sum(t.amount for t in approved) / 100.0),
+                ", ".join("%s %d" % kv for kv in sorted(by_reason.items())) or "none"))
+            other = [t.decision for t in mine if t.decision not in ("approved", "refused")]
+            if other:
+                counts = {}
+                for d in other:
+                    counts[d] = counts.get(d, 0) + 1
+                lines.append("           other: %s" % ", ".join("%s %d" % kv for kv in sorted(counts.items())))
+            if lat:
+                lines.append("           tap-to-decision p50 %.1f ms, p99 %.1f ms; journal holds %d purchases; "
+                             "boots %d, power cuts %d, watchdog resets %d" % (
+                                 _pct(lat, 50), _pct(lat, 99), len(recs), term.boots, term.power_cuts,
+                                 term.watchdog_resets))
+        problems = self.check()
+        lines.append("invariants: " + ("all hold (every approval journaled exactly once)" if not problems
+                                       else "VIOLATED: " + "; ".join(problems)))
+        return "\n".join(lines), problems
+
+
+def _pct(values, p):
+    k = min(len(values) - 1, max(0, int(round(p / 100.0 * (len(values) - 1)))))
+    return values[k]
+
+
+async def run_scenario(scenario, workdir=None, json_out=None, quiet=False):
+    run = Run(scenario, workdir, json_out, quiet=quiet)
+    try:
+        await run.start()
+        await run.play()
+        await asyncio.sleep(0.2)
+        text, problems = run.summary()
+    finally:
+        await run.stop()
+    return run, text, problems

@@ -1,0 +1,203 @@
+"""One simulated terminal: the real firmware in a `micropython` process, its silicon emulated.
+
+Owns a terminal's life in the simulator: its folder (config.json, flash files), the
+PN532 emulator it reads cards from (TCP), the POS connection it is paid through,
+its event lines, power cuts (SIGKILL: the process and the chip lose power at once;
+the flash files keep what was written) and boots. It also stands in for the
+hardware watchdog: if a running terminal stops feeding for longer than its
+timeout, it is reset like a power cut followed by a boot.
+"""
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from cpos.blockfile import BlockFile
+from simulator.pn532_carriers import TCPServer
+from simulator.pn532_emu import Card, PN532Emu, RealClock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEAP_CAP = "192K"  # the WROOM stand-in (docs/heap.md)
+JOURNAL_SIZE = 64 * 4096
+CARDTABLE_SIZE = 256 * 4096
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def micropython():
+    here = os.path.join(os.path.dirname(sys.executable), "micropython")
+    return here if os.path.exists(here) else "micropython"
+
+
+class SimTerminal:
+    def __init__(self, spec, workdir, bundle_dir, epoch0, on_event=None, extra_config=None):
+        self.id = spec["id"]
+        self.spec = spec
+        self.dir = os.path.join(workdir, self.id)
+        self.bundle_dir = bundle_dir
+        self.epoch0 = epoch0
+        self.on_event = on_event or (lambda term, ev: None)
+        self.extra_config = extra_config or {}
+        self.emu = PN532Emu(RealClock(), "uart", 115200)
+        self.chip = TCPServer(self.emu)
+        self.pos_port = free_port()
+        self.proc = None
+        self.pos_reader = self.pos_writer = None
+        self.replies = asyncio.Queue()
+        self.events = []  # every @event, in order
+        self.log_lines = []
+        self.boots = 0
+        self.power_cuts = 0
+        self.watchdog_resets = 0
+        self._wdt_timeout_ms = None
+        self._last_feed = 0.0
+        self._tasks = []
+
+    # -- set-up ------------------------------------------------------------------
+    def config(self):
+        cfg = {
+            "terminal_id": self.id, "terminal_no": self.spec["no"], "site": self.spec.get("site", "sim"),
+            "place": self.spec["place"], "kind": self.spec["kind"],
+            "pn532": {"link": "tcp", "host": "127.0.0.1", "port": self.chip.port},
+            "pos": {"link": "tcp", "host": "127.0.0.1", "port": self.pos_port},
+            "storage": {"journal": {"file": os.path.join(self.dir, "journal.bin"), "size": JOURNAL_SIZE},
+                        "cardtable": {"file": os.path.join(self.dir, "cards.bin"), "size": CARDTABLE_SIZE}},
+            "watchdog_ms": 8000,
+        }
+        cfg.update(self.extra_config)
+        return cfg
+
+    def prepare(self, install_table=None):
+        """Create the folder, the config and erased flash; `install_table(dev)` fills the card table."""
+        os.makedirs(self.dir, exist_ok=True)
+        self.chip.start()
+        cfg = self.config()
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+        BlockFile(cfg["storage"]["journal"]["file"], JOURNAL_SIZE).close()
+        dev = BlockFile(cfg["storage"]["cardtable"]["file"], CARDTABLE_SIZE)
+        try:
+            if install_table is not None:
+                install_table(dev)
+        finally:
+            dev.close()
+
+    # -- power -------------------------------------------------------------------
+    async def boot(self, timeout=20.0):
+        """Power on: start the firmware and connect the POS once it listens."""
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ".frozen:" + self.bundle_dir
+        env["CPOS_CONFIG"] = os.path.join(self.dir, "config.json")
+        env["CPOS_EPOCH0"] = str(int(self.epoch0 + self.elapsed()))
+        self.proc = await asyncio.create_subprocess_exec(
+            micropython(), "-X", "heapsize=" + HEAP_CAP, "-c", "import main",
+            env=env, cwd=self.dir, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self.boots += 1
+        self._tasks.append(asyncio.ensure_future(self._read_stdout(self.proc)))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.pos_reader, self.pos_writer = await asyncio.open_connection("127.0.0.1", self.pos_port)
+                break
+            except OSError:
+                if self.proc.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError("%s did not start: %s" % (self.id, "\n".join(self.log_lines[-20:])))
+                await asyncio.sleep(0.05)
+        self._tasks.append(asyncio.ensure_future(self._read_pos(self.pos_reader)))
+
+    async def power_cut(self):
+        """The plug is pulled: the process dies mid-whatever, the chip loses power too."""
+        self.power_cuts += 1
+        await self._kill()
+        self.emu.inject("reset")
+
+    async def _kill(self):
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        if self.pos_writer is not None:
+            self.pos_writer.close()
+            self.pos_writer = None
+        self._wdt_timeout_ms = None
+
+    async def stop(self):
+        await self._kill()
+        for t in self._tasks:
+            t.cancel()
+        self.chip.stop()
+
+    def running(self):
+        return self.proc is not None and self.proc.returncode is None
+
+    # -- the card and the POS ------------------------------------------------------
+    def place(self, uid):
+        self.emu.place_card(Card(uid))
+
+    def remove(self):
+        self.emu.remove_card()
+
+    async def send(self, line):
+        if self.pos_writer is None:
+            raise ConnectionError("%s: POS not connected" % self.id)
+        self.pos_writer.write(line.encode() + b"\n")
+        await self.pos_writer.drain()
+
+    async def _read_pos(self, reader):
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            await self.replies.put((time.monotonic(), line.decode().rstrip("\n")))
+
+    async def _read_stdout(self, proc):
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return
+            text = line.decode(errors="replace").rstrip("\n")
+            if text.startswith("@"):
+                try:
+                    ev = json.loads(text[1:])
+                except ValueError:
+                    self.log_lines.append(text)
+                    continue
+                ev["_t"] = time.monotonic()
+                if ev.get("ev") == "wdt":
+                    self._last_feed = ev["_t"]
+                    continue
+                if ev.get("ev") == "wdt_start":
+                    self._wdt_timeout_ms = ev["timeout_ms"]
+                    self._last_feed = ev["_t"]
+                self.events.append(ev)
+                self.on_event(self, ev)
+            else:
+                self.log_lines.append(text)
+
+    async def watchdog(self):
+        """The hardware watchdog: reset a terminal that stopped feeding it."""
+        while True:
+            await asyncio.sleep(0.25)
+            if (self.running() and self._wdt_timeout_ms
+                    and (time.monotonic() - self._last_feed) * 1000 > self._wdt_timeout_ms):
+                self.watchdog_resets += 1
+                self.log_lines.append("SIMULATOR: watchdog reset")
+                await self._kill()
+                self.emu.inject("reset")
+                await self.boot()
+
+    _t0 = None
+
+    def elapsed(self):
+        if SimTerminal._t0 is None:
+            SimTerminal._t0 = time.monotonic()
+        return time.monotonic() - SimTerminal._t0
