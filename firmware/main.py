@@ -36,9 +36,9 @@ def main():
             log.error("app stopped: task %s failed; restarting" % failed)
         except Exception as e:  # noqa: BLE001 - start over rather than die
             log.error("app failed", e)
+        time.sleep(_RESTART_PAUSE_MS / 1000)
+        board.restart()  # machine.reset() on a chip; a fresh process on the unix board
         asyncio.new_event_loop()
-        time.sleep_ms(_RESTART_PAUSE_MS) if hasattr(time, "sleep_ms") else time.sleep(_RESTART_PAUSE_MS / 1000)
-        board.restart()
 
 
 main()

@@ -115,3 +115,40 @@ def verify(bundle_dir):
         if _sha256(full) != digest:
             raise BundleError("bundle file %s does not match its hash: rebuild the bundle" % path)
     return manifest
+
+
+_PROBE = """
+import gc, sys
+gc.collect()
+before = gc.mem_alloc()
+for name in sys.argv[1:]:
+    __import__(name)
+gc.collect()
+print(gc.mem_alloc() - before)
+"""
+
+
+def modules(bundle_dir):
+    """Importable module names in a bundle (everything but boot.py and main.py)."""
+    with open(os.path.join(bundle_dir, "manifest.json")) as f:
+        files = json.load(f)["files"]
+    return sorted(p[:-4].replace("/", ".") for p in files if p.endswith(".mpy"))
+
+
+def code_heap_cost(bundle_dir, micropython, env=None):
+    """Heap bytes the bundle's code takes once imported on this MicroPython.
+
+    On an ESP32 running the frozen image (boards/*/manifest.py) that code stays in
+    flash; on the unix port it is loaded into the heap. The simulator adds this
+    figure to the WROOM heap cap so that the cap limits data, as on the device
+    (docs/heap.md). The board module is left out: importing it starts nothing, but
+    on the unix board it reads the environment.
+    """
+    names = [m for m in modules(bundle_dir) if m not in ("board",)]
+    e = dict(env or os.environ)
+    e["MICROPYPATH"] = ".frozen:" + bundle_dir
+    proc = subprocess.run([micropython, "-X", "heapsize=2M", "-c", _PROBE.replace("sys.argv[1:]", repr(names))],
+                          env=e, capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        raise BundleError("could not import the bundle on MicroPython: %s" % (proc.stdout + proc.stderr)[-500:])
+    return int(proc.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle
 from simulator import cardsync
-from simulator.terminal import JOURNAL_SIZE, SimTerminal
+from simulator.terminal import HEAP_CAP_KB, JOURNAL_SIZE, SimTerminal, micropython
 
 REPLY_TIMEOUT_S = 3.0
 
@@ -66,9 +66,12 @@ class Run:
     async def start(self):
         bdir = os.path.join(self.workdir, "bundle")
         manifest = bundle.build("unix", bdir)
-        self._say("bundle %s for the unix board: %d files" % (manifest["version"], len(manifest["files"])))
+        code_kb = (bundle.code_heap_cost(bdir, micropython()) + 1023) // 1024
+        self._say("bundle %s for the unix board: %d files; code takes %d KB of heap on the unix port "
+                  "(in flash on a frozen ESP32 image), so each terminal runs with %d KB"
+                  % (manifest["version"], len(manifest["files"]), code_kb, HEAP_CAP_KB + code_kb))
         for spec in self.scenario.terminals:
-            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start)
+            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start, code_kb=code_kb)
             t.prepare(lambda dev: cardsync.install_scenario(dev, self.scenario))
             self.terminals[spec["id"]] = t
         await asyncio.gather(*(t.boot() for t in self.terminals.values()))
@@ -85,18 +88,23 @@ class Run:
 
     # -- the timeline -------------------------------------------------------------
     async def play(self):
+        """Replay the timeline in real time; each terminal serves one customer at a time."""
         t0 = time.monotonic()
-        pending = []
+        lanes = {tid: [] for tid in self.terminals}
         for ev in self.scenario.events:
+            lanes[ev["terminal"]].append(ev)
+        await asyncio.gather(*(self._lane(self.terminals[tid], evs, t0) for tid, evs in lanes.items()))
+
+    async def _lane(self, term, events, t0):
+        for ev in events:
             delay = t0 + ev["at"] - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            term = self.terminals[ev["terminal"]]
             kind = ev["kind"]
             if kind == "pay":
                 await self._pay(term, ev)
             elif kind == "tap":
-                pending.append(asyncio.ensure_future(self._tap(term, ev)))
+                await self._tap(term, ev)
             elif kind == "remove":
                 term.remove()
             elif kind == "power_cut":
@@ -109,14 +117,13 @@ class Run:
             elif kind == "cancel":
                 req = self._open.pop(term.id, None)
                 if req:
+                    fut = term.expect(req[0])
                     await term.send("CANCEL %s" % req[0])
-                    await self._reply(term)
-        if pending:
-            await asyncio.gather(*pending)
+                    await self._reply(fut)
 
-    async def _reply(self, term, timeout=REPLY_TIMEOUT_S):
+    async def _reply(self, fut, timeout=REPLY_TIMEOUT_S):
         try:
-            return await asyncio.wait_for(term.replies.get(), timeout)
+            return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             return None, None
 
@@ -125,13 +132,15 @@ class Run:
             return
         if term.id in self._open:  # the last customer walked off: cancel before the next
             ref = self._open.pop(term.id)[0]
+            fut = term.expect(ref)
             await term.send("CANCEL %s" % ref)
-            await self._reply(term)
+            await self._reply(fut)
         self._ref += 1
         ref = "r%d" % self._ref
         verb = "PAY" if term.spec["kind"] == "till" else "VEND"
+        fut = term.expect(ref)
         await term.send("%s %s %d %s" % (verb, ref, ev["amount"], ev.get("item", "")))
-        _, line = await self._reply(term)
+        _, line = await self._reply(fut)
         if line == "WAIT %s" % ref:
             self._open[term.id] = (ref, ev["amount"], ev.get("item", ""))
         else:
@@ -147,11 +156,13 @@ class Run:
             tap.decision = "terminal_off"
             return
         n_events = len(term.events)
+        fut = term.expect(req[0]) if req else None
         term.place(uid)
         try:
             if req:
-                at, line = await self._reply(term)
+                at, line = await self._reply(fut)
                 self._decided(tap, term, at, line)
+                await self._device_timings(tap, term)
             else:
                 tap.decision = "balance"
                 await asyncio.sleep(0.4)
@@ -181,10 +192,15 @@ class Run:
             tap.decision, tap.reason = "refused", parts[2]
         else:
             tap.decision, tap.reason = "unexpected", line
-        for e in reversed(term.events):
-            if e.get("ev") == "decision" and e.get("ref") == tap.ref:
-                tap.device = {k: e[k] for k in ("lookup_us", "rules_us", "journal_us", "tap_to_decision_ms")}
-                break
+
+    async def _device_timings(self, tap, term):
+        """The firmware's own timing line for this tap (stdout may trail the POS reply)."""
+        for _ in range(20):
+            for e in reversed(term.events):
+                if e.get("ev") == "decision" and e.get("ref") == tap.ref:
+                    tap.device = {k: e[k] for k in ("lookup_us", "rules_us", "journal_us")}
+                    return
+            await asyncio.sleep(0.01)
 
     # -- after the run ------------------------------------------------------------
     def journal_records(self, term_id):

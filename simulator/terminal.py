@@ -20,7 +20,7 @@ from simulator.pn532_carriers import TCPServer
 from simulator.pn532_emu import Card, PN532Emu, RealClock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAP_CAP = "192K"  # the WROOM stand-in (docs/heap.md)
+HEAP_CAP_KB = 192  # the WROOM stand-in for data (docs/heap.md)
 JOURNAL_SIZE = 64 * 4096
 CARDTABLE_SIZE = 256 * 4096
 
@@ -39,7 +39,7 @@ def micropython():
 
 
 class SimTerminal:
-    def __init__(self, spec, workdir, bundle_dir, epoch0, on_event=None, extra_config=None):
+    def __init__(self, spec, workdir, bundle_dir, epoch0, on_event=None, extra_config=None, code_kb=0):
         self.id = spec["id"]
         self.spec = spec
         self.dir = os.path.join(workdir, self.id)
@@ -47,17 +47,22 @@ class SimTerminal:
         self.epoch0 = epoch0
         self.on_event = on_event or (lambda term, ev: None)
         self.extra_config = extra_config or {}
+        # the cap limits data; the code a frozen image would keep in flash comes on top
+        self.heap_kb = HEAP_CAP_KB + code_kb
         self.emu = PN532Emu(RealClock(), "uart", 115200)
         self.chip = TCPServer(self.emu)
         self.pos_port = free_port()
         self.proc = None
         self.pos_reader = self.pos_writer = None
-        self.replies = asyncio.Queue()
+        self._waiting = {}  # POS ref -> future of (time, reply line)
+        self.stray_replies = []
         self.events = []  # every @event, in order
         self.log_lines = []
         self.boots = 0
         self.power_cuts = 0
         self.watchdog_resets = 0
+        self.resets = 0
+        self._killed = set()  # processes the simulator killed (power cut, watchdog)
         self._wdt_timeout_ms = None
         self._last_feed = 0.0
         self._tasks = []
@@ -94,15 +99,20 @@ class SimTerminal:
     # -- power -------------------------------------------------------------------
     async def boot(self, timeout=20.0):
         """Power on: start the firmware and connect the POS once it listens."""
+        if self.pos_writer is not None:
+            self.pos_writer.close()
+            self.pos_writer = None
         env = dict(os.environ)
         env["MICROPYPATH"] = ".frozen:" + self.bundle_dir
         env["CPOS_CONFIG"] = os.path.join(self.dir, "config.json")
         env["CPOS_EPOCH0"] = str(int(self.epoch0 + self.elapsed()))
         self.proc = await asyncio.create_subprocess_exec(
-            micropython(), "-X", "heapsize=" + HEAP_CAP, "-c", "import main",
+            micropython(), "-X", "heapsize=%dK" % self.heap_kb, "-c", "import main",
             env=env, cwd=self.dir, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self.boots += 1
+        self._console = open(os.path.join(self.dir, "console.log"), "a")
+        self._console.write("--- boot %d at +%.2f s\n" % (self.boots, self.elapsed()))
         self._tasks.append(asyncio.ensure_future(self._read_stdout(self.proc)))
         deadline = time.monotonic() + timeout
         while True:
@@ -123,6 +133,7 @@ class SimTerminal:
 
     async def _kill(self):
         if self.proc is not None and self.proc.returncode is None:
+            self._killed.add(self.proc)
             self.proc.send_signal(signal.SIGKILL)
             await self.proc.wait()
         if self.pos_writer is not None:
@@ -152,17 +163,35 @@ class SimTerminal:
         self.pos_writer.write(line.encode() + b"\n")
         await self.pos_writer.drain()
 
+    def expect(self, ref):
+        """A future for the next reply about POS request `ref` (WAIT, APPROVED, ...)."""
+        fut = asyncio.get_event_loop().create_future()
+        self._waiting[ref] = fut
+        return fut
+
     async def _read_pos(self, reader):
         while True:
             line = await reader.readline()
             if not line:
                 return
-            await self.replies.put((time.monotonic(), line.decode().rstrip("\n")))
+            text = line.decode(errors="replace").rstrip("\n")
+            parts = text.split()
+            fut = self._waiting.pop(parts[1], None) if len(parts) > 1 else None
+            if fut is not None and not fut.done():
+                fut.set_result((time.monotonic(), text))
+            else:
+                self.stray_replies.append(text)
 
     async def _read_stdout(self, proc):
         while True:
             line = await proc.stdout.readline()
             if not line:
+                await proc.wait()
+                if proc not in self._killed:
+                    # the firmware reset itself (board.restart): boot again, as the chip would
+                    self.resets += 1
+                    self._console.write("--- reset by the firmware (exit %s)\n" % proc.returncode)
+                    self._tasks.append(asyncio.ensure_future(self.boot()))
                 return
             text = line.decode(errors="replace").rstrip("\n")
             if text.startswith("@"):
@@ -172,6 +201,8 @@ class SimTerminal:
                     self.log_lines.append(text)
                     continue
                 ev["_t"] = time.monotonic()
+                if ev.get("ev") != "wdt":
+                    self._console.write(text + "\n")
                 if ev.get("ev") == "wdt":
                     self._last_feed = ev["_t"]
                     continue
@@ -182,6 +213,8 @@ class SimTerminal:
                 self.on_event(self, ev)
             else:
                 self.log_lines.append(text)
+                self._console.write(text + "\n")
+                self._console.flush()
 
     async def watchdog(self):
         """The hardware watchdog: reset a terminal that stopped feeding it."""

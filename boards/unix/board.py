@@ -96,5 +96,8 @@ def log(line):
 
 
 def restart():
-    """A fatal error: on hardware machine.reset(); here the main loop starts over."""
+    """A fatal error: on hardware machine.reset(). Here the process ends and the
+    simulator powers the board up again: a reset, not an in-process restart, so no
+    object of the failed run survives (as on the chip)."""
     event("restart")
+    sys.exit(70)
