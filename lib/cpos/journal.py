@@ -237,6 +237,26 @@ class Journal:
         self._ok = True
         return True
 
+    def survey(self):
+        """Counts over every slot of the ring (reads the whole ring: tools and tests, not
+        the tap path): sectors, purchase records, ack records, torn (non-blank, invalid)."""
+        self._check()
+        buf = self._rec
+        out = {"sectors": 0, "records": 0, "acks": 0, "torn": 0}
+        for i in range(self.nsec):
+            if self._sid[i] == 0:
+                continue
+            out["sectors"] += 1
+            for slot in range(1, self.slots + 1):
+                self.dev.readblocks(i, buf, slot * SLOT)
+                if purchase.is_valid(buf):
+                    out["records"] += 1
+                elif self._is_ack(buf):
+                    out["acks"] += 1
+                elif buf != _BLANK:
+                    out["torn"] += 1
+        return out
+
     # -- health -------------------------------------------------------------------
     def fill(self):
         """(used, total) record slots; purchases are refused when used reaches total."""
