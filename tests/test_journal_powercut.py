@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import journal_check as jc
+from runtimes import Worker
 from simulator.norflash import CUT_BEFORE, CUT_INSIDE, CUT_AFTER
 
 MODE_NAMES = {CUT_BEFORE: "before", CUT_INSIDE: "inside", CUT_AFTER: "after"}
@@ -56,11 +57,21 @@ def test_random_workloads_with_random_cuts(workload, cuts, seed):
     jc.run(workload, cuts=cuts, seed=seed)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def journal_worker():
+    """A MicroPython worker of its own (under the heap cap): the flash models it builds
+    must not crowd the shared worker's heap."""
+    w = Worker("micropython")
+    yield w
+    w.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
 @given(WORKLOAD, CUTS, st.integers(1, 2 ** 31))
-def test_micropython_agrees_with_cpython(mp_worker, workload, cuts, seed):
+def test_micropython_agrees_with_cpython(journal_worker, workload, cuts, seed):
     """The same random workload and cuts on MicroPython: checked there, and the same outcome."""
     here = jc.run(workload, cuts=cuts, seed=seed)
-    there = mp_worker.call("journal_check", "run", [workload[0], workload[1], [list(s) for s in workload[2]]],
+    there = journal_worker.call("journal_check", "run", [workload[0], workload[1], [list(s) for s in workload[2]]],
                            None, jc.CUT_INSIDE, seed, [list(c) for c in cuts])
     assert there == here
