@@ -29,7 +29,7 @@ _UID_AT = const(28)
 _ITEM_AT = const(38)
 _U32 = 0xFFFFFFFF
 _UID_LENGTHS = (4, 7, 10)
-_ZEROS = bytes(ITEM_MAX)
+_ZEROS = bytes(UID_MAX + ITEM_MAX)
 
 FIELDS = ("seq", "t", "uid", "account", "amount", "place", "kind", "terminal", "item",
           "balance_after", "reason", "topup")
@@ -37,13 +37,13 @@ FIELDS = ("seq", "t", "uid", "account", "amount", "place", "kind", "terminal", "
 
 def fit_item(item):
     """UTF-8 bytes of `item` (str or bytes), truncated to ITEM_MAX on a character boundary."""
-    b = item.encode() if isinstance(item, str) else bytes(item)
+    b = item.encode() if isinstance(item, str) else item  # bytes: no copy unless truncated
     if len(b) <= ITEM_MAX:
         return b
     n = ITEM_MAX
     while n > 0 and (b[n] & 0xC0) == 0x80:  # b[n] continues a character: cut before it
         n -= 1
-    return b[:n]
+    return bytes(b[:n])
 
 
 def _u32(v, what):
@@ -73,12 +73,9 @@ def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
     flags = place | (kind << 1) | ((1 if topup else 0) << 2) | (len(uid) << 4)
     struct.pack_into(_HEAD, buf, 0, TYPE, flags, reason, len(it), seq, t, account, terminal,
                      amount, balance_after)
-    n = len(uid)
-    buf[_UID_AT:_UID_AT + n] = uid
-    buf[_UID_AT + n:_ITEM_AT] = _ZEROS[:UID_MAX - n]
-    n = len(it)
-    buf[_ITEM_AT:_ITEM_AT + n] = it
-    buf[_ITEM_AT + n:_CRC_AT] = _ZEROS[:ITEM_MAX - n]
+    buf[_UID_AT:_CRC_AT] = _ZEROS  # zero padding for uid and item
+    buf[_UID_AT:_UID_AT + len(uid)] = uid
+    buf[_ITEM_AT:_ITEM_AT + len(it)] = it
     struct.pack_into("<I", buf, _CRC_AT, crc32(memoryview(buf)[:_CRC_AT]) & _U32)
 
 

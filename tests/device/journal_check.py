@@ -69,6 +69,10 @@ class Oracle:
         self.refused = 0
         self.ack_refused = 0
 
+    def prune(self):
+        """Forget acknowledged records (keeps the oracle small on MicroPython's heap)."""
+        self.recs = {s: i for s, i in self.recs.items() if s > self.acked}
+
 
 def steps(workload):
     for st in workload:
@@ -180,6 +184,7 @@ def run(name, cut_at=None, mode=CUT_INSIDE, seed=1, cuts=None):
                     orc.ack_refused += 1
                     continue
                 orc.acked = max(orc.acked, w)
+                orc.prune()
             elif st[0] == "p":
                 j.prepare()
             elif st[0] == "b":
