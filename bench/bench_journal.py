@@ -61,7 +61,7 @@ def main():
           " 4096-byte sectors and counts programs and erases exactly. Journal workload: %d purchases on a 64 KB"
           " partition (16 sectors, wraps the ring %.0f times), the uplink acknowledging every 10 purchases one"
           " batch behind. Latency is MicroPython time in `append` on the model; on the ESP32 each flash erase"
-          " additionally stalls the CPU for tens of ms (docs/formats.md, "Why a raw partition"), which is why erases per purchase"
+          " additionally stalls the CPU for tens of ms (docs/formats.md, 'Why a raw partition'), which is why erases per purchase"
           " matter.\n" % (N, plain["erases"] / 16.0))
     rows = []
     for name, r in (("journal, erase at sector crossing", plain), ("journal, idle-time `prepare()`", prep)):
