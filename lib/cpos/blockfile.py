@@ -16,6 +16,7 @@ dying (the unix port's "power cut"); `sync=True` also fsyncs where the runtime c
 from cpos.compat import const
 
 BLOCK = const(4096)
+_PIECE = const(64)  # one journal record: the common program
 
 
 class BlockFile:
@@ -24,6 +25,11 @@ class BlockFile:
         self.block = block
         self.readonly = readonly
         self.sync = sync
+        # Made once, while the heap is fresh: a flash operation must not need a 4 KB
+        # allocation on a fragmented heap (found by the firmware under the WROOM cap).
+        self._blank = b"\xff" * block
+        self._scratch = bytearray(_PIECE)
+        self._piece = memoryview(self._scratch)
         try:
             self.f = open(path, "rb" if readonly else "r+b")
         except OSError:
@@ -37,9 +43,8 @@ class BlockFile:
                 raise ValueError("file smaller than the partition size")
             if size % block:
                 raise ValueError("size must be whole blocks")
-            blank = b"\xff" * block
             while have < size:
-                self.f.write(blank[:min(block, size - have)])
+                self.f.write(self._blank[:min(block, size - have)])
                 have = min(size, have + block)
             self.f.flush()
         self.size = size if size is not None else have - have % block
@@ -65,13 +70,18 @@ class BlockFile:
         if start < 0 or start + len(buf) > self.size:
             raise ValueError("program outside the partition")
         self._writable()
-        old = bytearray(len(buf))
-        self.f.seek(start)
-        self.f.readinto(old)
-        for i in range(len(buf)):
-            old[i] &= buf[i]
-        self.f.seek(start)
-        self.f.write(old)
+        # NOR: the new bytes are the old ones AND the data, a piece at a time.
+        done = 0
+        while done < len(buf):
+            n = min(_PIECE, len(buf) - done)
+            piece = self._piece[:n]
+            self.f.seek(start + done)
+            self.f.readinto(piece)
+            for i in range(n):
+                piece[i] &= buf[done + i]
+            self.f.seek(start + done)
+            self.f.write(piece)
+            done += n
         self._flush()
 
     def ioctl(self, op, arg=0):
@@ -84,7 +94,7 @@ class BlockFile:
                 raise ValueError("erase outside the partition")
             self._writable()
             self.f.seek(arg * self.block)
-            self.f.write(b"\xff" * self.block)
+            self.f.write(self._blank)
             self._flush()
             return 0
         return 0
