@@ -1,0 +1,103 @@
+"""Rescue the purchases of a dead terminal from a raw dump of its journal partition.
+
+    python -m host_tools.rescue DUMPFILE [--offset N] [--size N] [--all]
+
+DUMPFILE is what `esptool read-flash <partition offset> <partition size> DUMPFILE`
+read off the terminal (or a whole-flash dump with --offset at the partition). Prints
+one JSON object per purchase on stdout (the field names of docs/formats.md, `uid` in
+hex), oldest first: by default the unacknowledged ones, with --all every record still
+on flash, each with `"acked"`. Torn records fail their checksum and are skipped;
+a summary goes to stderr. Uses the device's own decoder (cpos.journal, cpos.purchase),
+so what it reads is what the terminal would have uploaded. Nothing is written.
+"""
+import argparse
+import json
+import sys
+
+from cpos import purchase
+from cpos.journal import Journal, SLOT
+
+
+class DumpDevice:
+    """Read-only block device over bytes: esp32.Partition's reading half."""
+
+    def __init__(self, data, block=4096):
+        self.data = memoryview(data)
+        self.block = block
+
+    def readblocks(self, block, buf, offset=0):
+        start = block * self.block + offset
+        if start < 0 or start + len(buf) > len(self.data):
+            raise ValueError("read outside the dump")
+        buf[:] = self.data[start:start + len(buf)]
+
+    def writeblocks(self, block, buf, offset=None):
+        raise OSError("a rescue never writes")
+
+    def ioctl(self, op, arg=0):
+        if op == 4:
+            return len(self.data) // self.block
+        if op == 5:
+            return self.block
+        if op == 6:
+            raise OSError("a rescue never erases")
+        return 0
+
+
+def rescue(data, include_acked=False, block=4096):
+    """Yield (record dict in JSON form, acked) from a journal partition image."""
+    usable = len(data) - len(data) % block
+    j = Journal(DumpDevice(memoryview(data)[:usable], block))
+    j.recover()
+    buf = bytearray(SLOT)
+    seq = 0
+    while True:
+        got = j.read(seq, buf, include_acked)
+        if got is None:
+            return
+        yield purchase.to_json_obj(purchase.decode(buf)), got <= j.watermark
+        seq = got + 1
+
+
+def summary(data, block=4096):
+    usable = len(data) - len(data) % block
+    j = Journal(DumpDevice(memoryview(data)[:usable], block))
+    j.recover()
+    s = j.survey()
+    s.update({"next_seq": j.next_seq, "watermark": j.watermark, "pending": j.pending()})
+    return s
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m host_tools.rescue", description=__doc__.split("\n")[0])
+    ap.add_argument("dump", help="raw image of the journal partition (esptool read-flash)")
+    ap.add_argument("--offset", type=lambda x: int(x, 0), default=0, help="partition start in the dump")
+    ap.add_argument("--size", type=lambda x: int(x, 0), default=None, help="partition size (default: to the end)")
+    ap.add_argument("--all", action="store_true", help="also records already acknowledged")
+    ap.add_argument("--sector", type=lambda x: int(x, 0), default=4096, help="erase sector size (4096)")
+    a = ap.parse_args(argv)
+    with open(a.dump, "rb") as f:
+        raw = f.read()
+    end = len(raw) if a.size is None else a.offset + a.size
+    if a.offset < 0 or end > len(raw) or a.offset >= end:
+        print("rescue: offset/size outside the dump (%d bytes)" % len(raw), file=sys.stderr)
+        return 2
+    data = raw[a.offset:end]
+    if len(data) < 2 * a.sector:
+        print("rescue: a journal needs at least two sectors", file=sys.stderr)
+        return 2
+    n = 0
+    for rec, acked in rescue(data, a.all, a.sector):
+        if a.all:
+            rec["acked"] = acked
+        sys.stdout.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+        n += 1
+    s = summary(data, a.sector)
+    print("rescue: %d records printed; journal next seq %d, acknowledged up to %d, %d pending; "
+          "%d sectors in the ring, %d torn slots skipped"
+          % (n, s["next_seq"], s["watermark"], s["pending"], s["sectors"], s["torn"]), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The purchase journal: the terminal's uplink queue, a log on a raw flash partition.
+
+Owns where purchase records (cpos.purchase) and acknowledgement watermarks live on a
+block device with esp32.Partition's interface (`readblocks(n, buf, off)`,
+`writeblocks(n, buf, off)` = program without erase, `ioctl(4|5|6)`), how they are
+found again after a power cut, and when the journal is full. The byte layout is in
+docs/formats.md ("Purchase journal"); the device is `esp32.Partition` on the ESP32,
+`cpos.blockfile.BlockFile` on the unix port, `simulator.norflash.NorFlash` in tests.
+
+Design in one breath: sectors are a ring; each opened sector starts with a header
+(magic, sector id, first seq, ack watermark, CRC) and then holds 64-byte slots, each
+a purchase record or an ack record, programmed once, in order. A sector is erased
+right before it is opened, never rewritten in place. `append` programs one slot
+(plus, once per sector, an erase and a header) and returns when it is on flash.
+Recovery reads every header and scans the newest sector only.
+
+Invariants kept here (tested by tests/test_journal_powercut.py):
+- Nothing is programmed over bytes a torn write may have left: a non-blank slot is
+  never reused, a sector is always erased (in this boot) before its header is written.
+- A sector is erased only when every purchase in it is at or below the ack watermark.
+- Purchases never take the last reclaimable sector, so an ack can always be recorded
+  (see `ack`); when they would, `append` raises JournalFull and writes nothing.
+"""
+import struct
+from binascii import crc32
+
+from cpos import purchase
+from cpos.compat import const
+
+SLOT = const(64)
+_MAGIC = b"CPJ1"
+_HDR = "<4sIII"  # magic, sector id, first seq, ack watermark; CRC-32 of bytes 0..15 at 16
+_HDR_LEN = const(20)
+_ACK_TYPE = const(0x41)  # 'A'
+_ACK = "<BBBBI"  # type, 0, 0, 0, watermark; CRC-32 of bytes 0..7 at 8
+_ACK_LEN = const(12)
+_U32 = 0xFFFFFFFF
+_BLANK = b"\xff" * SLOT
+
+
+class JournalFull(Exception):
+    """No room: unacknowledged purchases fill the journal. Nothing was written.
+
+    The firmware refuses the purchase with reasons.TERMINAL_FULL. Raised by `ack`
+    only in the rare case where the ack cannot be recorded until a later ack frees
+    the oldest sector; the uplink then retries with its next (higher) watermark.
+    """
+
+
+class Journal:
+    """The journal on block device `dev`. Call `recover()` once before anything else."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.sector = dev.ioctl(5, 0)
+        self.nsec = dev.ioctl(4, 0)
+        if self.sector % SLOT or self.sector < 2 * SLOT or self.nsec < 2:
+            raise ValueError("journal needs at least 2 sectors of a multiple of 64 bytes")
+        self.slots = self.sector // SLOT - 1  # record slots per sector (slot 0 is the header)
+        self._sid = [0] * self.nsec  # sector id of each sector in the ring, 0 = not in it
+        self._first = [0] * self.nsec  # first seq of each sector in the ring
+        self._rec = bytearray(SLOT)
+        self._hdr = bytearray(_HDR_LEN)
+        self._ackb = bytearray(_ACK_LEN)
+        self._ok = False
+
+    # -- boot -------------------------------------------------------------------
+    def recover(self):
+        """Rebuild the state from flash alone. Returns the next sequence number."""
+        self._ok = False
+        n = self.nsec
+        hb = self._hdr
+        sid, first = self._sid, self._first
+        w = 0
+        head = -1
+        for i in range(n):
+            self.dev.readblocks(i, hb, 0)
+            s = self._parse_header(hb)
+            if s is None:
+                sid[i] = 0
+                continue
+            sid[i], first[i], hw = s
+            w = max(w, hw)
+            if head < 0 or sid[i] > sid[head]:
+                head = i
+        self._head = head
+        self._ready = -1  # a sector erased during this boot and untouched since
+        if head < 0:
+            for i in range(n):
+                sid[i] = 0
+            self._used = 0
+            self._next = 1
+            self._w = 0
+            self._free = n
+            self._ok = True
+            return self._next
+        # The ring: sectors before the head with consecutive ids. Anything else is stale.
+        oldest = head
+        k = 1
+        while k < n:
+            p = (head - k) % n
+            if sid[p] != sid[head] - k:
+                break
+            oldest = p
+            k += 1
+        for j in range(k, n):
+            sid[(head - j) % n] = 0
+        # Scan the head: used slots (torn ones count), last seq, later acks.
+        used = 0
+        top = first[head] - 1
+        buf = self._rec
+        for slot in range(1, self.slots + 1):
+            self.dev.readblocks(head, buf, slot * SLOT)
+            if buf == _BLANK:
+                continue
+            used = slot
+            if purchase.is_valid(buf):
+                top = max(top, purchase.seq_of(buf))
+            elif self._is_ack(buf):
+                w = max(w, struct.unpack_from("<I", buf, 4)[0])
+        self._used = used
+        self._next = top + 1
+        # Records below the oldest sector's first seq were erased, which happens only
+        # once they are acknowledged (an ack may be cut between erase and its record).
+        w = max(w, first[oldest] - 1)
+        self._w = min(w, self._next - 1)
+        self._free = self._count_free(self._w)
+        self._ok = True
+        return self._next
+
+    # -- the tap path -------------------------------------------------------------
+    def append(self, t, uid, account, amount, place, kind, terminal, item, balance_after,
+               reason, topup=False):
+        """Record one purchase; returns its sequence number once it is durable on flash.
+
+        Raises JournalFull (nothing written) when unacknowledged purchases fill the
+        journal, ValueError (nothing written) for a field outside the format.
+        """
+        self._check()
+        purchase.encode_into(self._rec, self._next, t, uid, account, amount, place, kind,
+                             terminal, item, balance_after, reason, topup)
+        opening = self._head < 0 or self._used >= self.slots
+        if self._free < (2 if opening else 1):
+            raise JournalFull("journal full: waiting for acknowledgements")
+        self._ok = False  # until the flash work below completes
+        if opening:
+            self._open(self._w)
+        self.dev.writeblocks(self._head, self._rec, (self._used + 1) * SLOT)
+        self._used += 1
+        seq = self._next
+        self._next = seq + 1
+        self._ok = True
+        return seq
+
+    # -- the uplink -------------------------------------------------------------
+    def ack(self, watermark):
+        """The backend holds every record up to `watermark`: release them, durably.
+
+        Returns True if recorded, False if it changed nothing (idempotent). Raises
+        ValueError for a watermark beyond the last appended record, and JournalFull
+        (nothing changed) if it cannot be recorded yet (see JournalFull).
+        """
+        self._check()
+        if type(watermark) is not int or watermark < 0:
+            raise ValueError("watermark must be a non-negative int")
+        if watermark >= self._next:
+            raise ValueError("ack beyond the last appended record")
+        if watermark <= self._w:
+            return False
+        if self._used < self.slots:
+            b = self._ackb
+            struct.pack_into(_ACK, b, 0, _ACK_TYPE, 0, 0, 0, watermark)
+            struct.pack_into("<I", b, 8, crc32(memoryview(b)[:8]) & _U32)
+            self._ok = False
+            self.dev.writeblocks(self._head, b, (self._used + 1) * SLOT)
+            self._used += 1
+        else:  # head full: the next sector's header carries the watermark
+            if self._count_free(watermark) < 1:
+                raise JournalFull("ack cannot be recorded until the oldest sector is acknowledged")
+            self._ok = False
+            self._open(watermark)
+        self._w = watermark
+        self._free = self._count_free(watermark)
+        self._ok = True
+        return True
+
+    def read(self, seq, buf, acked=False):
+        """Copy the first record with sequence number >= `seq` into `buf` (64 bytes).
+
+        Returns its sequence number, or None when there is none. Only unacknowledged
+        records unless `acked`. Torn slots are skipped: whatever lands in `buf` passed
+        its checksum. Decode with cpos.purchase.decode, or send the bytes as they are.
+        """
+        self._check()
+        if self._head < 0:
+            return None
+        if not acked and seq <= self._w:
+            seq = self._w + 1
+        if seq >= self._next:
+            return None
+        n = self.nsec
+        i = self._head
+        while self._first[i] > seq:
+            p = (i - 1) % n
+            if self._sid[p] != self._sid[i] - 1 or self._sid[p] == 0:
+                break  # asked for records older than the ring holds
+            i = p
+        slot = 1 + seq - self._first[i]
+        if slot < 1:
+            slot = 1
+        while True:
+            last = self._used if i == self._head else self.slots
+            while slot <= last:
+                self.dev.readblocks(i, buf, slot * SLOT)
+                if purchase.is_valid(buf):
+                    s = purchase.seq_of(buf)
+                    if s >= seq:
+                        return s
+                slot += 1
+            if i == self._head:
+                return None
+            i = (i + 1) % n
+            slot = 1
+
+    def prepare(self):
+        """Idle-time work: erase the sector the ring moves to next, if it may be erased,
+        so that the append which crosses into it does not wait for the erase.
+        Returns True if it erased."""
+        self._check()
+        t = (self._head + 1) % self.nsec if self._head >= 0 else 0
+        if t == self._ready or self._count_free(self._w) < 1:
+            return False
+        self._ok = False
+        self.dev.ioctl(6, t)
+        self._sid[t] = 0
+        self._ready = t
+        self._ok = True
+        return True
+
+    def survey(self):
+        """Counts over every slot of the ring (reads the whole ring: tools and tests, not
+        the tap path): sectors, purchase records, ack records, torn (non-blank, invalid)."""
+        self._check()
+        buf = self._rec
+        out = {"sectors": 0, "records": 0, "acks": 0, "torn": 0}
+        for i in range(self.nsec):
+            if self._sid[i] == 0:
+                continue
+            out["sectors"] += 1
+            for slot in range(1, self.slots + 1):
+                self.dev.readblocks(i, buf, slot * SLOT)
+                if purchase.is_valid(buf):
+                    out["records"] += 1
+                elif self._is_ack(buf):
+                    out["acks"] += 1
+                elif buf != _BLANK:
+                    out["torn"] += 1
+        return out
+
+    # -- health -------------------------------------------------------------------
+    def fill(self):
+        """(used, total) record slots; purchases are refused when used reaches total."""
+        total = (self.nsec - 1) * self.slots
+        if self._head < 0:
+            return 0, total
+        used = (self.nsec - 1 - self._free) * self.slots + self._used
+        return min(used, total), total
+
+    def capacity(self):
+        """Purchases the journal holds with no acknowledgement in between."""
+        return (self.nsec - 1) * self.slots
+
+    def pending(self):
+        """Number of unacknowledged purchases."""
+        return self._next - 1 - self._w
+
+    def oldest_unacked(self):
+        """Sequence number of the oldest unacknowledged purchase, or None."""
+        return self._w + 1 if self._w + 1 < self._next else None
+
+    @property
+    def next_seq(self):
+        return self._next
+
+    @property
+    def watermark(self):
+        return self._w
+
+    # -- inside -------------------------------------------------------------------
+    def _check(self):
+        if not self._ok:
+            raise RuntimeError("journal needs recover() (not yet run, or a flash operation failed)")
+
+    def _parse_header(self, hb):
+        if hb[0:4] != _MAGIC:
+            return None
+        if struct.unpack_from("<I", hb, 16)[0] != crc32(memoryview(hb)[:16]) & _U32:
+            return None
+        _, s, f, hw = struct.unpack_from(_HDR, hb, 0)
+        if s == 0:
+            return None
+        return s, f, hw
+
+    def _is_ack(self, buf):
+        return (buf[0] == _ACK_TYPE and
+                struct.unpack_from("<I", buf, 8)[0] == crc32(memoryview(buf)[:8]) & _U32)
+
+    def _count_free(self, w):
+        """Sectors that may be erased under watermark `w`, the head excluded."""
+        n = self.nsec
+        h = self._head
+        if h < 0:
+            return n
+        free = 0
+        i = (h + 1) % n
+        while i != h:
+            if self._sid[i] == 0:
+                free += 1
+            elif self._first[(i + 1) % n] - 1 <= w:  # its last purchase is acknowledged
+                free += 1
+            else:
+                break
+            i = (i + 1) % n
+        return free
+
+    def _open(self, w):
+        """Erase the next sector of the ring (unless erased this boot) and start it."""
+        n = self.nsec
+        h = self._head
+        t = (h + 1) % n if h >= 0 else 0
+        sid = self._sid[h] + 1 if h >= 0 else 1
+        if self._ready != t:
+            self.dev.ioctl(6, t)
+        self._ready = -1
+        self._sid[t] = 0
+        hb = self._hdr
+        struct.pack_into(_HDR, hb, 0, _MAGIC, sid, self._next, w)
+        struct.pack_into("<I", hb, 16, crc32(memoryview(hb)[:16]) & _U32)
+        self.dev.writeblocks(t, hb, 0)
+        self._sid[t] = sid
+        self._first[t] = self._next
+        self._head = t
+        self._used = 0
+        self._free -= 1
