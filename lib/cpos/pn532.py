@@ -1,0 +1,208 @@
+"""PN532 command layer: the few commands a terminal needs, over any link.
+
+Owns the command/response exchange (send frame, wait for ACK, wait for the response,
+NACK once to have a corrupted response sent again, ACK to abort a command that did not
+finish) and the commands: GetFirmwareVersion, SAMConfiguration, RFConfiguration
+(RF field, timeouts, retries), InListPassiveTarget (ISO 14443-A, 106 kbps, one
+target), InRelease and InDataExchange. Only the errors of `pn532_frame` leave it:
+`PN532Timeout`, `FrameError`, `ChipError` (all `PN532Error`); an OSError of the link
+is passed on as it is (the read loop in `tap.py` counts both).
+
+Passive activation retries are always bounded (the chip's default, FF, retries for
+ever): `begin()` sets them to `passive_retries`, so one poll ends in tens of ms with
+or without a card. Buffers are allocated once; a UID lands in `self.uid`.
+"""
+from cpos.compat import const
+from cpos import pn532_frame as F
+
+CMD_GET_FIRMWARE_VERSION = const(0x02)
+CMD_SAM_CONFIGURATION = const(0x14)
+CMD_RF_CONFIGURATION = const(0x32)
+CMD_IN_DATA_EXCHANGE = const(0x40)
+CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+CMD_IN_RELEASE = const(0x52)
+
+RF_ITEM_FIELD = const(0x01)
+RF_ITEM_TIMINGS = const(0x02)
+RF_ITEM_RETRIES = const(0x05)
+
+PN532_IC = const(0x32)
+ACK_TIMEOUT_MS = const(30)  # the chip ACKs within ~1 ms of the frame's end
+POLL_TIMEOUT_MS = const(250)  # InListPassiveTarget can take >100 ms with a card at the edge
+
+_ILPT_106A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
+_FIELD_OFF = b"\x01\x00"
+_RELEASE_ALL = b"\x00"
+
+
+class PN532:
+    """One PN532 on one link (`pn532_link`). All I/O methods are coroutines."""
+
+    def __init__(self, link, passive_retries=2):
+        self.link = link
+        self.passive_retries = passive_retries
+        self.reader = F.FrameReader()
+        self._tx = bytearray(F.frame_size(F.MAX_DATA))
+        self._params = bytearray(3)
+        self.uid = bytearray(10)
+        self.uid_len = 0
+        self.sens_res = 0
+        self.sel_res = 0
+        self.firmware = None
+        # counters of what the exchange itself recovered from
+        self.nacks_sent = 0
+        self.aborts = 0
+        self.stray_frames = 0
+
+    # -- the exchange ----------------------------------------------------------
+    async def _send(self, buf, n):
+        await self.link.write(buf, n)
+
+    async def abort(self):
+        """Send an ACK: the chip drops the command in progress."""
+        self.aborts += 1
+        await self._send(F.ACK_FRAME, len(F.ACK_FRAME))
+
+    async def command(self, cmd, params=b"", timeout_ms=100, maxlen=32):
+        """Run one command; return the response's data after its code (a memoryview
+        into the reader's buffer, valid until the next command)."""
+        n = F.encode_into(self._tx, F.TFI_HOST, cmd, params)
+        reader = self.reader
+        self.link.drain()
+        reader.reset()
+        await self._send(self._tx, n)
+        ev = await self.link.read_event(reader, ACK_TIMEOUT_MS, 6)
+        if ev != F.ACK:
+            if ev == F.NONE:
+                raise F.PN532Timeout("no ACK for 0x%02x" % cmd)
+            if ev == F.ERROR_FRAME_EVT:
+                raise F.ChipError(-1, "error frame")
+            raise F.FrameError("expected ACK for 0x%02x" % cmd)
+        clock = self.link.clock
+        t0 = clock.ticks_ms()
+        nack_left = 1
+        while True:
+            left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), t0)
+            ev = await self.link.read_event(reader, left if left > 0 else 0, maxlen)
+            if ev == F.FRAME:
+                data = reader.data()
+                if reader.tfi == F.TFI_CHIP and len(data) >= 1 and data[0] == cmd + 1:
+                    return data[1:]
+                self.stray_frames += 1  # a late answer to an aborted command
+                continue
+            if ev == F.BAD_FRAME and nack_left:
+                nack_left -= 1
+                self.nacks_sent += 1
+                await self._send(F.NACK_FRAME, len(F.NACK_FRAME))
+                continue
+            if ev == F.ERROR_FRAME_EVT:
+                raise F.ChipError(-1, "error frame")
+            if ev == F.ACK or ev == F.NACK:
+                continue
+            if ev == F.NONE:
+                await self.abort()
+                raise F.PN532Timeout("no response to 0x%02x" % cmd)
+            raise F.FrameError("corrupt response to 0x%02x" % cmd)
+
+    # -- commands ------------------------------------------------------------------
+    async def get_firmware_version(self):
+        """Return (IC, Ver, Rev, Support); IC is 0x32 for a PN532."""
+        d = await self.command(CMD_GET_FIRMWARE_VERSION, b"", 50, 8)
+        if len(d) < 4:
+            raise F.FrameError("short firmware version")
+        self.firmware = (d[0], d[1], d[2], d[3])
+        return self.firmware
+
+    async def sam_configuration(self, mode=1, timeout=0x14, irq=1):
+        p = self._params
+        p[0] = mode
+        p[1] = timeout
+        p[2] = irq
+        await self.command(CMD_SAM_CONFIGURATION, p, 50, 4)
+
+    async def rf_configuration(self, item, data):
+        await self.command(CMD_RF_CONFIGURATION, bytes((item,)) + bytes(data), 50, 4)
+
+    async def set_retries(self, passive, atr=0xFF, psl=0x01):
+        """RFConfiguration item 5. `passive` FF would retry for ever: refused here."""
+        if not 0 <= passive < 0xFF:
+            raise ValueError("passive activation retries must be bounded (0..254)")
+        await self.rf_configuration(RF_ITEM_RETRIES, (atr, psl, passive))
+
+    async def set_timeouts(self, atr_res=0x0B, retry=0x0A):
+        """RFConfiguration item 2: ATR_RES and InDataExchange timeouts (100 us * 2^(n-1))."""
+        await self.rf_configuration(RF_ITEM_TIMINGS, (0x00, atr_res, retry))
+
+    async def rf_field(self, on):
+        await self.command(CMD_RF_CONFIGURATION, b"\x01\x01" if on else _FIELD_OFF, 50, 4)
+
+    async def begin(self):
+        """Wake and configure the chip; raise a PN532Error if it is not a PN532."""
+        await self.link.wake()
+        try:
+            fw = await self.get_firmware_version()
+        except F.PN532Timeout:
+            await self.link.wake()  # a sleeping HSU chip may have eaten the first frame
+            fw = await self.get_firmware_version()
+        if fw[0] != PN532_IC:
+            raise F.FrameError("not a PN532 (IC 0x%02x)" % fw[0])
+        await self.sam_configuration()
+        await self.set_retries(self.passive_retries)
+        await self.set_timeouts()
+        return fw
+
+    async def in_list_passive_target(self, timeout_ms=POLL_TIMEOUT_MS):
+        """Look for one ISO 14443-A card; return its UID length (0: no card).
+
+        The UID is copied into `self.uid` (4, 7 or 10 bytes), SENS_RES and SEL_RES into
+        `self.sens_res`/`self.sel_res`. A malformed answer raises FrameError.
+        """
+        d = await self.command(CMD_IN_LIST_PASSIVE_TARGET, _ILPT_106A, timeout_ms, 64)
+        if len(d) < 1:
+            raise F.FrameError("empty target list")
+        if d[0] == 0:
+            self.uid_len = 0
+            return 0
+        if d[0] > 2 or len(d) < 6:
+            raise F.FrameError("bad target list")
+        n = d[5]
+        if n not in (4, 7, 10) or len(d) < 6 + n:
+            raise F.FrameError("bad UID length %d" % n)
+        self.sens_res = (d[2] << 8) | d[3]
+        self.sel_res = d[4]
+        uid = self.uid
+        for i in range(n):
+            uid[i] = d[6 + i]
+        self.uid_len = n
+        return n
+
+    async def in_release(self, tg=0):
+        """Release target `tg` (0: all)."""
+        d = await self.command(CMD_IN_RELEASE, _RELEASE_ALL if tg == 0 else bytes((tg,)), 50, 4)
+        if len(d) < 1:
+            raise F.FrameError("short InRelease answer")
+        if d[0] & 0x3F:
+            raise F.ChipError(d[0] & 0x3F, "InRelease status")
+
+    async def in_data_exchange(self, data, tg=1, timeout_ms=500):
+        """Send `data` to target `tg`; return the card's answer (memoryview, valid
+        until the next command). A non-zero status raises ChipError(status)."""
+        d = await self.command(CMD_IN_DATA_EXCHANGE, bytes((tg,)) + bytes(data), timeout_ms, F.MAX_DATA)
+        if len(d) < 1:
+            raise F.FrameError("short InDataExchange answer")
+        if d[0] & 0x3F:
+            raise F.ChipError(d[0] & 0x3F, "InDataExchange status")
+        return d[1:]
+
+    async def read_uid(self):
+        """One poll: list a card, then release it and switch the field off.
+
+        Switching the field off between polls powers the card down, so the next poll
+        finds it afresh whether it was left selected or halted: a card left on the
+        reader answers every poll instead of every other one. Return the UID length.
+        """
+        n = await self.in_list_passive_target()
+        if n:
+            await self.in_release()
+            await self.rf_field(False)
+        return n
