@@ -1,61 +1,91 @@
-"""A block device on a file, with the interface of `esp32.Partition` (runtime-neutral).
+"""A file that behaves as a raw flash partition: esp32.Partition's block interface.
 
-Lets the card table (and anything else written against a partition) run on the unix
-port and CPython against a plain file, or on an ESP32 against a file on its
-filesystem. Erase writes 0xFF; a program writes the bytes as given (the users erase
-before they program, as NOR flash requires, so AND-ing is not modelled here; the
-simulator's NorFlash models it, with power cuts).
+Owns nothing but the mapping from block-device calls to file reads and writes, so
+the journal keeps its log in a file on the unix port (and on CPython) exactly as it
+does in a partition on the ESP32 (`esp32.Partition.find(...)`). NOR semantics are
+kept: a program only clears bits (the file's bytes are ANDed with the data), an
+erase sets a block to 0xFF. A new file is created erased. Runs on both runtimes.
+
+  readblocks(block, buf, offset=0)
+  writeblocks(block, buf)          erase, then program
+  writeblocks(block, buf, offset)  program only
+  ioctl(4) block count, ioctl(5) block size, ioctl(6, block) erase; others return 0.
 """
+from cpos.compat import const
+
+BLOCK = const(4096)
 
 
 class BlockFile:
-    def __init__(self, path, blocks, block_size=4096):
-        self.block_size = block_size
-        self.blocks = blocks
-        self._blank = b"\xff" * block_size
+    def __init__(self, path, size=None, block=BLOCK, readonly=False):
+        """Open `path`; with `size` (bytes, whole blocks) create or extend it erased."""
+        self.block = block
+        self.readonly = readonly
         try:
-            self.f = open(path, "r+b")
+            self.f = open(path, "rb" if readonly else "r+b")
         except OSError:
+            if readonly or size is None:
+                raise
             self.f = open(path, "w+b")
-        size = self.f.seek(0, 2)
-        while size < blocks * block_size:
-            self.f.write(self._blank)
-            size += block_size
-        self.f.flush()
+        self.f.seek(0, 2)
+        have = self.f.tell()
+        if size is not None and have < size:
+            if readonly:
+                raise ValueError("file smaller than the partition size")
+            if size % block:
+                raise ValueError("size must be whole blocks")
+            blank = b"\xff" * block
+            while have < size:
+                self.f.write(blank[:min(block, size - have)])
+                have = min(size, have + block)
+            self.f.flush()
+        self.size = size if size is not None else have - have % block
+
+    def close(self):
+        self.f.close()
 
     def readblocks(self, block, buf, offset=0):
-        start = block * self.block_size + offset
-        if block < 0 or start + len(buf) > self.blocks * self.block_size:
-            raise ValueError("read outside the device")
+        start = block * self.block + offset
+        if start < 0 or start + len(buf) > self.size:
+            raise ValueError("read outside the partition")
         self.f.seek(start)
-        if self.f.readinto(buf) != len(buf):
+        n = self.f.readinto(buf)
+        if n != len(buf):
             raise OSError("short read")
 
     def writeblocks(self, block, buf, offset=None):
         if offset is None:
-            for i in range((len(buf) + self.block_size - 1) // self.block_size):
+            for i in range((len(buf) + self.block - 1) // self.block):
                 self.ioctl(6, block + i)
             offset = 0
-        start = block * self.block_size + offset
-        if block < 0 or start + len(buf) > self.blocks * self.block_size:
-            raise ValueError("write outside the device")
+        start = block * self.block + offset
+        if start < 0 or start + len(buf) > self.size:
+            raise ValueError("program outside the partition")
+        self._writable()
+        old = bytearray(len(buf))
         self.f.seek(start)
-        self.f.write(buf)
+        self.f.readinto(old)
+        for i in range(len(buf)):
+            old[i] &= buf[i]
+        self.f.seek(start)
+        self.f.write(old)
         self.f.flush()
 
     def ioctl(self, op, arg=0):
         if op == 4:
-            return self.blocks
+            return self.size // self.block
         if op == 5:
-            return self.block_size
+            return self.block
         if op == 6:
-            if arg < 0 or arg >= self.blocks:
-                raise ValueError("erase outside the device")
-            self.f.seek(arg * self.block_size)
-            self.f.write(self._blank)
+            if arg < 0 or arg >= self.size // self.block:
+                raise ValueError("erase outside the partition")
+            self._writable()
+            self.f.seek(arg * self.block)
+            self.f.write(b"\xff" * self.block)
             self.f.flush()
             return 0
         return 0
 
-    def close(self):
-        self.f.close()
+    def _writable(self):
+        if self.readonly:
+            raise OSError("read-only block file")

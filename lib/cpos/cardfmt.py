@@ -397,7 +397,9 @@ def encode_header(version, included_seq, ref_keys, n_pages, n_cards, index):
         raise ValueError("bad page count")
     _check_int(version, 0, 0xFFFFFFFF, "version")
     _check_int(included_seq, 0, 0xFFFFFFFF, "included_seq")
-    h = bytearray(b"\xff" * PAGE)
+    h = bytearray(PAGE)
+    for i in range(HDR_FIXED + len(index), PAGE):
+        h[i] = 0xFF
     h[0:4] = HDR_MAGIC
     struct.pack_into("<BBHIIIIIIi", h, 4, FORMAT, 12, n_pages, version, included_seq,
                      ref_keys[0], ref_keys[1], ref_keys[2], n_cards, 0)
@@ -416,23 +418,76 @@ def decode_header(h):
     return version, inc, (k0, k1, k2), n_pages, n_cards
 
 
-def build_image(cards, accounts, version, included_seq, ref_keys=(0, 0, 0)):
-    """A whole table image (header block + pages) as bytes, from plain data.
+def sorted_records(cards, accounts, ref_keys=(0, 0, 0)):
+    """The encoded records of `cards`, in table order (builder side).
 
-    `cards`: iterable of (uid bytes, account id, status); `accounts`: {id: account tuple}.
-    The CPython reference backend sends these bytes, chunked, to `CardTable.install_*`.
-    """
+    Each is sorted as one bytes object, hash (3 bytes, big-endian) + UID length +
+    UID + record, whose byte order is the table order: a third of the heap of
+    (key tuple, record) pairs, which matters when MicroPython builds an image."""
     recs = []
     for uid, acct, status in cards:
         if acct not in accounts:
             raise ValueError("card refers to an unknown account")
-        recs.append((sort_key(uid), encode_record(uid, acct, status, accounts[acct], ref_keys)))
+        rec = encode_record(uid, acct, status, accounts[acct], ref_keys)
+        pre = struct.pack(">IB", uid_hash(uid, 0, len(uid)), len(uid))
+        recs.append(pre[1:] + bytes(uid) + rec)
+        rec = pre = None
     recs.sort()
-    out = bytearray(PAGE)  # the header block goes here at the end
-    packer = PagePacker(version & 0xFFFFFFFF, out.extend)
     for i in range(len(recs)):
-        packer.add(recs[i][1])
-        recs[i] = None
-    n = packer.close()
-    out[0:PAGE] = encode_header(version, included_seq, ref_keys, n, packer.cards, packer.index)
-    return out
+        r = recs[i]
+        recs[i] = r[4 + r[3]:]
+    return recs
+
+
+def _drop(page):
+    pass
+
+
+class ImageBuilder:
+    """A table image (header block + pages) from plain data, streamed or whole.
+
+    `cards`: iterable of (uid bytes, account id, status); `accounts`: {id: account tuple}.
+    Packs twice: the first pass finds the page index the header needs, so `write`
+    can hand out blocks in image order holding one page in RAM. The CPython
+    reference backend sends these bytes, chunked, to `CardTable.install_*`; the same
+    input gives the same bytes on either runtime.
+    """
+
+    def __init__(self, cards, accounts, version, included_seq, ref_keys=(0, 0, 0)):
+        self.recs = sorted_records(cards, accounts, ref_keys)
+        self.tag = version & 0xFFFFFFFF
+        p = self._pack(_drop)
+        self.n_pages = p.pages
+        self.n_cards = p.cards
+        self.header = encode_header(version, included_seq, ref_keys, p.pages, p.cards, p.index)
+
+    def _pack(self, emit):
+        packer = PagePacker(self.tag, emit)
+        for r in self.recs:
+            packer.add(r)
+        packer.close()
+        return packer
+
+    def size(self):
+        """Bytes in the image."""
+        return (1 + self.n_pages) * PAGE
+
+    def write(self, emit):
+        """Call `emit(block)` for the header and every page, in image order (one buffer reused)."""
+        emit(self.header)
+        self._pack(emit)
+
+    def image(self):
+        out = bytearray(self.size())
+        pos = [0]
+
+        def put(block):
+            out[pos[0]:pos[0] + PAGE] = block
+            pos[0] += PAGE
+        self.write(put)
+        return out
+
+
+def build_image(cards, accounts, version, included_seq, ref_keys=(0, 0, 0)):
+    """A whole table image (header block + pages) as one bytearray (see ImageBuilder)."""
+    return ImageBuilder(cards, accounts, version, included_seq, ref_keys).image()

@@ -1,39 +1,112 @@
 """Test support for the card table: a plain-dict reference model, data generators and a
 JSON-friendly driver (for tests/device/worker.py). Runs on MicroPython and CPython.
 
-FLASH is allocated once, right after the large modules compile: compiling fragments a
-small MicroPython heap, so a large buffer must be taken early and reused (NorFlash.wipe)."""
-from simulator.norflash import NorFlash
+The simulated flash keeps its bytes in a file, not in the heap: on a device the
+table's flash is not in RAM either, and the tests run under the WROOM heap cap."""
+import os
+from binascii import hexlify
+
+from simulator.norflash import NorFlash, PowerCut
 
 
-class SectorMem:
-    """NorFlash's `mem`, kept as one bytearray per sector: after the modules compile, a
-    192 KB MicroPython heap has no 64 KB hole left, but it has many 4 KB ones."""
+class FileMem:
+    """NorFlash's `mem` (indexable like a bytearray), kept in an unlinked temporary file
+    with one sector cached in RAM, so that 40 KB of simulated flash cost 4 KB of heap."""
 
     def __init__(self, sectors, size=4096):
         self.size = size
-        self.s = [bytearray(size) for _ in range(sectors)]
+        self.n = sectors * size
+        name = "/tmp/cpos_flash_%s.bin" % hexlify(os.urandom(6)).decode()
+        self.f = open(name, "w+b")
+        os.remove(name)  # the open file stays; nothing is left behind
+        blank = b"\xff" * size
+        for _ in range(sectors):
+            self.f.write(blank)
+        self.cache = bytearray(size)
+        self.cur = -1
+        self.dirty = False
 
     def __len__(self):
-        return len(self.s) * self.size
+        return self.n
+
+    def _sector(self, s):
+        if s != self.cur:
+            f = self.f
+            if self.dirty:
+                f.seek(self.cur * self.size)
+                f.write(self.cache)
+            f.seek(s * self.size)
+            f.readinto(self.cache)
+            self.cur = s
+            self.dirty = False
+        return self.cache
+
+    def readinto(self, start, buf):
+        """buf[:] = self[start:start + len(buf)], without a temporary copy."""
+        if start < 0 or start + len(buf) > self.n:
+            raise IndexError("flash range")
+        f = self.f
+        if self.dirty:
+            f.seek(self.cur * self.size)
+            f.write(self.cache)
+            self.dirty = False
+        f.seek(start)
+        if f.readinto(buf) != len(buf):
+            raise OSError("short read")
+
+    def _range(self, i):
+        a = i.start or 0
+        b = self.n if i.stop is None else i.stop
+        if a < 0 or b > self.n or a > b:
+            raise IndexError("flash range")
+        return a, b
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            a = i.start or 0
-            return self.s[a // self.size][a % self.size:(i.stop - 1) % self.size + 1]
-        return self.s[i // self.size][i % self.size]
+            a, b = self._range(i)
+            out = bytearray(b - a)
+            p = a
+            while p < b:
+                s, o = divmod(p, self.size)
+                k = min(b - p, self.size - o)
+                out[p - a:p - a + k] = self._sector(s)[o:o + k]
+                p += k
+            return out
+        if i < 0 or i >= self.n:
+            raise IndexError("flash address")
+        return self._sector(i // self.size)[i % self.size]
 
     def __setitem__(self, i, v):
         if isinstance(i, slice):
-            a = i.start or 0
-            self.s[a // self.size][a % self.size:(i.stop - 1) % self.size + 1] = v
+            a, b = self._range(i)
+            if len(v) != b - a:
+                raise ValueError("flash slices cannot change length")
+            p = a
+            while p < b:
+                s, o = divmod(p, self.size)
+                k = min(b - p, self.size - o)
+                self._sector(s)[o:o + k] = memoryview(v)[p - a:p - a + k]
+                self.dirty = True
+                p += k
         else:
-            self.s[i // self.size][i % self.size] = v
+            if i < 0 or i >= self.n:
+                raise IndexError("flash address")
+            self._sector(i // self.size)[i % self.size] = v
+            self.dirty = True
+
+
+class FileFlash(NorFlash):
+    """NorFlash over a FileMem: reads go straight into the caller's buffer."""
+
+    def readblocks(self, block, buf, offset=0):
+        if self.dead:
+            raise PowerCut("flash read after a power cut without reboot()")
+        self.mem.readinto(block * self.sector + offset, buf)
 
 
 def flash(sectors):
-    dev = NorFlash(4096)
-    dev.mem = SectorMem(sectors)
+    dev = FileFlash(4096)
+    dev.mem = FileMem(sectors)
     dev.erase_counts = [0] * sectors
     dev.wipe()
     return dev
@@ -185,6 +258,24 @@ def install_image(table, img, version, inc, chunk=1500):
         r = table.install_chunk(i, img[i * chunk:(i + 1) * chunk])
         if r != cardtable.INSTALL_OK:
             return r
+    return table.install_commit()
+
+
+def install_built(table, builder, version, inc):
+    """Install an ImageBuilder's image one block per chunk, never holding the whole image."""
+    r = table.install_begin(version, inc, builder.n_pages + 1)
+    if r != cardtable.INSTALL_OK:
+        return r
+    state = [0, cardtable.INSTALL_OK]
+
+    def emit(block):
+        if state[1] == cardtable.INSTALL_OK:
+            state[1] = table.install_chunk(state[0], block)
+        state[0] += 1
+    builder.write(emit)
+    if state[1] != cardtable.INSTALL_OK:
+        table.install_abort()
+        return state[1]
     return table.install_commit()
 
 

@@ -1,9 +1,10 @@
 """Card-table cases (lib/cpos/cardtable.py) against a plain-dict reference: lookups, deltas,
-compaction, atomic installs under power cuts, corruption, garbage input."""
+compaction, atomic installs under power cuts, corruption, garbage input. Run on both
+runtimes by tests/test_device_suites.py, MicroPython under the WROOM heap cap."""
 import gc
 import sys
 
-from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, check_all
+from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, install_built, check_all
 from cpos import cardfmt, carddelta, cardtable
 from cpos.cardtable import CardTable, FOUND, NOT_FOUND, CORRUPT, APPLIED, DUPLICATE, GAP, MALFORMED
 from cpos.rules import CardRecord, Spends, BLOCKED, ACTIVE, REPLACED, NO_LIMIT
@@ -22,8 +23,11 @@ def fresh(n_cards=40, seed=7, version=5, inc=3, fat=False):
     cards, accounts = make_snapshot(rng, n_cards, fat)
     ref = Ref()
     ref.install(cards, accounts, version, inc)
-    img = cardfmt.build_image(cards, accounts, version, inc, KEYS)
-    assert install_image(t, img, version, inc) == cardtable.INSTALL_OK
+    b = cardfmt.ImageBuilder(cards, accounts, version, inc, KEYS)
+    cards = accounts = None
+    assert install_built(t, b, version, inc) == cardtable.INSTALL_OK
+    b = None
+    gc.collect()
     return dev, t, ref, rng
 
 
@@ -56,7 +60,10 @@ def test_multi_page_table_one_read_per_lookup():
         reads[0] += 1
         orig(block, buf, offset)
     dev.readblocks = counting
-    check_all(t, ref, [make_uid(rng) for _ in range(10)])
+    try:
+        check_all(t, ref, [make_uid(rng) for _ in range(10)])
+    finally:
+        del dev.readblocks  # FLASH is shared by every case
     assert reads[0] == len(ref.cards) + 10
 
 
@@ -162,6 +169,8 @@ def _cut_sweep(prepare, action, modes=(CUT_BEFORE, CUT_INSIDE, CUT_AFTER), least
     assert total >= least
     for k in range(total):
         for mode in modes:
+            t = None
+            gc.collect()
             dev, t, old, new = prepare()
             dev.arm(k, mode)
             try:
@@ -170,6 +179,7 @@ def _cut_sweep(prepare, action, modes=(CUT_BEFORE, CUT_INSIDE, CUT_AFTER), least
             except PowerCut:
                 pass
             dev.reboot()
+            t = None  # the caller opens the device afresh, as after a reboot
             yield dev, old, new
             gc.collect()
 
@@ -293,7 +303,8 @@ def test_file_block_device():
         os.remove(path)
     except OSError:
         pass
-    dev = BlockFile(path, BLOCKS)
+    dev = BlockFile(path, BLOCKS * 4096)  # created erased
+    assert dev.ioctl(4, 0) == BLOCKS and dev.ioctl(5, 0) == 4096
     t = CardTable(dev, log_blocks=1)
     rng = Rng(5)
     cards, accounts = make_snapshot(rng, 30)
@@ -303,7 +314,7 @@ def test_file_block_device():
     for d in _deltas(ref, rng, 3, 5):
         assert t.apply_delta(d) == APPLIED
     dev.close()
-    dev = BlockFile(path, BLOCKS)
+    dev = BlockFile(path, readonly=True)  # reopened as it is, read-only: lookups only
     check_all(CardTable(dev, log_blocks=1), ref)
     dev.close()
 
