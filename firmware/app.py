@@ -17,7 +17,7 @@ allocates nothing in the steady state on MicroPython except the POS reply line.
 import asyncio
 
 from cpos import cardtable, feedback, pending, posproto, reasons, rules
-from cpos.compat import const, ticks_diff, ticks_ms, ticks_us
+from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 from cpos.journal import Journal, JournalFull
 from cpos.pn532 import PN532
 from cpos.tap import CardReader, TAP
@@ -63,7 +63,7 @@ class App:
         self.spends = rules.Spends()
         self.request = Request()
         self.reader = None
-        self.feedback = feedback.Feedback(board.outputs(cfg.feedback), asyncio.sleep_ms)
+        self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         self._fb = asyncio.Event()
         self._fb_what = None
         self._failed = None
@@ -200,19 +200,21 @@ class App:
             self._beat_reader = ticks_ms()
             if result == TAP:
                 await self.on_tap(memoryview(reader.uid)[:reader.uid_len], self._beat_reader)
-            await asyncio.sleep_ms(poll_ms)
+            await sleep_ms(poll_ms)
 
     async def feedback_task(self):
+        """Shows each decision as it comes; a new one cuts the previous pattern short."""
+        fb = self.feedback
         while True:
             await self._fb.wait()
             self._fb.clear()
             kind, code, amount, balance = self._fb_what
             if kind == "decision":
-                await self.feedback.decision(code, amount, balance)
+                fb.play(fb.decision(code, amount, balance))
             elif code == reasons.APPROVED:
-                await self.feedback.balance(balance)
+                fb.play(fb.balance(balance))
             else:
-                await self.feedback.unknown_for_balance(code)
+                fb.play(fb.unknown_for_balance(code))
 
     async def pos_task(self):
         pos = self.cfg.pos
@@ -221,7 +223,7 @@ class App:
             self.log.info("POS: listening on %s:%d" % (pos["host"], pos["port"]))
             try:
                 while True:
-                    await asyncio.sleep_ms(_REQUEST_TIMEOUT_MS // 4)
+                    await sleep_ms(_REQUEST_TIMEOUT_MS // 4)
                     self.expire_request()
             finally:
                 server.close()
@@ -234,7 +236,7 @@ class App:
             await self.pos_session(stream, asyncio.StreamWriter(uart, {}))
         else:
             while True:  # no POS: every tap shows the balance
-                await asyncio.sleep_ms(_REQUEST_TIMEOUT_MS)
+                await sleep_ms(_REQUEST_TIMEOUT_MS)
 
     def expire_request(self):
         req = self.request
@@ -284,7 +286,7 @@ class App:
 
     async def health_task(self):
         while True:
-            await asyncio.sleep_ms(_HEALTH_EVERY_MS)
+            await sleep_ms(_HEALTH_EVERY_MS)
             self.log.info("health %r" % (self.health(),))
 
     def health(self):
@@ -307,7 +309,7 @@ class App:
         while True:
             if self._failed is None and ticks_diff(ticks_ms(), self._beat_reader) < _READER_STALL_MS:
                 wdt.feed()
-            await asyncio.sleep_ms(_WDT_FEED_MS)
+            await sleep_ms(_WDT_FEED_MS)
 
     async def _guard(self, name, coro):
         try:
@@ -331,7 +333,7 @@ class App:
         await self._stop.wait()
         for t in tasks:
             t.cancel()
-        await asyncio.sleep_ms(0)
+        await sleep_ms(0)
         return self._failed
 
     def extra_tasks(self):

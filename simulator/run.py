@@ -18,7 +18,7 @@ from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle
 from simulator import cardsync
-from simulator.terminal import HEAP_CAP_KB, JOURNAL_SIZE, SimTerminal, micropython
+from simulator.terminal import HEAP_CAP_KB, SimTerminal, micropython
 
 REPLY_TIMEOUT_S = 3.0
 
@@ -63,7 +63,11 @@ class Run:
         if not self.quiet:
             print(text, flush=True)
 
-    async def start(self):
+    def prepare(self, terminal_config=None):
+        """Build the bundle and provision every terminal (config, flash, card table).
+
+        `terminal_config(spec)` may return settings that override a terminal's config.
+        """
         bdir = os.path.join(self.workdir, "bundle")
         manifest = bundle.build("unix", bdir)
         code_kb = (bundle.code_heap_cost(bdir, micropython()) + 1023) // 1024
@@ -71,12 +75,19 @@ class Run:
                   "(in flash on a frozen ESP32 image), so each terminal runs with %d KB"
                   % (manifest["version"], len(manifest["files"]), code_kb, HEAP_CAP_KB + code_kb))
         for spec in self.scenario.terminals:
-            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start, code_kb=code_kb)
+            extra = terminal_config(spec) if terminal_config else None
+            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start, code_kb=code_kb, extra_config=extra)
             t.prepare(lambda dev: cardsync.install_scenario(dev, self.scenario))
             self.terminals[spec["id"]] = t
+
+    async def boot_all(self):
         await asyncio.gather(*(t.boot() for t in self.terminals.values()))
         self._watchdogs = [asyncio.ensure_future(t.watchdog()) for t in self.terminals.values()]
         self._say("%d terminals up: %s" % (len(self.terminals), ", ".join(self.terminals)))
+
+    async def start(self):
+        self.prepare()
+        await self.boot_all()
 
     async def stop(self):
         for w in getattr(self, "_watchdogs", []):
@@ -205,8 +216,8 @@ class Run:
     # -- after the run ------------------------------------------------------------
     def journal_records(self, term_id):
         """Every valid record still in a terminal's journal file, read on CPython."""
-        path = os.path.join(self.terminals[term_id].dir, "journal.bin")
-        dev = BlockFile(path, JOURNAL_SIZE)
+        spec = self.terminals[term_id].config()["storage"]["journal"]
+        dev = BlockFile(spec["file"], spec["size"])
         try:
             j = Journal(dev)
             j.recover()

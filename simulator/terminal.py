@@ -20,6 +20,7 @@ from simulator.pn532_carriers import TCPServer
 from simulator.pn532_emu import Card, PN532Emu, RealClock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESET_EXIT = 70  # boards/unix/board.py restart(): the firmware asked for a reset
 HEAP_CAP_KB = 192  # the WROOM stand-in for data (docs/heap.md)
 JOURNAL_SIZE = 64 * 4096
 CARDTABLE_SIZE = 256 * 4096
@@ -88,8 +89,8 @@ class SimTerminal:
         cfg = self.config()
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
-        BlockFile(cfg["storage"]["journal"]["file"], JOURNAL_SIZE).close()
-        dev = BlockFile(cfg["storage"]["cardtable"]["file"], CARDTABLE_SIZE)
+        BlockFile(cfg["storage"]["journal"]["file"], cfg["storage"]["journal"]["size"]).close()
+        dev = BlockFile(cfg["storage"]["cardtable"]["file"], cfg["storage"]["cardtable"]["size"])
         try:
             if install_table is not None:
                 install_table(dev)
@@ -187,10 +188,10 @@ class SimTerminal:
             line = await proc.stdout.readline()
             if not line:
                 await proc.wait()
-                if proc not in self._killed:
+                if proc not in self._killed and proc.returncode == RESET_EXIT:
                     # the firmware reset itself (board.restart): boot again, as the chip would
                     self.resets += 1
-                    self._console.write("--- reset by the firmware (exit %s)\n" % proc.returncode)
+                    self._console.write("--- reset by the firmware\n")
                     self._tasks.append(asyncio.ensure_future(self.boot()))
                 return
             text = line.decode(errors="replace").rstrip("\n")

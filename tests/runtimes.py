@@ -41,7 +41,8 @@ MPY_BUILD = os.path.join(ROOT, "build", "mpy")
 # What MicroPython imports, compiled to .mpy as a device gets it (deployed bundle or
 # frozen): compiling .py at import time on a 192 KB heap fragments it so much that
 # later allocations fail, which is a test artefact, not the device's situation.
-_MPY_SOURCES = (("lib", LIB), ("device", DEVICE_TESTS), ("root", ROOT))
+FIRMWARE = os.path.join(ROOT, "firmware")
+_MPY_SOURCES = (("lib", LIB), ("firmware", FIRMWARE), ("device", DEVICE_TESTS), ("root", ROOT))
 _MPY_ROOT_PACKAGES = ("simulator/__init__.py", "simulator/norflash.py")
 
 
@@ -95,7 +96,7 @@ def search_path(*extra):
 
 
 def cpython_path(*extra):
-    return ":".join((LIB, DEVICE_TESTS, ROOT) + extra)
+    return ":".join((LIB, FIRMWARE, DEVICE_TESTS, ROOT) + extra)
 
 
 def micropython_cmd(script, *args, heap=HEAP_CAP):
@@ -121,7 +122,13 @@ def run_device_modules(runtime, modules, timeout=600):
         cmd, env = micropython_cmd(runner, *modules), micropython_env()
     else:
         cmd, env = [sys.executable, runner] + list(modules), cpython_env()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    import tempfile
+
+    # Device tests that need files use $CPOS_TMP: one folder per process, since the
+    # same module may run on several pytest workers and both runtimes at once.
+    with tempfile.TemporaryDirectory(prefix="cpos-device-") as tmp:
+        env["CPOS_TMP"] = tmp
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return proc.returncode, proc.stdout + proc.stderr
 
 

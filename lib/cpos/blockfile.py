@@ -19,15 +19,26 @@ BLOCK = const(4096)
 _PIECE = const(64)  # one journal record: the common program
 
 
+_BLANKS = {}
+
+
+def _blank(block):
+    b = _BLANKS.get(block)
+    if b is None:
+        b = _BLANKS[block] = b"\xff" * block
+    return b
+
+
 class BlockFile:
     def __init__(self, path, size=None, block=BLOCK, readonly=False, sync=False):
         """Open `path`; with `size` (bytes, whole blocks) create or extend it erased."""
         self.block = block
         self.readonly = readonly
         self.sync = sync
-        # Made once, while the heap is fresh: a flash operation must not need a 4 KB
-        # allocation on a fragmented heap (found by the firmware under the WROOM cap).
-        self._blank = b"\xff" * block
+        # Made once, while the heap is fresh, and shared by every device of the same
+        # block size: a flash operation must not need a 4 KB allocation on a fragmented
+        # heap (found by the firmware under the WROOM cap).
+        self._blank = _blank(block)
         self._scratch = bytearray(_PIECE)
         self._piece = memoryview(self._scratch)
         try:

@@ -1,7 +1,7 @@
 """Runtime shims so shared code reads the same on MicroPython and CPython.
 
-Owns: `const`, millisecond/microsecond tick helpers, and printing an exception
-to a stream. Nothing else belongs here.
+Owns: `const`, millisecond/microsecond tick helpers, `sleep_ms` for asyncio, and
+printing an exception to a stream. Nothing else belongs here.
 """
 try:
     from micropython import const
@@ -27,6 +27,16 @@ except AttributeError:  # CPython
 
     def ticks_diff(end, start):
         return end - start
+
+
+try:
+    from asyncio import sleep_ms  # MicroPython
+except ImportError:  # CPython
+
+    async def sleep_ms(ms):
+        import asyncio
+
+        await asyncio.sleep(ms / 1000)
 
 
 def format_exception(exc):

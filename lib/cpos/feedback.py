@@ -6,7 +6,12 @@ tap the reader did not read makes no sound and no text, by design.
 
 A board's outputs object provides: `led(colour)` with colour in LED_*,
 `buzzer(on)`, and `display(line1, line2)`.
+
+A new decision always takes over at once: the pattern still playing is cut short,
+so every student sees their own answer, never the previous customer's.
 """
+import asyncio
+
 from cpos import money, reasons, texts
 from cpos.compat import const
 
@@ -53,20 +58,39 @@ class Feedback:
         self.outputs = outputs
         self._sleep_ms = sleep_ms
         self.shown = 0
+        self.cut_short = 0
+        self._task = None
+        self._gen = 0
+
+    def play(self, coro):
+        """Start a pattern (`decision(...)`, `balance(...)`) in its own task, cutting
+        short the one still playing. Returns at once."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            self.cut_short += 1
+        self._task = asyncio.create_task(coro)
 
     async def _play(self, colour, rhythm, line1, line2):
+        self._gen += 1
+        gen = self._gen
         out = self.outputs
         out.display(line1, line2)
         out.led(colour)
-        for on_ms, off_ms in rhythm:
-            out.buzzer(True)
-            await self._sleep_ms(on_ms)
-            out.buzzer(False)
-            if off_ms:
-                await self._sleep_ms(off_ms)
-        await self._sleep_ms(_LED_HOLD_MS)
-        out.led(LED_OFF)
-        self.shown += 1
+        finished = False
+        try:
+            for on_ms, off_ms in rhythm:
+                out.buzzer(True)
+                await self._sleep_ms(on_ms)
+                out.buzzer(False)
+                if off_ms:
+                    await self._sleep_ms(off_ms)
+            await self._sleep_ms(_LED_HOLD_MS)
+            out.led(LED_OFF)
+            self.shown += 1
+            finished = True
+        finally:
+            if not finished and gen == self._gen:  # stopped, and no newer pattern owns the buzzer
+                out.buzzer(False)
 
     async def decision(self, code, amount, balance):
         l1, l2 = lines(code, amount, balance)

@@ -15,7 +15,7 @@ registry package).
 import asyncio
 import struct
 
-from cpos.compat import const, ticks_ms, ticks_diff
+from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -487,14 +487,6 @@ def _drop(w):
             sock.close()
     except Exception:
         pass
-
-
-async def sleep_ms(ms):
-    """asyncio.sleep_ms on MicroPython, asyncio.sleep on CPython."""
-    if hasattr(asyncio, "sleep_ms"):
-        await asyncio.sleep_ms(ms)
-    else:
-        await asyncio.sleep(ms / 1000)
 
 
 async def _wait(aw, timeout_ms):

@@ -23,7 +23,7 @@ stand in with the same methods as the machine classes.
 `{"link": "spi", "spi": 2, "sck": 18, "mosi": 23, "miso": 19, "cs": 5, "baud": 1000000}`
 or `{"link": "tcp", "host": "127.0.0.1", "port": 5532}`.
 """
-from cpos.compat import const, ticks_ms, ticks_diff
+from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
 from cpos import pn532_frame as F
 
 try:
@@ -57,10 +57,7 @@ class SystemClock:
         return ticks_diff(a, b)
 
     async def sleep_ms(self, ms):
-        if hasattr(asyncio, "sleep_ms"):
-            await asyncio.sleep_ms(ms)
-        else:
-            await asyncio.sleep(ms / 1000)
+        await sleep_ms(ms)
 
 
 SYSTEM_CLOCK = SystemClock()

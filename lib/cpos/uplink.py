@@ -18,8 +18,7 @@ import asyncio
 import json
 
 from cpos import protocol
-from cpos.compat import const, ticks_ms, ticks_diff
-from cpos.mqtt import sleep_ms
+from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
 
 _IDLE_MS = const(1000)
 

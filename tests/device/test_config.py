@@ -69,7 +69,9 @@ def test_load_reports_unreadable_and_bad_json():
         assert "cannot read" in str(e)
     else:
         raise AssertionError("loaded a missing file")
-    path = "/tmp/cpos_bad_config.json"
+    import os
+
+    path = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_bad_config.json"
     with open(path, "w") as f:
         f.write("{not json")
     try:

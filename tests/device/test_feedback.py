@@ -49,3 +49,23 @@ def test_feedback_plays_display_led_and_buzzer():
     asyncio.run(fb.balance(12345))
     assert out.events[0] == ("display", "Saldo 123.45 kr.", "Balance 123.45 kr.")
     assert fb.shown == 3
+
+
+def test_a_new_decision_cuts_the_previous_pattern_short():
+    out = Outputs()
+
+    async def scenario():
+        fb = feedback.Feedback(out, asyncio.sleep_ms if hasattr(asyncio, "sleep_ms") else
+                               (lambda ms: asyncio.sleep(ms / 1000)))
+        fb.play(fb.decision(reasons.BLOCKED, 100, 0))  # a long pattern: 1 long + 2 short beeps
+        await asyncio.sleep(0.05)
+        fb.play(fb.decision(reasons.APPROVED, 4500, 5500))
+        await asyncio.sleep(0.05)
+        return fb, list(out.events)  # CPython cancels what is left when run() ends
+
+    fb, events = asyncio.run(scenario())
+    displays = [e for e in events if e[0] == "display"]
+    assert displays[-1] == ("display", "Godkendt 45.00 kr.", "Approved - balance 55.00 kr.")
+    assert fb.cut_short == 1
+    # the approval's beep is on (120 ms) and was not silenced by the cut pattern
+    assert events[-1] == ("buzz", True), events[-3:]

@@ -244,7 +244,7 @@ def test_capacity_of_a_1mb_partition():
 
 
 def test_journal_runs_unchanged_on_a_block_file():
-    path = "/tmp/cpos_test_journal_%d.bin" % id(UID)
+    path = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_journal.bin"
     try:
         os.remove(path)
     except OSError:

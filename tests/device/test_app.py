@@ -1,0 +1,234 @@
+"""The firmware application's tap path and supervision, on both runtimes.
+
+A fake board gives the app file-backed flash, recorded outputs and a counting
+watchdog; the PN532 is not involved (tests/test_firmware_e2e.py drives the whole
+board through the emulator). What is shown here:
+- an approval reaches the POS only after its record is durable (read back from
+  flash by a second journal, recovering from the bytes alone);
+- after a power cut (the app object dropped, a new one recovered from flash) the
+  terminal still counts its own unsynced purchases, once;
+- the watchdog is fed only while the reader task reports in;
+- a task that raises stops the app for a clean restart, with nothing recorded lost.
+"""
+import asyncio
+
+from cpos import cardfmt, cardtable, config, log, purchase, reasons, rules
+from cpos.blockfile import BlockFile
+from cpos.compat import ticks_ms
+from cpos.journal import Journal
+
+from app import App
+
+NOW = 1764068400
+UID = b"\x04\x11\x22\x33"
+LIMITED = b"\x04\x11\x22\x44"
+import os
+
+_DIR = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_app_"  # a folder of this process's own
+
+
+def _cfg(kind="till"):
+    return config.validate({
+        "terminal_id": "t9", "terminal_no": 9, "site": "test", "place": "school", "kind": kind,
+        "pn532": {"link": "tcp", "host": "127.0.0.1", "port": 1}, "pos": {"link": "none"},
+        "storage": {"journal": {"file": _DIR + "journal.bin", "size": 4 * 4096},
+                    "cardtable": {"file": _DIR + "cards.bin", "size": 16 * 4096}}})
+
+
+class Outputs:
+    def __init__(self):
+        self.events = []
+
+    def led(self, c):
+        self.events.append(("led", c))
+
+    def buzzer(self, on):
+        self.events.append(("buzz", on))
+
+    def display(self, a, b):
+        self.events.append(("display", a))
+
+
+class Board:
+    def __init__(self):
+        self.out = Outputs()
+        self.feeds = 0
+        self.t = NOW
+        self.devs = []
+
+    def block_device(self, spec):
+        d = BlockFile(spec["file"], spec["size"])
+        self.devs.append(d)
+        return d
+
+    def outputs(self, spec):
+        return self.out
+
+    def now(self):
+        return self.t
+
+    def watchdog(self, ms):
+        return self
+
+    def feed(self):
+        self.feeds += 1
+
+    def close(self):
+        for d in self.devs:
+            d.close()
+
+
+def fresh_flash():
+    """Erased journal, and a card table holding two cards of two accounts."""
+    for name in ("journal.bin", "cards.bin"):
+        try:
+            os.remove(_DIR + name)
+        except OSError:
+            pass
+    cfg = _cfg()
+    dev = BlockFile(cfg.storage["cardtable"]["file"], cfg.storage["cardtable"]["size"])
+    limits = [rules.NO_LIMIT] * 6
+    limits[rules.slot(rules.PLACE_SCHOOL, 0)] = 3000
+    accounts = {1: (10000, rules.ALL_PLACES, [rules.NO_LIMIT] * 6, False, 0, (0, 0, 0), [0] * 6),
+                2: (10000, rules.ALL_PLACES, limits, False, 0, (0, 0, 0), [0] * 6)}
+    image = cardfmt.build_image([(UID, 1, rules.ACTIVE), (LIMITED, 2, rules.ACTIVE)], accounts, 1, 0)
+    t = cardtable.CardTable(dev)
+    t.mount()
+    assert t.install_begin(1, 0, 1) == cardtable.INSTALL_OK
+    assert t.install_chunk(0, image) == cardtable.INSTALL_OK
+    assert t.install_commit() == cardtable.INSTALL_OK
+    dev.close()
+    BlockFile(cfg.storage["journal"]["file"], cfg.storage["journal"]["size"]).close()
+
+
+def new_app(board, kind="till"):
+    import gc
+
+    gc.collect()  # several boots in one process here; a device boots once per reset
+    app = App(board, _cfg(kind), log.Log(lambda line: None))
+    app.recover()
+    return app
+
+
+class CheckingWriter:
+    """A POS connection that, as each reply arrives, reads the journal back from flash."""
+
+    def __init__(self):
+        self.lines = []
+        self.on_flash = []
+
+    def write(self, data):
+        line = bytes(data).decode()
+        self.lines.append(line.strip())
+        if line.startswith("APPROVED"):
+            seq = int(line.split()[2])
+            cfg = _cfg()
+            dev = BlockFile(cfg.storage["journal"]["file"], cfg.storage["journal"]["size"])
+            j = Journal(dev)
+            j.recover()
+            buf = bytearray(purchase.SIZE)
+            found = j.read(seq, buf, True)
+            self.on_flash.append(found == seq and purchase.decode(buf)["amount"])
+            dev.close()
+
+    async def drain(self):
+        pass
+
+
+def pay(app, writer, amount, uid=UID, ref="r1"):
+    app.request.set(ref, amount, "1x Test", writer)
+    asyncio.run(app.on_tap(memoryview(uid), ticks_ms()))
+
+
+def test_an_approval_is_on_flash_before_the_pos_hears_it():
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    w = CheckingWriter()
+    pay(app, w, 2500)
+    pay(app, w, 700, ref="r2")
+    assert w.lines == ["APPROVED r1 1 2500 7500", "APPROVED r2 2 700 6800"]
+    assert w.on_flash == [2500, 700]
+    board.close()
+
+
+def test_own_purchases_survive_a_power_cut_and_count_once():
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    w = CheckingWriter()
+    pay(app, w, 2000, LIMITED)
+    pay(app, w, 1000, LIMITED, "r2")
+    board.close()  # the plug is pulled: nothing of the old app survives but flash
+    board = Board()
+    app = new_app(board)
+    assert app.pending.count == 2
+    assert app.balance_of(memoryview(LIMITED), NOW) == (reasons.APPROVED, 7000)
+    w = CheckingWriter()
+    pay(app, w, 100, LIMITED, "r3")  # the 30 kr daily limit counts the purchases from before the cut
+    assert w.lines == ["REFUSED r3 day_limit"]
+    pay(app, w, 100, UID, "r4")
+    assert w.lines[-1] == "APPROVED r4 3 100 9900"  # sequence numbers go on
+    board.close()
+
+
+def test_watchdog_is_fed_only_while_the_reader_reports():
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+
+    async def watch(stale):
+        app._beat_reader = ticks_ms() - (20000 if stale else 0)
+        task = asyncio.create_task(app.watchdog_task())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(watch(True))
+    assert board.feeds == 0
+    asyncio.run(watch(False))
+    assert board.feeds == 1
+    board.close()
+
+
+class FailingApp(App):
+    async def reader_task(self):  # no PN532 here: only report in
+        while True:
+            self._beat_reader = ticks_ms()
+            await asyncio.sleep(0.01)
+
+    def extra_tasks(self):
+        return (("boom", self._boom()),)
+
+    async def _boom(self):
+        await asyncio.sleep(0.05)
+        raise ValueError("a bug")
+
+
+def test_a_failing_task_stops_the_app_for_a_clean_restart():
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    w = CheckingWriter()
+    pay(app, w, 500)
+    lines = []
+    failing = FailingApp(board, _cfg(), log.Log(lines.append))
+    failing.recover()
+    assert asyncio.run(failing.run()) == "boom"
+    assert any(line.startswith("E task boom failed") and "a bug" in line for line in lines)
+    board.close()
+    board = Board()
+    app = new_app(board)  # as after the reset that follows
+    assert app.journal.next_seq == 2 and app.pending.count == 1
+    board.close()
+
+
+def test_vending_terminal_approves_past_till_limits():
+    fresh_flash()
+    board = Board()
+    app = new_app(board, "vending")
+    w = CheckingWriter()
+    pay(app, w, 3000, LIMITED)
+    pay(app, w, 3000, LIMITED, "r2")
+    assert w.lines == ["APPROVED r1 1 3000 7000", "APPROVED r2 2 3000 4000"]
+    board.close()
