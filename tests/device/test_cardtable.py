@@ -37,6 +37,7 @@ def test_empty_device_refuses_every_lookup():
     assert t.state == cardtable.EMPTY
     assert t.lookup(b"\1\2\3\4", CardRecord(), Spends()) == CORRUPT
     assert t.apply_delta(carddelta.encode(1, 0, carddelta.BALANCE, account=1, value=5)) == GAP
+    assert t.compact() == cardtable.INSTALL_BAD and t.state == cardtable.EMPTY
 
 
 def test_lookups_match_the_reference_after_install():
