@@ -394,6 +394,25 @@ def build_hex(cards_json, accounts_json, version, inc, keys):
     return binascii.hexlify(cardfmt.build_image(cards, accounts, version, inc, keys)).decode()
 
 
+def build_digest(cards_json, accounts_json, version, inc, keys):
+    """[size, sha256 hex] of the image this runtime builds, streamed (no whole image in RAM)."""
+    import hashlib
+    cards = [(_unhex(u), a, s) for u, a, s in cards_json]
+    accounts = {}
+    for k, a in accounts_json:
+        accounts[k] = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
+    b = cardfmt.ImageBuilder(cards, accounts, version, inc, keys)
+    cards = accounts = None
+    h = hashlib.sha256()
+    size = [0]
+
+    def emit(block):
+        h.update(block)
+        size[0] += len(block)
+    b.write(emit)
+    return [size[0], binascii.hexlify(h.digest()).decode()]
+
+
 def delta_hex(version, inc, kind, uid_hex, uid2_hex, account, value):
     uid = _unhex(uid_hex) if uid_hex else None
     uid2 = _unhex(uid2_hex) if uid2_hex else None
