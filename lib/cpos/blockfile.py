@@ -5,6 +5,8 @@ the journal keeps its log in a file on the unix port (and on CPython) exactly as
 does in a partition on the ESP32 (`esp32.Partition.find(...)`). NOR semantics are
 kept: a program only clears bits (the file's bytes are ANDed with the data), an
 erase sets a block to 0xFF. A new file is created erased. Runs on both runtimes.
+Every write is flushed to the OS before the call returns, which survives the process
+dying (the unix port's "power cut"); `sync=True` also fsyncs where the runtime can.
 
   readblocks(block, buf, offset=0)
   writeblocks(block, buf)          erase, then program
@@ -17,10 +19,11 @@ BLOCK = const(4096)
 
 
 class BlockFile:
-    def __init__(self, path, size=None, block=BLOCK, readonly=False):
+    def __init__(self, path, size=None, block=BLOCK, readonly=False, sync=False):
         """Open `path`; with `size` (bytes, whole blocks) create or extend it erased."""
         self.block = block
         self.readonly = readonly
+        self.sync = sync
         try:
             self.f = open(path, "rb" if readonly else "r+b")
         except OSError:
@@ -69,7 +72,7 @@ class BlockFile:
             old[i] &= buf[i]
         self.f.seek(start)
         self.f.write(old)
-        self.f.flush()
+        self._flush()
 
     def ioctl(self, op, arg=0):
         if op == 4:
@@ -82,9 +85,18 @@ class BlockFile:
             self._writable()
             self.f.seek(arg * self.block)
             self.f.write(b"\xff" * self.block)
-            self.f.flush()
+            self._flush()
             return 0
         return 0
+
+    def _flush(self):
+        self.f.flush()
+        if self.sync:
+            try:
+                import os
+                os.fsync(self.f.fileno())
+            except (AttributeError, ImportError):  # MicroPython: no fsync
+                pass
 
     def _writable(self):
         if self.readonly:
