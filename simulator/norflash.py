@@ -37,9 +37,19 @@ class NorFlash:
         if size % sector:
             raise ValueError("size must be a whole number of sectors")
         self.sector = sector
-        self.mem = bytearray(b"\xff" * size)
         self._blank = b"\xff" * sector
+        self.mem = bytearray(size)
         self.erase_counts = [0] * (size // sector)
+        self.wipe(seed)
+
+    def wipe(self, seed=1):
+        """Back to a factory-fresh (all-erased) part, without allocating a new buffer.
+
+        Lets MicroPython tests reuse one flash buffer allocated early, before the
+        heap fragments."""
+        for i in range(len(self.erase_counts)):
+            self.mem[i * self.sector:(i + 1) * self.sector] = self._blank
+            self.erase_counts[i] = 0
         self.programs = self.erases = self.bytes_programmed = 0
         self.torn_overwrites = 0
         self._torn = []  # (start, end) byte ranges left by torn operations

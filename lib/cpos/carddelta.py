@@ -1,0 +1,213 @@
+"""Card-table deltas: the binary encoding (backend side) and its strict decoder (terminal side).
+
+Owns the delta layout in docs/formats.md ("Card table", "Deltas"). The same bytes
+travel in a downlink message and are kept, unchanged, in the table's delta log on flash.
+Runtime-neutral; decoding garbage raises ValueError, never anything else.
+
+    magic 'D' | format 1 | kind | version u32 | included_seq u32 | payload | crc32 u32
+"""
+import struct
+
+from cpos.compat import const
+from cpos import cardfmt
+from cpos.cardfmt import Cursor, sealed_ok, seal, uid_kind
+from cpos.rules import CardRecord, Spends, NO_LIMIT
+
+MAGIC = const(0x44)
+FORMAT = const(1)
+HEAD = const(11)
+MAX_DELTA = const(200)  # bytes; anything longer is malformed
+
+BALANCE = const(1)  # account, synced balance (absolute, øre)
+BLOCK = const(2)  # uid
+UNBLOCK = const(3)  # uid
+NEW_CARD = const(4)  # uid, account, account state
+REPLACE = const(5)  # old uid, new uid, account, account state
+LIMITS = const(6)  # account, 6 limits
+PLACES = const(7)  # account, places mask
+ENROL = const(8)  # account, enrolled, top-up amount (kr)
+TOTALS = const(9)  # account, 3 window keys, 6 totals
+KINDS = const(9)
+
+NAMES = ("", "balance", "block", "unblock", "new_card", "replace", "limits", "places", "enrol", "totals")
+_NO_REF = (0, 0, 0)
+
+
+def _acct(out, account):
+    if type(account) is not int or not 0 <= account <= cardfmt.MAX_ACCOUNT:
+        raise ValueError("bad account id")
+    out.extend(struct.pack("<I", account)[:3])
+
+
+def _uid(out, uid):
+    if uid_kind(len(uid)) < 0:
+        raise ValueError("UID must be 4, 7 or 10 bytes")
+    out.append(len(uid))
+    out.extend(uid)
+
+
+def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=None):
+    """Encode one delta. `value` per kind: BALANCE int øre; LIMITS 6 ints; PLACES int;
+    ENROL (enrolled, kr); TOTALS (keys3, totals6); NEW_CARD / REPLACE an account tuple."""
+    if not (type(version) is int and 0 <= version <= 0xFFFFFFFF):
+        raise ValueError("bad version")
+    if not (type(included_seq) is int and 0 <= included_seq <= 0xFFFFFFFF):
+        raise ValueError("bad included_seq")
+    out = bytearray(struct.pack("<BBBII", MAGIC, FORMAT, kind, version, included_seq))
+    if kind == BALANCE:
+        _acct(out, account)
+        if type(value) is not int or abs(value) > cardfmt.MAX_AMOUNT:
+            raise ValueError("bad balance")
+        cardfmt._zigzag(out, value)
+    elif kind in (BLOCK, UNBLOCK):
+        _uid(out, uid)
+    elif kind == NEW_CARD:
+        _uid(out, uid)
+        _acct(out, account)
+        cardfmt.encode_account(out, value, _NO_REF)
+    elif kind == REPLACE:
+        _uid(out, uid)
+        _uid(out, uid2)
+        if bytes(uid) == bytes(uid2):
+            raise ValueError("a card cannot replace itself")
+        _acct(out, account)
+        cardfmt.encode_account(out, value, _NO_REF)
+    elif kind == LIMITS:
+        _acct(out, account)
+        a = (0, 0, list(value), False, 0, [0, 0, 0], [0] * 6)
+        cardfmt.check_account(a)
+        m = 0
+        for i in range(6):
+            if value[i] != NO_LIMIT:
+                m |= 1 << i
+        out.append(m)
+        for i in range(6):
+            if m & (1 << i):
+                cardfmt._varint(out, value[i])
+    elif kind == PLACES:
+        _acct(out, account)
+        if value not in (0, 1, 2, 3):
+            raise ValueError("bad places")
+        out.append(value)
+    elif kind == ENROL:
+        _acct(out, account)
+        enrolled, kr = value
+        if enrolled not in (True, False, 0, 1) or type(kr) is not int or not 0 <= kr <= 10000000:
+            raise ValueError("bad enrolment")
+        out.append(1 if enrolled else 0)
+        cardfmt._varint(out, kr)
+    elif kind == TOTALS:
+        _acct(out, account)
+        keys, totals = value
+        cardfmt.check_account((0, 0, [NO_LIMIT] * 6, False, 0, list(keys), list(totals)))
+        for w in range(3):
+            cardfmt._varint(out, keys[w])
+        for i in range(6):
+            cardfmt._zigzag(out, totals[i])
+    else:
+        raise ValueError("unknown delta kind")
+    out.extend(b"\0\0\0\0")
+    seal(out)
+    if len(out) > MAX_DELTA:
+        raise ValueError("delta too long")
+    return bytes(out)
+
+
+def peek_version(buf):
+    """(version, included_seq) of a delta that `decode` accepted."""
+    return struct.unpack_from("<II", buf, 3)
+
+
+class Delta:
+    """A decoded delta; one instance is reused by the table for every delta it applies."""
+
+    def __init__(self):
+        self.card = CardRecord()  # account state of NEW_CARD / REPLACE, limits of LIMITS
+        self.spends = Spends()  # keys and totals of NEW_CARD / REPLACE / TOTALS
+        self.uid = bytearray(10)
+        self.uid_len = 0
+        self.uid2 = bytearray(10)
+        self.uid2_len = 0
+        self._cur = Cursor()
+        self.clear()
+
+    def clear(self):
+        self.version = self.included_seq = self.kind = 0
+        self.account = 0
+        self.value = 0  # BALANCE balance, PLACES places
+        self.uid_len = self.uid2_len = 0
+
+    def decode(self, buf):
+        """Fill this Delta from `buf`; ValueError if the bytes are not exactly one good delta."""
+        self.clear()
+        n = len(buf)
+        if n < HEAD + 4 + 1 or n > MAX_DELTA:
+            raise ValueError("delta length")
+        if not sealed_ok(buf):
+            raise ValueError("delta checksum")
+        if buf[0] != MAGIC or buf[1] != FORMAT:
+            raise ValueError("not a card-table delta of this format")
+        kind = buf[2]
+        if kind < 1 or kind > KINDS:
+            raise ValueError("unknown delta kind")
+        self.kind = kind
+        self.version = cardfmt.rd32(buf, 3)
+        self.included_seq = cardfmt.rd32(buf, 7)
+        cur = self._cur
+        cur.buf = buf
+        cur.pos = HEAD
+        cur.end = n - 4
+        if kind in (BLOCK, UNBLOCK, NEW_CARD, REPLACE):
+            self.uid_len = self._uid(cur, self.uid)
+        if kind == REPLACE:
+            self.uid2_len = self._uid(cur, self.uid2)
+            if self.uid_len == self.uid2_len and self.uid[:self.uid_len] == self.uid2[:self.uid2_len]:
+                raise ValueError("a card cannot replace itself")
+        if kind not in (BLOCK, UNBLOCK):
+            self.account = cur.byte() | (cur.byte() << 8) | (cur.byte() << 16)
+            if self.account > cardfmt.MAX_ACCOUNT:
+                raise ValueError("bad account id")
+        card = self.card
+        card.clear()
+        self.spends.clear()
+        if kind == BALANCE:
+            self.value = cur.zigzag()
+            if self.value > cardfmt.MAX_AMOUNT or self.value < -cardfmt.MAX_AMOUNT:
+                raise ValueError("bad balance")
+        elif kind in (NEW_CARD, REPLACE):
+            cardfmt.decode_account_into(cur, card, self.spends, _NO_REF)
+        elif kind == LIMITS:
+            m = cur.byte()
+            if m & 0xC0:
+                raise ValueError("bad limit mask")
+            for i in range(6):
+                card.limits[i] = cur.varint() if m & (1 << i) else NO_LIMIT
+        elif kind == PLACES:
+            self.value = cur.byte()
+            if self.value > 3:
+                raise ValueError("bad places")
+        elif kind == ENROL:
+            e = cur.byte()
+            if e > 1:
+                raise ValueError("bad enrolment flag")
+            card.topup_enrolled = bool(e)
+            card.topup_amount_kr = cur.varint() if e else 0
+            if not e:
+                cur.varint()  # an amount without enrolment means nothing
+        elif kind == TOTALS:
+            for w in range(3):
+                self.spends.keys[w] = cur.varint()
+            for i in range(6):
+                self.spends.totals[i] = cur.zigzag()
+        if cur.pos != cur.end:
+            raise ValueError("trailing bytes in delta")
+        return self
+
+    @staticmethod
+    def _uid(cur, into):
+        n = cur.byte()
+        if uid_kind(n) < 0:
+            raise ValueError("bad UID length")
+        for i in range(n):
+            into[i] = cur.byte()
+        return n

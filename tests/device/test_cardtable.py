@@ -1,0 +1,356 @@
+"""Card-table cases (lib/cpos/cardtable.py) against a plain-dict reference: lookups, deltas,
+compaction, atomic installs under power cuts, corruption, garbage input. Run on both
+runtimes by tests/test_device_suites.py, MicroPython under the WROOM heap cap."""
+import gc
+import sys
+
+from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, install_built, check_all
+from cpos import cardfmt, carddelta, cardtable
+from cpos.cardtable import CardTable, FOUND, NOT_FOUND, CORRUPT, APPLIED, DUPLICATE, GAP, MALFORMED
+from cpos.rules import CardRecord, Spends, BLOCKED, ACTIVE, REPLACED, NO_LIMIT
+from simulator.norflash import NorFlash, PowerCut, CUT_BEFORE, CUT_INSIDE, CUT_AFTER
+
+KEYS = (20400, 202548, 202511)
+BLOCKS = 10  # 2 commit blocks + 2 slots of (1 log block + header + up to 2 pages)
+
+
+def fresh(n_cards=40, seed=7, version=5, inc=3, fat=False):
+    gc.collect()
+    dev = FLASH
+    dev.wipe(seed)
+    t = CardTable(dev, log_blocks=1)
+    rng = Rng(seed)
+    cards, accounts = make_snapshot(rng, n_cards, fat)
+    ref = Ref()
+    ref.install(cards, accounts, version, inc)
+    b = cardfmt.ImageBuilder(cards, accounts, version, inc, KEYS)
+    cards = accounts = None
+    assert install_built(t, b, version, inc) == cardtable.INSTALL_OK
+    b = None
+    gc.collect()
+    return dev, t, ref, rng
+
+
+def test_empty_device_refuses_every_lookup():
+    FLASH.wipe()
+    t = CardTable(FLASH, log_blocks=1)
+    assert t.state == cardtable.EMPTY
+    assert t.lookup(b"\1\2\3\4", CardRecord(), Spends()) == CORRUPT
+    assert t.apply_delta(carddelta.encode(1, 0, carddelta.BALANCE, account=1, value=5)) == GAP
+    assert t.compact() == cardtable.INSTALL_BAD and t.state == cardtable.EMPTY
+
+
+def test_lookups_match_the_reference_after_install():
+    dev, t, ref, rng = fresh(60)
+    assert (t.version, t.included_seq, t.n_cards) == (5, 3, 60)
+    check_all(t, ref, [make_uid(rng) for _ in range(20)])
+    card, spends = CardRecord(), Spends()
+    assert t.lookup(b"\1\2\3", card, spends) == NOT_FOUND  # 3 bytes is no UID length
+    assert t.lookup(b"", card, spends) == NOT_FOUND
+    t2 = CardTable(dev, log_blocks=1)  # after a reboot
+    check_all(t2, ref)
+
+
+def test_multi_page_table_one_read_per_lookup():
+    dev, t, ref, rng = fresh(80, fat=True)
+    assert t.n_pages >= 2
+    reads = [0]
+    orig = dev.readblocks
+
+    def counting(block, buf, offset=0):
+        reads[0] += 1
+        orig(block, buf, offset)
+    dev.readblocks = counting
+    try:
+        check_all(t, ref, [make_uid(rng) for _ in range(10)])
+    finally:
+        del dev.readblocks  # FLASH is shared by every case
+    assert reads[0] == len(ref.cards) + 10
+
+
+def _deltas(ref, rng, start, n):
+    """n random in-order deltas from version `start`, applied to `ref`; returns their bytes."""
+    out = []
+    uids = list(ref.cards)
+    for i in range(n):
+        v = start + i
+        k = 1 + rng.below(9)
+        acct = ref.cards[uids[rng.below(len(uids))]][0]
+        uid = uid2 = None
+        value = None
+        if k == carddelta.BALANCE:
+            value = rng.below(100000) - 500
+        elif k in (carddelta.BLOCK, carddelta.UNBLOCK):
+            uid = uids[rng.below(len(uids))]
+        elif k == carddelta.NEW_CARD:
+            uid = make_uid(rng)
+            value = make_account(rng)
+        elif k == carddelta.REPLACE:
+            uid = uids[rng.below(len(uids))]
+            acct = ref.cards[uid][0]
+            uid2 = make_uid(rng)
+            value = make_account(rng)
+        elif k == carddelta.LIMITS:
+            value = [NO_LIMIT, rng.below(9000), NO_LIMIT, NO_LIMIT, rng.below(9000), NO_LIMIT]
+        elif k == carddelta.PLACES:
+            value = rng.below(4)
+        elif k == carddelta.ENROL:
+            value = (rng.below(2) == 1, rng.below(300))
+        elif k == carddelta.TOTALS:
+            value = ([20401, 202549, 202512], [rng.below(700), 0, 5, 0, 0, rng.below(99)])
+        out.append(carddelta.encode(v, 100 + v, k, uid, uid2, acct, value))
+        ref.delta(v, 100 + v, k, uid, uid2, acct, value)
+        if uid2 is not None:
+            uids.append(uid2)
+        elif k == carddelta.NEW_CARD:
+            uids.append(uid)
+    return out
+
+
+def test_deltas_in_order_duplicates_gaps_and_garbage():
+    dev, t, ref, rng = fresh(50)
+    ds = _deltas(ref, rng, 6, 12)
+    for d in ds:
+        assert t.apply_delta(d) == APPLIED
+    assert (t.version, t.included_seq) == (17, 117)
+    check_all(t, ref)
+    assert t.apply_delta(ds[3]) == DUPLICATE
+    assert t.apply_delta(ds[-1]) == DUPLICATE  # the newest one again (an MQTT redelivery)
+    assert not t.needs_resync
+    assert t.apply_delta(carddelta.encode(19, 0, carddelta.BALANCE, account=1, value=1)) == GAP
+    assert t.needs_resync and t.version == 17
+    bad = bytearray(carddelta.encode(18, 0, carddelta.BALANCE, account=1, value=1))
+    for junk in (b"", b"\x44", bytes(bad[:-1]), bytes(bad) + b"\0", bytes(range(40))):
+        assert t.apply_delta(junk) == MALFORMED
+    for i in range(len(bad) * 8):
+        b2 = bytearray(bad)
+        b2[i // 8] ^= 1 << (i % 8)
+        assert t.apply_delta(b2) == MALFORMED
+    check_all(t, ref)
+    t2 = CardTable(dev, log_blocks=1)  # the log replays
+    assert (t2.version, t2.included_seq) == (17, 117)
+    check_all(t2, ref)
+
+
+def test_compaction_folds_deltas_and_a_full_overlay_compacts_itself():
+    dev, t, ref, rng = fresh(60)
+    for d in _deltas(ref, rng, 6, 10):
+        assert t.apply_delta(d) == APPLIED
+    slot = t.slot
+    assert t.compact() == cardtable.INSTALL_OK
+    assert t.slot != slot and t.version == 15 and t.included_seq == 115
+    check_all(t, ref)
+    check_all(CardTable(dev, log_blocks=1), ref)
+    # more distinct accounts than the overlay holds: apply_delta compacts on its own
+    v = 16
+    switches = 0
+    accts = list(ref.accounts)[:45]
+    assert len(accts) > t.ov.acc_cap
+    for acct in accts:
+        d = carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=acct * 3)
+        ref.delta(v, v, carddelta.BALANCE, account=acct, value=acct * 3)
+        s0 = t.slot
+        assert t.apply_delta(d) == APPLIED
+        switches += t.slot != s0
+        v += 1
+    assert switches >= len(accts) // t.ov.acc_cap  # compacted on its own, each time it filled
+    check_all(t, ref)
+    # a log that fills up compacts too (one account, many balance changes)
+    acct = list(ref.accounts)[0]
+    for i in range(300):
+        ref.delta(v, v, carddelta.BALANCE, account=acct, value=i)
+        assert t.apply_delta(carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=i)) == APPLIED
+        v += 1
+    check_all(t, ref)
+    check_all(CardTable(dev, log_blocks=1), ref)
+    assert dev.torn_overwrites == 0
+
+
+def _cut_sweep(prepare, action, modes=(CUT_BEFORE, CUT_INSIDE, CUT_AFTER), least=3):
+    """Run `action` with a power cut at every flash operation; yields (dev, old_ref, new_ref)."""
+    dev, t, old, new = prepare()
+    ops0 = dev.ops
+    action(t)
+    total = dev.ops - ops0
+    assert total >= least
+    for k in range(total):
+        for mode in modes:
+            t = None
+            gc.collect()
+            dev, t, old, new = prepare()
+            dev.arm(k, mode)
+            try:
+                action(t)
+                raise AssertionError("no power cut at op %d" % k)
+            except PowerCut:
+                pass
+            dev.reboot()
+            t = None  # the caller opens the device afresh, as after a reboot
+            yield dev, old, new
+            gc.collect()
+
+
+def _old_or_new(dev, old, new):
+    t = CardTable(dev, log_blocks=1)
+    assert t.state == cardtable.OK, t.state
+    ref = old if t.version == old.version else new
+    assert t.version == ref.version and t.included_seq == ref.included_seq, (t.version, old.version)
+    check_all(t, ref)
+    return t
+
+
+def test_power_cut_at_every_write_of_an_install():
+    rng = Rng(99)
+    cards, accounts = make_snapshot(rng, 30)
+    new = Ref()
+    new.install(cards, accounts, 9, 44)
+    img = cardfmt.build_image(cards, accounts, 9, 44, KEYS)
+
+    def prepare():
+        dev, t, old, _ = fresh(30, seed=3)
+        return dev, t, old, new
+
+    seen = {}
+    for dev, old, new_ in _cut_sweep(prepare, lambda t: install_image(t, img, 9, 44, chunk=700)):
+        t = _old_or_new(dev, old, new_)
+        seen[t.version] = 1
+        assert install_image(t, img, 9, 44) == cardtable.INSTALL_OK  # a retry completes
+        check_all(t, new_)
+        assert dev.torn_overwrites == 0
+    assert seen == {5: 1, 9: 1}
+
+
+def test_power_cut_at_every_write_of_a_compaction_and_a_delta():
+    def prepare():
+        dev, t, ref, rng = fresh(30, seed=5)
+        ds = _deltas(ref, rng, 6, 4)
+        for d in ds[:3]:
+            assert t.apply_delta(d) == APPLIED
+        t._last = ds[3]
+        return dev, t, ref, ref
+
+    for dev, old, _ in _cut_sweep(prepare, lambda t: t.compact()):
+        before = Ref()
+        before.cards, before.accounts = old.cards, old.accounts
+        t = CardTable(dev, log_blocks=1)
+        assert t.state == cardtable.OK and t.version == 8
+    # a cut while appending a delta: after reboot the delta is there or not, never half
+    for dev, old, _ in _cut_sweep(prepare, lambda t: t.apply_delta(t._last), least=1):
+        t = CardTable(dev, log_blocks=1)
+        assert t.state == cardtable.OK and t.version in (8, 9)
+        assert dev.torn_overwrites == 0
+
+
+def test_a_flipped_bit_in_any_block_is_caught():
+    dev, t, ref, rng = fresh(80, seed=11, fat=True)
+    card, spends = CardRecord(), Spends()
+    live = [0, 1] + list(range(t._img_start(t.slot), t._img_start(t.slot) + 1 + t.n_pages))
+    for blk in live:
+        for off in (0, 5, 777, 4095):
+            for bit in (0, 7):
+                dev.mem[blk * 4096 + off] ^= 1 << bit
+                t2 = CardTable(dev, log_blocks=1)
+                bad = 0
+                for uid in ref.cards:
+                    r = t2.lookup(uid, card, spends)
+                    if r == CORRUPT:
+                        bad += 1
+                    else:
+                        assert r == FOUND
+                        assert [card.account, card.status, card.balance] == ref.lookup(uid)[:3]
+                assert t2.needs_resync, (blk, off, bit)
+                assert bad > 0 or blk < 2, (blk, off, bit)  # a commit block's spare bytes hold no data
+                dev.mem[blk * 4096 + off] ^= 1 << bit
+    # damage in the delta log: never wrong data
+    ds = _deltas(ref, rng, 6, 5)
+    for d in ds:
+        assert t.apply_delta(d) == APPLIED
+    log = t._log_start(t.slot)
+    for off in range(0, 200, 7):
+        dev.mem[log * 4096 + off] ^= 4
+        t2 = CardTable(dev, log_blocks=1)
+        assert t2.needs_resync or t2.version == 10
+        if t2.state == cardtable.OK:
+            assert 5 <= t2.version <= 10
+        dev.mem[log * 4096 + off] ^= 4
+    check_all(CardTable(dev, log_blocks=1), ref)
+
+
+def test_garbage_snapshots_leave_the_old_table():
+    dev, t, ref, rng = fresh(40)
+    cards, accounts = make_snapshot(rng, 40)
+    img = bytearray(cardfmt.build_image(cards, accounts, 8, 1, KEYS))
+    for pos in (3, 40, 4096 + 2, 4096 + 300, len(img) - 1):
+        bad = bytearray(img)
+        bad[pos] ^= 0x10
+        assert install_image(t, bad, 8, 1) == cardtable.INSTALL_BAD
+        check_all(t, ref)
+    assert install_image(t, img[:-4096], 8, 1) == cardtable.INSTALL_BAD
+    assert install_image(t, img, 9, 1) == cardtable.INSTALL_BAD  # header says version 8
+    assert install_image(t, bytes(8192), 8, 1) == cardtable.INSTALL_BAD
+    assert install_image(t, img, 4, 1) == cardtable.INSTALL_OLD
+    assert t.install_chunk(0, b"x") == cardtable.INSTALL_IDLE
+    assert t.install_begin(8, 1, 3) == cardtable.INSTALL_OK
+    assert t.install_chunk(1, img[:10]) == cardtable.INSTALL_OUT_OF_ORDER
+    assert t.install_chunk(0, img[:4096]) == cardtable.INSTALL_OK
+    assert t.install_chunk(0, img[:4096]) == cardtable.INSTALL_DUPLICATE
+    assert t.install_commit() == cardtable.INSTALL_BAD  # abandoned half way
+    check_all(CardTable(dev, log_blocks=1), ref)
+    assert install_image(t, img, 8, 1) == cardtable.INSTALL_OK
+    ref.install(cards, accounts, 8, 1)
+    check_all(t, ref)
+
+
+def test_file_block_device():
+    from cpos.blockfile import BlockFile
+    path = "/tmp/cpos_cardtable_test_%s.bin" % sys.implementation.name
+    try:
+        import os
+        os.remove(path)
+    except OSError:
+        pass
+    dev = BlockFile(path, BLOCKS * 4096)  # created erased
+    assert dev.ioctl(4, 0) == BLOCKS and dev.ioctl(5, 0) == 4096
+    t = CardTable(dev, log_blocks=1)
+    rng = Rng(5)
+    cards, accounts = make_snapshot(rng, 30)
+    ref = Ref()
+    ref.install(cards, accounts, 2, 2)
+    assert install_image(t, cardfmt.build_image(cards, accounts, 2, 2, KEYS), 2, 2) == cardtable.INSTALL_OK
+    for d in _deltas(ref, rng, 3, 5):
+        assert t.apply_delta(d) == APPLIED
+    dev.close()
+    dev = BlockFile(path, readonly=True)  # reopened as it is, read-only: lookups only
+    check_all(CardTable(dev, log_blocks=1), ref)
+    dev.close()
+
+
+def test_lookup_allocates_nothing():
+    if sys.implementation.name != "micropython":
+        return
+    dev, t, ref, rng = fresh(40)
+    for d in _deltas(ref, rng, 6, 6):
+        t.apply_delta(d)
+
+    class Dev:  # a block device whose reads do not allocate, like esp32.Partition
+        def __init__(self, mem):
+            self.mem = mem
+
+        def readblocks(self, block, buf, offset=0):
+            s = block * 4096 + offset
+            m = self.mem
+            for i in range(len(buf)):
+                buf[i] = m[s + i]
+    t.dev = Dev(dev.mem)
+    uids = list(ref.cards)[:10]
+    card, spends = CardRecord(), Spends()
+    for uid in uids:
+        assert t.lookup(uid, card, spends) == FOUND
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for uid in uids:
+        t.lookup(uid, card, spends)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
