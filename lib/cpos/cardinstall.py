@@ -144,5 +144,7 @@ def compact(t):
     except ValueError:
         return _BAD
     t.dev.writeblocks(start, hdr)
+    resync = t.needs_resync  # a gap seen before compacting still needs its resync
     t._switch(slot, t.version, t.included_seq, n_pages)
+    t.needs_resync = t.needs_resync or resync
     return _OK

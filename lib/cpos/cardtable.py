@@ -57,7 +57,7 @@ _SB_LEN = const(32)
 class CardTable:
     """The terminal's card table. `lookup` is the tap path; the rest is the sync path."""
 
-    def __init__(self, dev, acc_slots=40, card_slots=32, log_blocks=LOG_BLOCKS):
+    def __init__(self, dev, acc_slots=16, card_slots=24, log_blocks=LOG_BLOCKS):
         if dev.ioctl(5, 0) != PAGE:
             raise ValueError("the card table needs 4096-byte blocks")
         nblocks = dev.ioctl(4, 0)

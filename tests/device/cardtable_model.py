@@ -302,16 +302,26 @@ def _unhex(s):
     return binascii.unhexlify(s)
 
 
-def reset(log_blocks=1, acc_slots=40, card_slots=32):
-    FLASH.wipe()
-    _S["dev"] = FLASH
+_FLASHES = {}
+
+
+def reset(log_blocks=1, acc_slots=40, card_slots=32, sectors=10):
+    """A factory-fresh flash of `sectors` blocks and a table opened on it."""
+    dev = FLASH if sectors == 10 else _FLASHES.get(sectors)
+    if dev is None:
+        dev = _FLASHES[sectors] = flash(sectors)
+    dev.wipe()
+    _S["t"] = None
+    _S["dev"] = dev
     _S["args"] = (acc_slots, card_slots, log_blocks)
-    _S["t"] = cardtable.CardTable(_S["dev"], acc_slots, card_slots, log_blocks)
+    _S["t"] = cardtable.CardTable(dev, acc_slots, card_slots, log_blocks)
     return info()
 
 
 def remount():
+    """Open the table afresh on the same flash, as after a reboot."""
     a = _S["args"]
+    _S["t"] = None
     _S["t"] = cardtable.CardTable(_S["dev"], a[0], a[1], a[2])
     return info()
 
@@ -321,16 +331,36 @@ def info():
     return [t.state, t.version, t.included_seq, t.needs_resync, t.n_cards]
 
 
-def install(version, inc, chunks):
+def install(version, inc, chunks, total=None, commit=True):
+    """install_begin, chunks (hex) in order, then install_commit; the list of result codes.
+    `total` > len(chunks) with commit=False leaves an abandoned install behind."""
     t = _S["t"]
-    r = t.install_begin(version, inc, len(chunks))
-    if r != cardtable.INSTALL_OK:
-        return r
+    out = [t.install_begin(version, inc, len(chunks) if total is None else total)]
+    if out[0] != cardtable.INSTALL_OK:
+        return out
     for i in range(len(chunks)):
-        r = t.install_chunk(i, _unhex(chunks[i]))
-        if r != cardtable.INSTALL_OK:
-            return r
-    return t.install_commit()
+        out.append(t.install_chunk(i, _unhex(chunks[i])))
+    if commit:
+        out.append(t.install_commit())
+    return out
+
+
+def begin(version, inc, total):
+    return _S["t"].install_begin(version, inc, total)
+
+
+def chunk(index, hexbytes):
+    """One install chunk per call: a worker's input line stays small on a capped heap."""
+    return _S["t"].install_chunk(index, _unhex(hexbytes))
+
+
+def commit():
+    return _S["t"].install_commit()
+
+
+def lookup_many(uids_hex):
+    """lookup() of every UID (hex), in one call."""
+    return [lookup(u) for u in uids_hex]
 
 
 def delta(hexbytes):
@@ -364,6 +394,25 @@ def build_hex(cards_json, accounts_json, version, inc, keys):
     return binascii.hexlify(cardfmt.build_image(cards, accounts, version, inc, keys)).decode()
 
 
+def build_digest(cards_json, accounts_json, version, inc, keys):
+    """[size, sha256 hex] of the image this runtime builds, streamed (no whole image in RAM)."""
+    import hashlib
+    cards = [(_unhex(u), a, s) for u, a, s in cards_json]
+    accounts = {}
+    for k, a in accounts_json:
+        accounts[k] = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
+    b = cardfmt.ImageBuilder(cards, accounts, version, inc, keys)
+    cards = accounts = None
+    h = hashlib.sha256()
+    size = [0]
+
+    def emit(block):
+        h.update(block)
+        size[0] += len(block)
+    b.write(emit)
+    return [size[0], binascii.hexlify(h.digest()).decode()]
+
+
 def delta_hex(version, inc, kind, uid_hex, uid2_hex, account, value):
     uid = _unhex(uid_hex) if uid_hex else None
     uid2 = _unhex(uid2_hex) if uid2_hex else None
@@ -372,3 +421,13 @@ def delta_hex(version, inc, kind, uid_hex, uid2_hex, account, value):
     elif kind in (carddelta.ENROL, carddelta.TOTALS):
         value = tuple(value)
     return binascii.hexlify(carddelta.encode(version, inc, kind, uid, uid2, account, value)).decode()
+
+
+def heap():
+    """[allocated, free] heap bytes after a collection (MicroPython's view of the cap)."""
+    import gc
+    gc.collect()
+    try:
+        return [gc.mem_alloc(), gc.mem_free()]
+    except AttributeError:  # CPython
+        return [0, 0]

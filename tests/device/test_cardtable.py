@@ -37,6 +37,7 @@ def test_empty_device_refuses_every_lookup():
     assert t.state == cardtable.EMPTY
     assert t.lookup(b"\1\2\3\4", CardRecord(), Spends()) == CORRUPT
     assert t.apply_delta(carddelta.encode(1, 0, carddelta.BALANCE, account=1, value=5)) == GAP
+    assert t.compact() == cardtable.INSTALL_BAD and t.state == cardtable.EMPTY
 
 
 def test_lookups_match_the_reference_after_install():
@@ -142,12 +143,17 @@ def test_compaction_folds_deltas_and_a_full_overlay_compacts_itself():
     check_all(CardTable(dev, log_blocks=1), ref)
     # more distinct accounts than the overlay holds: apply_delta compacts on its own
     v = 16
-    for acct in list(ref.accounts)[:45]:
+    switches = 0
+    accts = list(ref.accounts)[:45]
+    assert len(accts) > t.ov.acc_cap
+    for acct in accts:
         d = carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=acct * 3)
         ref.delta(v, v, carddelta.BALANCE, account=acct, value=acct * 3)
+        s0 = t.slot
         assert t.apply_delta(d) == APPLIED
+        switches += t.slot != s0
         v += 1
-    assert t.slot == slot  # switched again
+    assert switches >= len(accts) // t.ov.acc_cap  # compacted on its own, each time it filled
     check_all(t, ref)
     # a log that fills up compacts too (one account, many balance changes)
     acct = list(ref.accounts)[0]
