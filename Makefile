@@ -2,7 +2,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-HEAP ?= 192K
 
 .PHONY: test demo bench soak clean broker
 
@@ -21,9 +20,9 @@ broker:
 test: $(STAMP) broker
 	$(PY) -m pytest -n 2 -m 'not soak'
 
-## demo: the main job (for now: a sequence of taps through the rules, on MicroPython)
+## demo: the main job: a lunch rush on three simulated terminals running the real firmware
 demo: $(STAMP)
-	MICROPYPATH=lib $(VENV)/bin/micropython -X heapsize=$(HEAP) firmware/demo_taps.py
+	$(PY) -m simulator run scenarios/lunch_rush.json
 
 ## bench: benchmarks that print figures (not part of the test suite)
 bench: $(STAMP) broker

@@ -103,8 +103,12 @@ class App:
             seq = s + 1
 
     def report(self, kind, **fields):
+        """An event for the simulator (unix board only; nothing on a real board)."""
         if self._event is not None:
+            import gc
+
             fields["terminal"] = self.cfg.terminal_id
+            fields["mem_free"] = gc.mem_free()
             self._event(kind, **fields)
 
     # -- the tap path ------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""Tap-to-decision on the virtual board, broken down, and the firmware's heap headroom.
+
+One till running the real firmware (unix port) reads 120 taps from the emulated PN532
+at UART 115200. For each tap: the simulator's time from the card entering the field
+to the POS receiving the decision, the firmware's own lookup / rules / journal times,
+and the time until the display showed it. The PN532 part (waiting for the next poll
+plus the poll's bytes on the wire) is what remains of the total. Heap: the least free
+heap seen during the run, against the 192 KB WROOM data cap (code, which a frozen
+ESP32 image keeps in flash, is measured separately and left out).
+"""
+import asyncio
+import os
+import random
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "lib")]
+
+from benchlib import percentile, table  # noqa: E402
+from simulator import scenario as scen  # noqa: E402
+from simulator.run import Run  # noqa: E402
+from simulator.terminal import HEAP_CAP_KB  # noqa: E402
+
+TAPS = 120
+UART_BYTE_US = 10e6 / 115200
+# One detecting poll: InListPassiveTarget command + ACK + answer with a 4-byte UID,
+# then InRelease and RF field off, each with ACK and answer (docs/pn532.md).
+POLL_BYTES = 11 + 6 + 20 + 10 + 6 + 10 + 11 + 6 + 9
+
+
+def scenario():
+    rnd = random.Random(5)
+    cards = [{"uid": "04%06X" % i, "number": "K%d" % i, "account": i} for i in range(1, 31)]
+    accounts = [{"account": i, "balance": 10 ** 7} for i in range(1, 31)]
+    events, t = [], 1.0
+    for _ in range(TAPS):
+        c = rnd.choice(cards)["number"]
+        events += [{"at": t, "terminal": "till1", "pay": rnd.choice([1500, 2500]), "item": "1x Frokost"},
+                   {"at": t + 0.05, "terminal": "till1", "tap": c, "hold": 0.2}]
+        t += 0.4
+    return scen.Scenario({"name": "bench", "start": 1764068400, "terminals": [{"id": "till1"}],
+                          "accounts": accounts, "cards": cards, "events": events})
+
+
+async def go():
+    r = Run(scenario(), quiet=True)
+    try:
+        r.prepare()
+        await r.boot_all()
+        await r.play()
+        await asyncio.sleep(0.5)
+        term = r.terminals["till1"]
+        return r, list(term.events), term.heap_kb
+    finally:
+        await r.stop()
+
+
+def main():
+    r, events, heap_kb = asyncio.run(go())
+    decisions = {e["ref"]: e for e in events if e.get("ev") == "decision"}
+    displays = [e for e in events if e.get("ev") == "display"]
+    rows = {"total (card in field → POS has the decision)": [], "lookup (card table, 1 block read)": [],
+            "rules": [], "journal append (durable)": [], "feedback (decision → display)": []}
+    for tap in r.taps:
+        if tap.decision not in ("approved", "refused"):
+            continue
+        e = decisions.get(tap.ref)
+        if e is None:
+            continue
+        rows["total (card in field → POS has the decision)"].append(tap.latency_ms)
+        rows["lookup (card table, 1 block read)"].append(e["lookup_us"] / 1000)
+        rows["rules"].append(e["rules_us"] / 1000)
+        rows["journal append (durable)"].append(e["journal_us"] / 1000)
+        shown = [d["_t"] for d in displays if d["_t"] >= e["_t"] - 0.05]
+        if shown:
+            rows["feedback (decision → display)"].append(max(0.0, (shown[0] - e["_t"]) * 1000))
+    n = len(rows["total (card in field → POS has the decision)"])
+    wire_ms = POLL_BYTES * UART_BYTE_US / 1000
+    print("## Tap to decision on the virtual board (UART 115200)\n")
+    print("%d taps on one till, the real firmware on the MicroPython unix port, the PN532 emulated "
+          "with its byte timing. Firmware-side figures are measured with `ticks_us` on the x86 unix "
+          "port; an ESP32 runs them several times slower.\n" % n)
+    out = [(name, "%.2f" % percentile(v, 50), "%.2f" % percentile(v, 99)) for name, v in rows.items() if v]
+    out.insert(1, ("PN532 wire time of the detecting poll (computed: %d bytes)" % POLL_BYTES,
+                   "%.2f" % wire_ms, "%.2f" % wire_ms))
+    print(table(("part", "p50 ms", "p99 ms"), out))
+    print("\nThe rest of the total is waiting for the next poll (every 30 ms), the chip's own "
+          "response time and the POS reply over TCP.\n")
+    free = [e["mem_free"] for e in events if "mem_free" in e]
+    code_kb = heap_kb - HEAP_CAP_KB
+    used_kb = heap_kb - min(free) / 1024 - code_kb
+    print("## Firmware heap\n")
+    print(table(("figure", "value"), [
+        ("heap given to the process", "%d KB (192 KB WROOM data cap + %d KB of code)" % (heap_kb, code_kb)),
+        ("least free heap seen while taking taps", "%.1f KB" % (min(free) / 1024)),
+        ("data heap in use at that moment (unix port, 64-bit)", "%.1f KB" % used_kb),
+        ("headroom under the 192 KB data cap", "%.1f KB (%.0f%%)" % (HEAP_CAP_KB - used_kb,
+                                                                    100 * (HEAP_CAP_KB - used_kb) / HEAP_CAP_KB)),
+    ]))
+    print("\nThe naive alternative for the card lookup, a dict of all cards in RAM, is measured in the "
+          "card table benchmark (it fits a few hundred cards under the cap).")
+
+
+if __name__ == "__main__":
+    main()
