@@ -13,12 +13,37 @@ for p in (ROOT, DEVICE_TESTS, LIB):
         sys.path.insert(0, p)
 
 
+class _LiveWorker:
+    """A MicroPython worker that starts again if a test killed it (a MemoryError past
+    the worker's guard): the test that killed it fails, the ones after it do not."""
+
+    def __init__(self):
+        self.worker = None
+
+    @property
+    def proc(self):
+        return self._live().proc
+
+    def _live(self):
+        if self.worker is None or self.worker.proc.poll() is not None:
+            self.worker = Worker("micropython")
+        return self.worker
+
+    def call(self, module, function, *args):
+        return self._live().call(module, function, *args)
+
+    def close(self):
+        if self.worker is not None:
+            self.worker.close()
+
+
 @pytest.fixture(scope="session")
 def mp_worker():
-    """One MicroPython worker per test session, under the WROOM heap cap."""
-    w = Worker("micropython")
+    """One live MicroPython worker per test session, under the WROOM heap cap."""
+    w = _LiveWorker()
     yield w
     w.close()
+
 
 # Device test modules are run by tests/test_device_suites.py on both runtimes,
 # each in a subprocess; pytest must not also import them on its own.

@@ -315,9 +315,18 @@ class MQTTClient:
             self._fail(e)
 
     def _fail(self, exc):
-        """Mark the connection dead: wake every waiter, let run() reconnect."""
+        """Mark the connection dead: wake every waiter, let run() reconnect.
+
+        `connected` drops and `_up` clears here, at once, not later in run(): until then
+        publish() would keep writing to a dead link without ever awaiting, and a task
+        looping on it (the uplink) would spin without yielding and starve the reconnect.
+        """
         if exc is not None and self.last_error is None:
             self.last_error = exc
+        if self.connected:
+            self.connected = False
+            self.disconnects += 1
+        self._up.clear()
         self._down.set()
         for p in self._pending.values():
             p.event.set()

@@ -9,10 +9,30 @@ import json
 import sys
 
 
+def _reply(out):
+    try:
+        text = json.dumps(out)
+    except MemoryError:
+        import gc
+
+        gc.collect()
+        text = json.dumps({"error": "MemoryError: the reply did not fit the heap"})
+    sys.stdout.write(text)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def serve():
     modules = {}
     while True:
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except MemoryError:  # a request too large for the heap: say so, stay alive
+            import gc
+
+            gc.collect()
+            _reply({"error": "MemoryError: the request did not fit the heap"})
+            continue
         if not line or not line.strip():
             return
         try:
@@ -26,9 +46,8 @@ def serve():
             out = {"ok": getattr(mod, req[1])(*req[2:])}
         except Exception as e:
             out = {"error": "%s: %s" % (type(e).__name__, e)}
-        sys.stdout.write(json.dumps(out))
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        line = req = None
+        _reply(out)
 
 
 serve()
