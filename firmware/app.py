@@ -25,7 +25,8 @@ from cpos.tap import CardReader, TAP
 _REQUEST_TIMEOUT_MS = const(60000)
 _HEALTH_EVERY_MS = const(30000)
 _WDT_FEED_MS = const(1000)
-_READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
+_READER_STALL_MS = const(8000)
+_BIND_TRIES = const(20)  # the reader task must report a poll at least this often
 
 
 class Request:
@@ -223,7 +224,7 @@ class App:
     async def pos_task(self):
         pos = self.cfg.pos
         if pos["link"] == "tcp":
-            server = await asyncio.start_server(self.pos_session, pos["host"], pos["port"])
+            server = await self._listen(pos["host"], pos["port"])
             self.log.info("POS: listening on %s:%d" % (pos["host"], pos["port"]))
             try:
                 while True:
@@ -241,6 +242,18 @@ class App:
         else:
             while True:  # no POS: every tap shows the balance
                 await sleep_ms(_REQUEST_TIMEOUT_MS)
+
+    async def _listen(self, host, port):
+        """The POS server socket. Right after a reset the port may still be held by the
+        previous run for a moment (EADDRINUSE): retry for a few seconds, then fail."""
+        for attempt in range(_BIND_TRIES):
+            try:
+                return await asyncio.start_server(self.pos_session, host, port)
+            except OSError as e:
+                if attempt == _BIND_TRIES - 1:
+                    raise
+                self.log.warn("POS: cannot listen on %s:%d yet (%s), retrying" % (host, port, e))
+                await sleep_ms(250)
 
     def expire_request(self):
         req = self.request

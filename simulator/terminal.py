@@ -99,7 +99,10 @@ class SimTerminal:
 
     # -- power -------------------------------------------------------------------
     async def boot(self, timeout=20.0):
-        """Power on: start the firmware and connect the POS once it listens."""
+        """Power on: start the firmware and connect the POS once it listens.
+        A terminal that is already on stays as it is (returns False)."""
+        if self.running():
+            return False
         if self.pos_writer is not None:
             self.pos_writer.close()
             self.pos_writer = None
@@ -125,12 +128,17 @@ class SimTerminal:
                     raise RuntimeError("%s did not start: %s" % (self.id, "\n".join(self.log_lines[-20:])))
                 await asyncio.sleep(0.05)
         self._tasks.append(asyncio.ensure_future(self._read_pos(self.pos_reader)))
+        return True
 
     async def power_cut(self):
-        """The plug is pulled: the process dies mid-whatever, the chip loses power too."""
+        """The plug is pulled: the process dies mid-whatever, the chip loses power too.
+        Pulling the plug of a terminal that is off changes nothing (returns False)."""
+        if not self.running():
+            return False
         self.power_cuts += 1
         await self._kill()
         self.emu.inject("reset")
+        return True
 
     async def _kill(self):
         if self.proc is not None and self.proc.returncode is None:

@@ -191,7 +191,7 @@ def test_power_cuts_lose_no_purchase_and_charge_none_twice(tmp_path, seed):
     cards = ["ok", "new", "week", "topup", "poor", "month"]
     plan = [(rnd.choice(cards), rnd.choice([100, 200, 300])) for _ in range(40)]
     events = purchases("till1", 0.5, plan, every=0.35)
-    cuts = sorted(rnd.uniform(1.5, 14.0) for _ in range(5))
+    cuts = [1.5 + 2.5 * i + rnd.uniform(0, 1.5) for i in range(5)]  # >= 1 s apart, 0.4 s off
     for c in cuts:
         events += [{"at": c, "terminal": "till1", "power_cut": True},
                    {"at": c + 0.4, "terminal": "till1", "boot": True}]

@@ -2,6 +2,7 @@
 compaction, atomic installs under power cuts, corruption, garbage input. Run on both
 runtimes by tests/test_device_suites.py, MicroPython under the WROOM heap cap."""
 import gc
+import os
 import sys
 
 from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, install_built, check_all
@@ -303,10 +304,9 @@ def test_garbage_snapshots_leave_the_old_table():
 
 def test_file_block_device():
     from cpos.blockfile import BlockFile
-    path = "/tmp/cpos_cardtable_test_%s.bin" % sys.implementation.name
+    path = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_cardtable_test.bin"  # private per process
     try:
-        import os
-        os.remove(path)
+            os.remove(path)
     except OSError:
         pass
     dev = BlockFile(path, BLOCKS * 4096)  # created erased
