@@ -37,9 +37,10 @@ class _LiveWorker:
             self.worker.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mp_worker():
-    """One live MicroPython worker per test session, under the WROOM heap cap."""
+    """A live MicroPython worker under the WROOM heap cap, fresh for each test module
+    (so one module's leftovers never fragment another's heap)."""
     w = _LiveWorker()
     yield w
     w.close()
