@@ -276,7 +276,7 @@ class Run:
                     counts[d] = counts.get(d, 0) + 1
                 lines.append("           other: %s" % ", ".join("%s %d" % kv for kv in sorted(counts.items())))
             if lat:
-                lines.append("           tap-to-decision p50 %.1f ms, p99 %.1f ms; journal holds %d purchases; "
+                lines.append("           tap-to-decision p50 %.1f ms, p99 %.1f ms; journal holds %d records; "
                              "boots %d, power cuts %d, watchdog resets %d" % (
                                  _pct(lat, 50), _pct(lat, 99), len(recs), term.boots, term.power_cuts,
                                  term.watchdog_resets))

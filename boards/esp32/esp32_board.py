@@ -78,6 +78,13 @@ class Esp32Board:
     def restart(self):
         machine.reset()
 
+    def install(self, module_globals):
+        """Make a board.py module offer this board's interface (`board.now()`, ...)."""
+        for name in ("now", "config_path", "block_device", "pn532_link", "outputs", "watchdog",
+                     "log", "restart", "maintenance_requested"):
+            module_globals[name] = getattr(self, name)
+        module_globals["NAME"] = self.NAME
+
     def maintenance_requested(self):
         """Hold the BOOT button (GPIO0) at power-on: start without app and watchdog,
         so a technician can reach the REPL with mpremote."""

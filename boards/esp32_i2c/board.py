@@ -11,14 +11,4 @@ PINS = {
     "feedback": {"led_green": 25, "led_red": 26, "buzzer": 27},
 }
 
-_board = Esp32Board("esp32_i2c", PINS)
-NAME = _board.NAME
-now = _board.now
-config_path = _board.config_path
-block_device = _board.block_device
-pn532_link = _board.pn532_link
-outputs = _board.outputs
-watchdog = _board.watchdog
-log = _board.log
-restart = _board.restart
-maintenance_requested = _board.maintenance_requested
+Esp32Board("esp32_i2c", PINS).install(globals())

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from simulator.terminal import free_port  # noqa: F401 (one helper for both)
 
 SITE = "skole-nord"
 BACKEND_USER = "backend"
@@ -28,14 +29,6 @@ def find_tool(name):
     if p:
         return p
     raise RuntimeError("%s not found: run `make test` (scripts/ensure-mosquitto.sh installs it)" % name)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def terminal_id(n):
