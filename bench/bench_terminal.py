@@ -92,7 +92,7 @@ def main():
     print("## Firmware heap\n")
     print(table(("figure", "value"), [
         ("heap given to the process", "%d KB (192 KB WROOM data cap + %d KB of code)" % (heap_kb, code_kb)),
-        ("least free heap seen while taking taps", "%.1f KB" % (min(free) / 1024)),
+        ("least free heap after a collection, while taking taps", "%.1f KB" % (min(free) / 1024)),
         ("data heap in use at that moment (unix port, 64-bit)", "%.1f KB" % used_kb),
         ("headroom under the 192 KB data cap", "%.1f KB (%.0f%%)" % (HEAP_CAP_KB - used_kb,
                                                                     100 * (HEAP_CAP_KB - used_kb) / HEAP_CAP_KB)),

@@ -109,6 +109,7 @@ class App:
             import gc
 
             fields["terminal"] = self.cfg.terminal_id
+            gc.collect()  # live data only, not garbage awaiting collection (unix board only)
             fields["mem_free"] = gc.mem_free()
             self._event(kind, **fields)
 
