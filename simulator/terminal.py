@@ -12,10 +12,10 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 
 from cpos.blockfile import BlockFile
+from host_tools import bundle
 from simulator.pn532_carriers import TCPServer
 from simulator.pn532_emu import Card, PN532Emu, RealClock
 
@@ -35,8 +35,7 @@ def free_port():
 
 
 def micropython():
-    here = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return here if os.path.exists(here) else "micropython"
+    return bundle.tool("micropython")
 
 
 class SimTerminal:

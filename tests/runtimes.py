@@ -7,7 +7,6 @@ heap (see docs/heap.md for the measured 64-bit/32-bit ratio behind the figure).
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,13 +19,9 @@ HEAP_CAP = "192K"
 
 
 def _venv_tool(name):
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.exists(here):
-        return here
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError("%s not found: run `make test`, which installs it" % name)
-    return found
+    from host_tools.bundle import tool  # one lookup for tests, simulator and tools
+
+    return tool(name)
 
 
 def micropython_path():

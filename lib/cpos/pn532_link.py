@@ -90,6 +90,12 @@ class _Link:
         self.rx_bytes = 0  # bytes read from the chip
         self.bus_errors = 0  # OSErrors of the bus that were retried
 
+    def _read_size(self, maxlen):
+        """Bytes to clock in for a response of up to `maxlen` data bytes (frame overhead
+        included), never more than the receive buffer of a bus link holds."""
+        n = (maxlen or 32) + 8
+        return n if n <= len(self._rx) else len(self._rx)
+
     async def pulse_reset(self):
         """Pulse RSTPD_N low if the board wires it; return True if it did."""
         pin = self.reset_pin
@@ -227,9 +233,7 @@ class I2CLink(_Link):
     async def read_event(self, reader, timeout_ms, maxlen=0):
         clock = self.clock
         t0 = clock.ticks_ms()
-        nread = (maxlen or 32) + 8
-        if nread > len(self._rx):
-            nread = len(self._rx)
+        nread = self._read_size(maxlen)
         while True:
             ready = False
             try:
@@ -308,9 +312,7 @@ class SPILink(_Link):
     async def read_event(self, reader, timeout_ms, maxlen=0):
         clock = self.clock
         t0 = clock.ticks_ms()
-        nread = (maxlen or 32) + 8
-        if nread > len(self._rx):
-            nread = len(self._rx)
+        nread = self._read_size(maxlen)
         while True:
             try:
                 self._xfer_read(_SPI_STATUS, self._st)
