@@ -98,6 +98,29 @@ class FileMem:
 class FileFlash(NorFlash):
     """NorFlash over a FileMem: reads go straight into the caller's buffer."""
 
+    def save(self):
+        """A copy of the flash contents in another unlinked file (no heap beyond one sector).
+
+        Power-cut sweeps restore the same starting state hundreds of times; rebuilding
+        it each time (a fresh image in RAM) fragments MicroPython's capped heap."""
+        mem = self.mem
+        name = "/tmp/cpos_flash_%s.bin" % hexlify(os.urandom(6)).decode()
+        f = open(name, "w+b")
+        os.remove(name)
+        for s in range(len(self.erase_counts)):
+            f.write(mem._sector(s))
+        return (f, self._seed)
+
+    def restore(self, snap):
+        """Back to the contents of `save()`'s snapshot, counters and power-cut state reset."""
+        snap, seed = snap
+        self.wipe(seed)
+        mem = self.mem
+        for s in range(len(self.erase_counts)):
+            snap.seek(s * mem.size)
+            snap.readinto(mem._sector(s))
+            mem.dirty = True
+
     def readblocks(self, block, buf, offset=0):
         if self.dead:
             raise PowerCut("flash read after a power cut without reboot()")

@@ -206,10 +206,13 @@ def test_power_cut_at_every_write_of_an_install():
     new = Ref()
     new.install(cards, accounts, 9, 44)
     img = cardfmt.build_image(cards, accounts, 9, 44, KEYS)
+    cards = accounts = None
+    dev, t, old, _ = fresh(30, seed=3)
+    snap = dev.save()
 
     def prepare():
-        dev, t, old, _ = fresh(30, seed=3)
-        return dev, t, old, new
+        dev.restore(snap)
+        return dev, CardTable(dev, log_blocks=1), old, new
 
     seen = {}
     for dev, old, new_ in _cut_sweep(prepare, lambda t: install_image(t, img, 9, 44, chunk=700)):
@@ -222,11 +225,15 @@ def test_power_cut_at_every_write_of_an_install():
 
 
 def test_power_cut_at_every_write_of_a_compaction_and_a_delta():
+    dev, t, ref, rng = fresh(30, seed=5)
+    ds = _deltas(ref, rng, 6, 4)
+    for d in ds[:3]:
+        assert t.apply_delta(d) == APPLIED
+    snap = dev.save()
+
     def prepare():
-        dev, t, ref, rng = fresh(30, seed=5)
-        ds = _deltas(ref, rng, 6, 4)
-        for d in ds[:3]:
-            assert t.apply_delta(d) == APPLIED
+        dev.restore(snap)
+        t = CardTable(dev, log_blocks=1)
         t._last = ds[3]
         return dev, t, ref, ref
 
