@@ -19,7 +19,7 @@ sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "device
 from cpos import protocol  # noqa: E402
 from fake_journal import make_record  # noqa: E402
 from simulator.backend import Ledger  # noqa: E402
-from support.broker import Broker  # noqa: E402
+from simulator.broker import Broker  # noqa: E402
 from support.uplink_world import assert_exactly_once, finish, prefill, start_backend, start_terminal, stop  # noqa: E402
 
 N = 10000

@@ -53,8 +53,8 @@ collect_ignore = ["device"]
 
 @pytest.fixture
 def broker(tmp_path):
-    """A mosquitto of this test's own on a free loopback port (tests/support/broker.py)."""
-    from support.broker import Broker
+    """A mosquitto of this test's own on a free loopback port (simulator/broker.py)."""
+    from simulator.broker import Broker
 
     b = Broker(str(tmp_path / "broker")).start()
     yield b

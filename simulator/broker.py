@@ -1,4 +1,7 @@
-"""A real mosquitto broker per test: free loopback port, generated config, users and ACL.
+"""A real mosquitto broker of a site: free loopback port, generated config, users and ACL.
+
+Used by the simulator (`python -m simulator run` with an uplink) and by every test that
+needs a broker (tests/conftest.py `broker` fixture).
 
 Each terminal gets its own username (its terminal id, e.g. `t0001`) and password, and an
 ACL that lets it publish only under `cpos/v1/<site>/<its id>/up/...` and read only its own
@@ -9,12 +12,13 @@ let a test take the broker away and bring it back on the same port.
 """
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from simulator.terminal import free_port  # noqa: F401 (one helper for both)
+from simulator.terminal import free_port
 
 SITE = "skole-nord"
 BACKEND_USER = "backend"
@@ -35,8 +39,9 @@ def terminal_id(n):
     return "t%04d" % n
 
 
-def password_for(user):
-    return "pw-" + user + "-" + "x7"
+def new_password():
+    """A fresh random password (each broker run gets its own credentials)."""
+    return secrets.token_urlsafe(18)
 
 
 class Broker:
@@ -46,9 +51,9 @@ class Broker:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.persistence = persistence
-        self.users = {BACKEND_USER: password_for(BACKEND_USER)}
+        self.users = {BACKEND_USER: new_password()}
         for n in terminals:
-            self.users[terminal_id(n)] = password_for(terminal_id(n))
+            self.users[terminal_id(n)] = new_password()
         self.proc = None
         os.makedirs(workdir, exist_ok=True)
         self.conf = os.path.join(workdir, "mosquitto.conf")
