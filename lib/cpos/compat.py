@@ -1,6 +1,6 @@
 """Runtime shims so shared code reads the same on MicroPython and CPython.
 
-Owns: `const`, millisecond/microsecond tick helpers, `sleep_ms` for asyncio, and
+Owns: `const`, millisecond/microsecond tick helpers, `sleep_ms` and `wait_for_ms` for asyncio, and
 printing an exception to a stream. Nothing else belongs here.
 """
 try:
@@ -37,6 +37,15 @@ except ImportError:  # CPython
         import asyncio
 
         await asyncio.sleep(ms / 1000)
+
+
+async def wait_for_ms(aw, ms):
+    """asyncio.wait_for with a timeout in ms (asyncio.TimeoutError when it runs out)."""
+    import asyncio
+
+    if hasattr(asyncio, "wait_for_ms"):
+        return await asyncio.wait_for_ms(aw, ms)
+    return await asyncio.wait_for(aw, ms / 1000)
 
 
 def format_exception(exc):

@@ -66,6 +66,8 @@ def topic(site, tid, leaf):
 BATCH = "up/batch"
 STATUS = "up/status"
 ACK = "down/ack"
+SYNC_UP = "up/sync"  # terminal -> backend: the card-table version it holds (a sync request)
+SYNC_DOWN = "down/sync"  # backend -> terminal: deltas, snapshot chunks, "current" (cpos.downlink)
 
 
 def split_topic(t):
@@ -131,6 +133,24 @@ def decode_status(payload):
     if not isinstance(m, dict) or m.get("v") != VERSION or not isinstance(m.get("online"), bool):
         raise ProtocolError("bad status")
     return m
+
+
+def encode_sync(have, state, resync, nonce):
+    """A sync request: the table version held, its state (0 empty, 1 ok, 2 broken), whether
+    the terminal needs a snapshot, and a nonce the backend's `current` reply must echo."""
+    return ('{"v":1,"have":%d,"state":%d,"resync":%s,"n":%d}' % (
+        have, state, "true" if resync else "false", nonce)).encode()
+
+
+def decode_sync(payload):
+    """(have, state, resync, nonce) of a sync request; ProtocolError when malformed."""
+    try:
+        m = json.loads(payload)
+    except Exception:
+        raise ProtocolError("sync request is not JSON")
+    if not isinstance(m, dict) or m.get("v") != VERSION or not isinstance(m.get("resync"), bool):
+        raise ProtocolError("bad sync request")
+    return _int(m, "have", 0, 0xFFFFFFFF), _int(m, "state", 0, 2), m["resync"], _int(m, "n", 1, 0xFFFFFFFF)
 
 
 def _int(r, k, lo, hi):

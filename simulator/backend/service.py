@@ -6,6 +6,11 @@ exactly-once in effect: apply the batch in one SQLite transaction, commit, publi
 terminal's watermark (retained, QoS 1), and only then PUBACK the batch to the broker.
 A crash anywhere in between leaves either nothing applied (the broker or the terminal
 resends) or the batch applied without an ack (the resent batch is a no-op and is acked).
+
+With site keys it also runs the downlink (simulator.backend.downlink): sync requests
+(`up/sync`) are answered with deltas or a snapshot and a `current`; after each batch, and
+every `poll_ms` for changes other processes made to the ledger (the portal), new changes
+go out as deltas to every terminal with a stream.
 """
 import asyncio
 import os
@@ -18,7 +23,7 @@ from cpos.mqtt import Fatal, MQTTClient
 
 class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
-                 crash_after_apply=0, log=None):
+                 crash_after_apply=0, log=None, site_keys=None, poll_ms=50):
         self.ledger = ledger
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
@@ -26,6 +31,13 @@ class Backend:
                                  max_packet=protocol.MAX_PAYLOAD + 1024, log=self.log)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
+        self.downlink = None
+        self.poll_ms = poll_ms
+        if site_keys:
+            from simulator.backend.downlink import Downlink
+
+            self.downlink = Downlink(ledger, site_keys, log=self.log)
+            self.client.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
@@ -33,7 +45,34 @@ class Backend:
         self.records_applied = 0
 
     async def run(self):
-        await self.client.run()
+        if self.downlink is None:
+            await self.client.run()
+            return
+        poll = asyncio.create_task(self._poll())
+        try:
+            await self.client.run()
+        finally:
+            poll.cancel()
+
+    async def _send(self, msgs):
+        for t, payload in msgs:
+            await self.client.publish(t, payload, qos=1, retain=False, wait=False)
+
+    async def _poll(self):
+        """Changes made by other processes (the portal) reach terminals within poll_ms."""
+        while True:
+            await asyncio.sleep(self.poll_ms / 1000)
+            if self.client.connected:
+                await self._send(self.downlink.pump())
+
+    async def _on_sync(self, topic, payload, retained):
+        try:
+            site, tid, _ = protocol.split_topic(topic)
+            msgs = self.downlink.on_request(site, tid, payload)
+        except protocol.ProtocolError as e:
+            self.log("backend: bad sync request on %s: %s" % (topic, e))
+            return
+        await self._send(msgs)
 
     async def _on_batch(self, topic, payload, retained):
         try:
@@ -61,6 +100,8 @@ class Backend:
         await self.client.publish(protocol.topic(site, tid, protocol.ACK),
                                   protocol.encode_ack(res.watermark, int(time.time())),
                                   qos=1, retain=True, wait=False)
+        if self.downlink is not None:
+            await self._send(self.downlink.pump())  # the new balances and included_seq
 
     def _on_status(self, topic, payload, retained):
         try:

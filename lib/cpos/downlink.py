@@ -1,0 +1,143 @@
+"""Downlink messages (backend -> terminal): the envelope, its HMAC-SHA256 tag, its codec.
+
+Owns the byte layout of docs/protocol.md ("Downlink"): every message on
+`cpos/v1/<site>/<tid>/down/sync` is
+
+    magic 'S' | format 1 | type | 0 | version u32 | arg u32 | index u16 | total u16 |
+    body (0..4096 bytes) | tag (32 bytes)
+
+with `tag = HMAC-SHA256(site key, topic + b"\\0" + everything before the tag)`. The topic
+is inside the tag, so a message made for one terminal (or site) is refused by every
+other terminal that shares the site key. MicroPython has `hashlib.sha256` but no `hmac`
+module: `Key` is HMAC (RFC 2104) in a few lines, tags are compared in constant time.
+Runtime-neutral; verifying allocates only the two 32-byte digests.
+"""
+import hashlib
+import struct
+
+from cpos.compat import const
+
+MAGIC = const(0x53)  # 'S'
+FORMAT = const(1)
+HEAD = const(16)
+TAG = const(32)
+MAX_BODY = const(4096)
+MAX_MESSAGE = const(4144)  # HEAD + MAX_BODY + TAG
+
+# types
+DELTA = const(1)  # body: one card-table delta (cpos.carddelta); version = the delta's version
+CHUNK = const(2)  # body: chunk `index` of `total` of a snapshot image; arg = included_seq
+CURRENT = const(3)  # no body: "you are up to date at `version`"; arg = the nonce of the request
+TYPES = const(3)
+
+_FMT = "<BBBBIIHH"
+_BLOCK = const(64)
+
+
+class DownlinkError(ValueError):
+    """A message that is not an authentic, well-formed downlink message; `why` says which."""
+
+    def __init__(self, why):
+        ValueError.__init__(self, why)
+        self.why = why
+
+
+class Key:
+    """A per-site key (bytes, 16..64 long) ready to compute HMAC-SHA256 tags."""
+
+    def __init__(self, key):
+        if not 16 <= len(key) <= _BLOCK:
+            raise ValueError("site key must be 16..64 bytes")
+        k = bytearray(_BLOCK)
+        k[:len(key)] = key
+        self._ipad = bytes(b ^ 0x36 for b in k)
+        self._opad = bytes(b ^ 0x5C for b in k)
+
+    def tag(self, topic, msg):
+        """HMAC-SHA256 over topic + NUL + msg (`msg` any buffer)."""
+        if type(topic) is str:
+            topic = topic.encode()
+        h = hashlib.sha256(self._ipad)
+        h.update(topic)
+        h.update(b"\0")
+        h.update(msg)
+        o = hashlib.sha256(self._opad)
+        o.update(h.digest())
+        return o.digest()
+
+
+def hmac_sha256(key, data):
+    """Plain HMAC-SHA256(key, data), for comparing with CPython's hmac in tests."""
+    k = key
+    if len(k) > _BLOCK:
+        k = hashlib.sha256(k).digest()
+    k = bytes(k) + bytes(_BLOCK - len(k))
+    h = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+    h.update(data)
+    o = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+    o.update(h.digest())
+    return o.digest()
+
+
+def key_from_hex(text):
+    """The site key of the configuration: exactly 64 hex digits (32 bytes)."""
+    from binascii import unhexlify
+
+    if type(text) is not str or len(text) != 64:
+        raise ValueError("site key must be 64 hex digits")
+    try:
+        return unhexlify(text)
+    except ValueError:
+        raise ValueError("site key must be 64 hex digits")
+
+
+def same(a, b):
+    """Constant-time equality of two byte strings of equal length."""
+    if len(a) != len(b):
+        return False
+    d = 0
+    for i in range(len(a)):
+        d |= a[i] ^ b[i]
+    return d == 0
+
+
+def encode(key, topic, kind, version, body=b"", arg=0, index=0, total=0):
+    """One sealed message (backend side)."""
+    if len(body) > MAX_BODY:
+        raise ValueError("downlink body too long")
+    head = struct.pack(_FMT, MAGIC, FORMAT, kind, 0, version, arg, index, total)
+    msg = head + bytes(body)
+    return msg + key.tag(topic, msg)
+
+
+class Message:
+    """One verified message. `body` is a memoryview into the received payload (no copy)."""
+
+    def __init__(self):
+        self.kind = self.version = self.arg = self.index = self.total = 0
+        self.body = b""
+
+
+def decode(key, topic, payload, into=None):
+    """Verify and parse `payload` received on `topic`; a Message, or DownlinkError.
+
+    The tag is checked first: nothing in an unauthenticated message is looked at."""
+    n = len(payload)
+    if n < HEAD + TAG or n > MAX_MESSAGE:
+        raise DownlinkError("malformed")
+    mv = memoryview(payload)
+    if not same(key.tag(topic, mv[:n - TAG]), mv[n - TAG:]):
+        raise DownlinkError("bad tag")
+    magic, fmt, kind, zero, version, arg, index, total = struct.unpack_from(_FMT, payload, 0)
+    if magic != MAGIC or fmt != FORMAT or zero or kind < 1 or kind > TYPES:
+        raise DownlinkError("malformed")
+    m = into if into is not None else Message()
+    m.kind, m.version, m.arg, m.index, m.total = kind, version, arg, index, total
+    m.body = mv[HEAD:n - TAG]
+    if kind == CHUNK and (total < 1 or index >= total or not len(m.body)):
+        raise DownlinkError("malformed")
+    if kind == CURRENT and len(m.body):
+        raise DownlinkError("malformed")
+    if kind == DELTA and not len(m.body):
+        raise DownlinkError("malformed")
+    return m

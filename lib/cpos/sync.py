@@ -1,0 +1,228 @@
+"""The sync engine: the card table kept in step with the backend over the downlink.
+
+Owns the terminal's side of docs/protocol.md ("Downlink"): asking for a sync on every
+connect and whenever the table needs one (empty, broken, a version gap, no room), and
+applying what comes back on `down/sync`: versioned deltas in order, snapshot chunks
+installed beside the live table and switched to atomically, and the backend's
+`current` answer that says the terminal is up to date. Every message is verified
+(cpos.downlink) before anything in it is looked at; one that is malformed, forged,
+replayed or out of order changes nothing and is counted and logged.
+
+When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` is
+called at once, before the next message and before any tap can run: the app rebuilds
+its pending purchases (cpos.pending) from the journal above that seq, and lets the
+journal release records up to min(backend ack, included_seq) (cpos.uplink_feed).
+Runs in its own asyncio task; message handling allocates nothing beyond the payload
+the MQTT client already holds.
+"""
+import asyncio
+import os
+
+from cpos import cardtable, downlink, protocol
+from cpos.compat import const, ticks_diff, ticks_ms, wait_for_ms
+
+_IDLE_MS = const(1000)
+
+
+def _nolog(msg):
+    pass
+
+
+def _nonce():
+    try:
+        b = os.urandom(4)
+        n = b[0] | (b[1] << 8) | (b[2] << 16) | ((b[3] & 0x7F) << 24)
+    except (AttributeError, NotImplementedError):
+        n = ticks_ms() & 0x7FFFFFFF
+    return n or 1
+
+
+class Sync:
+    def __init__(self, table, client, site, tid, key, on_included=None, log=None, retry_ms=5000,
+                 ticks=ticks_ms):
+        self.table = table
+        self.client = client
+        self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
+        self.t_up = protocol.topic(site, tid, protocol.SYNC_UP)
+        self.t_down = protocol.topic(site, tid, protocol.SYNC_DOWN)
+        self._tb = self.t_down.encode()
+        self.on_included = on_included
+        self.log = log or _nolog
+        self.retry_ms = retry_ms
+        self.ticks = ticks
+        self._msg = downlink.Message()
+        self._wake = asyncio.Event()
+        self._want = True  # a sync request must go out
+        self._asked = None  # ticks of the unanswered request, or None
+        self._nonce = 0  # the nonce of that request (0: none outstanding)
+        self._inst = 0  # version of the snapshot being received (0: none)
+        self._inst_inc = 0
+        self.current = 0  # the newest version the backend said exists
+        self.synced = False  # the backend confirmed this table is current
+        self.last_sync = None  # ticks of that confirmation
+        # figures
+        self.applied = 0
+        self.snapshots = 0
+        self.requests = 0
+        self.rejected = 0
+        self.why = {}  # reason -> count of refused messages
+        client.subscribe(self.t_down, 1, self._on_msg)
+        client.add_connect_hook(self._on_connect)
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def version(self):
+        return self.table.version
+
+    def status(self):
+        """For the health message."""
+        return {"table_version": self.table.version, "included_seq": self.table.included_seq,
+                "synced": self.synced, "sync_applied": self.applied, "sync_snapshots": self.snapshots,
+                "sync_rejected": self.rejected}
+
+    def _reject(self, why):
+        self.rejected += 1
+        self.why[why] = self.why.get(why, 0) + 1
+        self.log("sync: refused message: %s" % why)
+
+    def _ask(self):
+        if self._asked is None:
+            self._want = True
+            self._wake.set()
+
+    def _on_connect(self):
+        self.synced = False
+        self._want = True
+        self._wake.set()
+
+    def _included(self, before):
+        if self.table.included_seq != before and self.on_included is not None:
+            self.on_included(self.table.included_seq)
+
+    # -- messages (run in the MQTT client's reader task; never await) ---------------
+    def _on_msg(self, topic, payload, retained):
+        try:
+            m = downlink.decode(self.key, self._tb, payload, self._msg)
+        except downlink.DownlinkError as e:
+            self._reject(e.why)
+            return
+        if m.kind == downlink.DELTA:
+            self._delta(m)
+        elif m.kind == downlink.CHUNK:
+            self._chunk(m)
+        else:
+            self._current(m)
+        m.body = b""  # do not keep the payload alive
+
+    def _delta(self, m):
+        t = self.table
+        b = m.body
+        if len(b) < 11 or (b[3] | (b[4] << 8) | (b[5] << 16) | (b[6] << 24)) != m.version:
+            self._reject("malformed")
+            return
+        before = t.included_seq
+        r = t.apply_delta(b)
+        if r == cardtable.APPLIED:
+            self.applied += 1
+            if m.version > self.current:
+                self.current = m.version
+            self._included(before)
+        elif r == cardtable.DUPLICATE:
+            self._reject("replayed")
+        elif r == cardtable.GAP:
+            self._reject("out of order")
+            self.synced = False
+            self._ask()
+        elif r == cardtable.MALFORMED:
+            self._reject("malformed")
+        else:  # NO_SPACE: only a snapshot helps
+            self.log("sync: no room for delta v%d: asking for a snapshot" % m.version)
+            self.synced = False
+            self._ask()
+
+    def _chunk(self, m):
+        t = self.table
+        if m.index == 0:
+            if t.state == cardtable.OK and m.version <= t.version:
+                self._reject("replayed")
+                return
+            if t.install_begin(m.version, m.arg, m.total) != cardtable.INSTALL_OK:
+                self._reject("malformed")
+                return
+            self._inst = m.version
+            self._inst_inc = m.arg
+        elif m.version != self._inst or m.arg != self._inst_inc:
+            self._reject("replayed" if m.version <= t.version else "out of order")
+            return
+        r = t.install_chunk(m.index, m.body)
+        if r == cardtable.INSTALL_DUPLICATE:
+            self._reject("replayed")
+            return
+        if r != cardtable.INSTALL_OK:
+            self._reject("out of order" if r == cardtable.INSTALL_OUT_OF_ORDER else "bad image")
+            if r == cardtable.INSTALL_BAD:
+                self._inst = 0
+            return
+        if self._asked is not None:
+            self._asked = self.ticks()  # the answer is arriving: do not ask again yet
+        if m.index + 1 < m.total:
+            return
+        self._inst = 0
+        if t.install_commit() != cardtable.INSTALL_OK:
+            self._reject("bad image")
+            self._asked = None
+            self._ask()
+            return
+        self.snapshots += 1
+        self.log("sync: snapshot v%d installed (%d cards, included seq %d)" % (
+            t.version, t.n_cards, t.included_seq))
+        if m.version > self.current:
+            self.current = m.version
+        if self.on_included is not None:
+            self.on_included(t.included_seq)  # always: the whole table is new
+
+    def _current(self, m):
+        if not self._nonce or m.arg != self._nonce:
+            self._reject("replayed")  # an answer to no request of ours
+            return
+        self._nonce = 0
+        self.current = m.version
+        t = self.table
+        if t.state == cardtable.OK and not t.needs_resync and t.version == m.version:
+            self.synced = True
+            self.last_sync = self.ticks()
+            self._asked = None
+        else:
+            self.synced = False  # the retry timer asks again
+
+    # -- the task -------------------------------------------------------------------
+    def _request(self):
+        t = self.table
+        self._nonce = _nonce()
+        self._asked = self.ticks()
+        self.requests += 1
+        return protocol.encode_sync(t.version, t.state, t.needs_resync or t.state != cardtable.OK,
+                                    self._nonce)
+
+    async def run(self):
+        """The sync task: forever."""
+        c = self.client
+        while True:
+            if not c.connected:
+                await c.wait_connected()
+                continue
+            self._wake.clear()
+            t = self.table
+            if (t.needs_resync or t.state != cardtable.OK) and self._inst == 0:
+                self._ask()
+            if self._asked is not None and ticks_diff(self.ticks(), self._asked) > self.retry_ms:
+                self._want = True
+            if self._want:
+                self._want = False
+                await c.publish(self.t_up, self._request(), 1, False)
+                continue
+            try:
+                await wait_for_ms(self._wake.wait(), _IDLE_MS)
+            except asyncio.TimeoutError:
+                pass
+

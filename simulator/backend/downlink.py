@@ -1,0 +1,219 @@
+"""The backend's downlink: the ledger's changes as per-terminal, versioned, signed messages.
+
+Owns one stream per terminal (docs/protocol.md "Downlink"): the card-table version the
+terminal should hold, which `changes` rows are already in its stream, and every message
+sent on it (kept, so a terminal that missed some gets the same bytes again, and a
+restarted backend continues the same versions). Deltas describe the ledger's state
+at the moment they are made and carry the terminal's own watermark as `included_seq`:
+the balance in a delta is the account's balance minus this terminal's purchases above
+that watermark (booked, but not yet contiguous), so the terminal's
+`synced balance - own purchases above included_seq` never counts one twice.
+
+No I/O here: `pump()` and `on_request()` return (topic, payload) lists for the MQTT
+service (simulator.backend.service) to publish, after the stream is committed.
+"""
+from cpos import carddelta, cardfmt, downlink, protocol, rules
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per terminal
+    terminal INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL DEFAULT 0,           -- the card-table version of the last message
+    change_id INTEGER NOT NULL DEFAULT 0,         -- changes up to this id are in the stream
+    included INTEGER NOT NULL DEFAULT 0           -- the included_seq last sent
+);
+CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payload: a snapshot
+    terminal INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB,
+    PRIMARY KEY (terminal, version)
+);
+"""
+
+CHUNK = downlink.MAX_BODY  # one image block per message
+_STATUS = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
+_ACCOUNT_KINDS = ("balance", "limits", "places", "enrol")
+
+
+class Downlink:
+    def __init__(self, ledger, keys, keep=5000, log=None):
+        """`keys`: {site: key bytes}; terminals of other sites get nothing."""
+        self.led = ledger
+        self.db = ledger.db
+        self.keys = dict((s, downlink.Key(k)) for s, k in keys.items())
+        self.keep = keep
+        self.log = log or (lambda m: None)
+        self.db.executescript(SCHEMA)
+        self.snapshots = 0
+        self.deltas = 0
+
+    # --- ledger state as card-table data ---------------------------------------------------
+
+    def _balance_for(self, account, number, w):
+        """The account's balance without this terminal's purchases above its watermark."""
+        bal = self.led.balance(account) or 0
+        above = self.db.execute("SELECT coalesce(sum(amount), 0) FROM ledger WHERE account = ? AND terminal = ? "
+                                "AND seq > ? AND type = 'withdrawn'", (account, number, w)).fetchone()[0]
+        return bal + above
+
+    def _account(self, account, number, w):
+        """The account tuple of cpos.cardfmt (window totals are not sent yet: zeros)."""
+        db = self.db
+        places = 0
+        for (p,) in db.execute("SELECT place FROM places WHERE account = ?", (account,)):
+            places |= 1 << p
+        limits = [rules.NO_LIMIT] * 6
+        for p, win, amount in db.execute("SELECT place, window, amount FROM limits WHERE account = ?", (account,)):
+            limits[rules.slot(p, win)] = amount
+        row = db.execute("SELECT amount_kr FROM enrolments WHERE account = ? AND status = 'active'",
+                         (account,)).fetchone()
+        kr = row[0] if row else 0
+        return (self._balance_for(account, number, w), places, limits, kr > 0, kr, (0, 0, 0), [0] * 6)
+
+    def _delta(self, version, inc, number, w, kind, account, uid, uid2):
+        """The delta bytes for one change, from the state now; None when it needs a snapshot."""
+        if kind == "balance":
+            return carddelta.encode(version, inc, carddelta.BALANCE, account=account,
+                                    value=self._account(account, number, w)[0])
+        if kind in ("block", "unblock"):
+            k = carddelta.BLOCK if kind == "block" else carddelta.UNBLOCK
+            return carddelta.encode(version, inc, k, uid=bytes.fromhex(uid))
+        if kind == "new_card":
+            return carddelta.encode(version, inc, carddelta.NEW_CARD, uid=bytes.fromhex(uid), account=account,
+                                    value=self._account(account, number, w))
+        if kind == "replace":
+            if uid2 is None:
+                return None  # a card marked replaced with no new card: no delta says that
+            return carddelta.encode(version, inc, carddelta.REPLACE, uid=bytes.fromhex(uid),
+                                    uid2=bytes.fromhex(uid2), account=account,
+                                    value=self._account(account, number, w))
+        a = self._account(account, number, w)
+        if kind == "limits":
+            return carddelta.encode(version, inc, carddelta.LIMITS, account=account, value=a[2])
+        if kind == "places":
+            return carddelta.encode(version, inc, carddelta.PLACES, account=account, value=a[1])
+        if kind == "enrol":
+            return carddelta.encode(version, inc, carddelta.ENROL, account=account, value=(a[3], a[4]))
+        raise ValueError("unknown change kind %r" % kind)
+
+    def image(self, version, number, w):
+        """A snapshot image of every card for terminal `number` with watermark `w`."""
+        cards, accounts = [], {}
+        for uid, account, status in self.db.execute("SELECT uid, account, status FROM cards ORDER BY uid"):
+            if account not in accounts:
+                accounts[account] = self._account(account, number, w)
+            cards.append((bytes.fromhex(uid), account, _STATUS[status]))
+        return cardfmt.build_image(cards, accounts, version, w)
+
+    # --- streams ---------------------------------------------------------------------------
+
+    def _terminal(self, number):
+        row = self.db.execute("SELECT tid, site, watermark FROM terminals WHERE number = ?", (number,)).fetchone()
+        return row
+
+    def _stream(self, number):
+        row = self.db.execute("SELECT version, change_id, included FROM dl_streams WHERE terminal = ?",
+                              (number,)).fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO dl_streams (terminal, version, change_id, included) VALUES (?, 0, 0, 0)",
+                            (number,))
+            return 0, 0, 0
+        return row
+
+    def _seal(self, site, tid, kind, version, body=b"", arg=0, index=0, total=0):
+        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
+        return t, downlink.encode(self.keys[site], t.encode(), kind, version, body, arg, index, total)
+
+    def _snapshot(self, number, tid, site, w, version):
+        """Messages of a snapshot at `version`; the stream jumps to it (caller's transaction)."""
+        img = self.image(version, number, w)
+        total = (len(img) + CHUNK - 1) // CHUNK
+        out = [self._seal(site, tid, downlink.CHUNK, version, img[i * CHUNK:(i + 1) * CHUNK], w, i, total)
+               for i in range(total)]
+        last = self.db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+        self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
+        self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
+                        (version, last, w, number))
+        self.snapshots += 1
+        self.log("downlink: snapshot v%d for %s: %d cards, %d chunks, included %d" % (
+            version, tid, self.db.execute("SELECT count(*) FROM cards").fetchone()[0], total, w))
+        return out
+
+    def _pump_one(self, number, tid, site, w):
+        version, change_id, included = self._stream(number)
+        rows = self.led.changes_since(change_id, limit=100000)
+        if version == 0:
+            return [], False  # no table yet: the terminal's first sync request brings a snapshot
+        # Deltas describe the state now, so a change that recurs counts once, at its last place.
+        last = {}
+        for i, (cid, kind, account, uid, uid2, t) in enumerate(rows):
+            last[(kind if kind in _ACCOUNT_KINDS else "card", account if kind in _ACCOUNT_KINDS else uid,
+                  kind)] = i
+        picked = sorted(last.values())
+        if not picked and w > included:
+            # The watermark moved with no change to tell (refused taps only): say so anyway.
+            row = self.db.execute("SELECT account FROM uplink WHERE terminal = ? AND seq <= ? ORDER BY seq DESC "
+                                  "LIMIT 1", (number, w)).fetchone()
+            if row is not None:
+                rows = rows + [(change_id, "balance", row[0], None, None, 0)]
+                picked = [len(rows) - 1]
+        out = []
+        for i in picked:
+            cid, kind, account, uid, uid2, t = rows[i]
+            d = self._delta(version + 1, w, number, w, kind, account, uid, uid2)
+            if d is None:
+                return self._snapshot(number, tid, site, w, version + 1), True
+            version += 1
+            msg = self._seal(site, tid, downlink.DELTA, version, d)
+            self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, ?)", (number, version, msg[1]))
+            out.append(msg)
+        top = rows[-1][0] if rows else change_id
+        self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
+                        (version, max(top, change_id), w if out else included, number))
+        self.db.execute("DELETE FROM dl_sent WHERE terminal = ? AND version <= ?", (number, version - self.keep))
+        self.deltas += len(out)
+        return out, False
+
+    def pump(self):
+        """Turn new changes into deltas for every terminal with a stream; the messages to send."""
+        out = []
+        with self.led._tx():
+            for number, tid, site, w in self.led.db.execute(
+                    "SELECT t.number, t.tid, t.site, t.watermark FROM terminals t JOIN dl_streams s "
+                    "ON s.terminal = t.number ORDER BY t.number").fetchall():
+                if site in self.keys:
+                    out += self._pump_one(number, tid, site, w)[0]
+        return out
+
+    def on_request(self, site, tid, payload):
+        """A terminal's sync request (`up/sync`): what to send it, in order, ending with `current`."""
+        have, state, resync, nonce = protocol.decode_sync(payload)
+        number = protocol.terminal_number(tid)
+        if site not in self.keys:
+            raise protocol.ProtocolError("no site key for %s" % site)
+        with self.led._tx():
+            row = self._terminal(number)
+            if row is None:
+                self.db.execute("INSERT INTO terminals (number, tid, site) VALUES (?, ?, ?)", (number, tid, site))
+                row = (tid, site, 0)
+            w = row[2]
+            version = self._stream(number)[0]
+            out, snapped = self._pump_one(number, tid, site, w)
+            version = self._stream(number)[0]
+            if not snapped:
+                if have > version:  # the backend's stream is behind the terminal (a restored database)
+                    version = have
+                if resync or state != 1 or have == 0 or have > self._stream(number)[0]:
+                    out = self._snapshot(number, tid, site, w, version + 1)
+                elif have < version:
+                    sent = self.db.execute("SELECT version, payload FROM dl_sent WHERE terminal = ? AND version > ? "
+                                           "ORDER BY version", (number, have)).fetchall()
+                    if len(sent) == version - have and all(p is not None for _, p in sent):
+                        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
+                        out = [(t, p) for _, p in sent]  # the missed deltas, byte for byte
+                    else:
+                        out = self._snapshot(number, tid, site, w, version + 1)
+                else:
+                    out = []  # current already
+            version = self._stream(number)[0]
+        out.append(self._seal(site, tid, downlink.CURRENT, version, arg=nonce))
+        return out
