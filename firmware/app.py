@@ -5,9 +5,9 @@ Owns the order of things on the device. At start: configuration, journal recover
 journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
 requests over the line protocol), feedback (LED, buzzer, display), health (figures
 for logs and the uplink), watchdog (fed only while every task is alive), and, when
-configured, MQTT uplink. If any task raises, the app logs it, stops every task and
-returns to main.py, which restarts it (journal recovery again: nothing recorded is
-lost, nothing is recorded twice).
+configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
+stops every task and returns to main.py, which restarts it (journal recovery again:
+nothing recorded is lost, nothing is recorded twice).
 
 The tap path, `decide`: look up the card (one flash block read), apply this
 terminal's own pending purchases, run the rules, append to the journal (durable
@@ -27,6 +27,8 @@ _HEALTH_EVERY_MS = const(30000)
 _WDT_FEED_MS = const(1000)
 _READER_STALL_MS = const(8000)
 _BIND_TRIES = const(20)  # the reader task must report a poll at least this often
+_ACC_SLOTS = const(64)
+_CARD_SLOTS = const(32)  # the reader task must report a poll at least this often
 
 
 class Request:
@@ -58,7 +60,10 @@ class App:
         self.profile = cfg.profile
         self._event = getattr(board, "event", None)  # the unix board reports to the simulator
         self.journal = Journal(board.block_device(cfg.storage["journal"]))
-        self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]))
+        # 64 account and 32 card overlay slots (~5 KB of RAM): a lunch rush changes many
+        # balances between compactions; blocks and new cards are rarer (docs/formats.md).
+        self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
+                                         acc_slots=_ACC_SLOTS, card_slots=_CARD_SLOTS)
         self.pending = pending.Pending()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
@@ -72,6 +77,7 @@ class App:
         self.uplink = None
         self.mqtt = None
         self.feed = None
+        self.sync = None
         self.decisions = 0
         self.approvals = 0
 
@@ -178,6 +184,11 @@ class App:
             self._show(("balance", code, 0, balance))
             self.report("balance", uid=_hex(uid), reason=reasons.name(code), balance=balance)
             return
+        if self.sync is not None:
+            await self.sync.settled()  # just reconnected: hear what was missed first
+            if not req.open:  # cancelled or expired meanwhile
+                return
+            now = self.board.now()
         writer = req.writer
         ref, amount, item = req.ref, req.amount, req.item
         req.close()
@@ -331,6 +342,8 @@ class App:
             h["uplink_batches"] = u.batches
             h["uplink_resends"] = u.resends
             h["uplink_bad_acks"] = u.bad_acks
+        if self.sync is not None:
+            h.update(self.sync.status())
         return h
 
     async def watchdog_task(self):
@@ -367,7 +380,8 @@ class App:
 
     def extra_tasks(self):
         """The network tasks when the config has an `mqtt` section: the broker connection
-        and the uplink (journal records up, released on the backend's acknowledgement)."""
+        and the uplink (journal records up, released on the backend's acknowledgement),
+        and with a `site_key` the sync (card table kept current over the downlink)."""
         m = self.cfg.mqtt
         if m is None:
             return ()
@@ -377,12 +391,34 @@ class App:
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
                                keepalive=m["keepalive"], log=self.log.info)
-        self.feed = JournalFeed(self.journal, log=self.log)
+        limit = None
+        if self.cfg.site_key is not None:
+            # A record leaves the journal only once the synced table includes it too:
+            # pending purchases are rebuilt from the journal above table.included_seq.
+            limit = self._included_seq
+        self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
                              log=self.log.info, on_ack=self._on_uplink_ack)
         self.mqtt.will = self.uplink.will()
-        return (("mqtt", self._network()), ("uplink", self.uplink.run()))
+        tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
+        if self.cfg.site_key is None:
+            return tasks
+        from cpos.sync import Sync
+
+        self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
+                         on_included=self._on_included, log=self.log.info)
+        return tasks + (("sync", self.sync.run()),)
+
+    def _included_seq(self):
+        return self.table.included_seq
+
+    def _on_included(self, seq):
+        """The synced table now includes own purchases up to `seq`: count only those above
+        it as pending, and let the journal release what both the ack and the table cover."""
+        self.rebuild_pending()
+        self.feed.release()
+        self.report("synced", table_version=self.table.version, included_seq=seq, pending=self.pending.count)
 
     async def _network(self):
         up = getattr(self.board, "network_up", None)

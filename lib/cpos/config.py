@@ -20,7 +20,8 @@ PN532_LINKS = ("uart", "i2c", "spi", "tcp")
 POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
-        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board")
+        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board",
+        "site_key")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window")
 
 
@@ -135,6 +136,18 @@ def _mqtt(d, terminal_id, terminal_no, site):
     return out
 
 
+def _site_key(d):
+    """The per-site downlink key (docs/protocol.md "Downlink"): 64 hex digits, or absent."""
+    if "site_key" not in d:
+        return None
+    from cpos.downlink import key_from_hex
+
+    try:
+        return key_from_hex(d["site_key"])
+    except ValueError:
+        _fail("site_key", "must be 64 hex digits (the 32-byte per-site key provisioned at install)")
+
+
 def _wifi(d):
     for key in d:
         if key not in ("ssid", "password"):
@@ -171,6 +184,7 @@ class Config:
         self.mqtt = _get(d, "mqtt", dict, "mqtt", None, False)
         if self.mqtt is not None:
             self.mqtt = _mqtt(self.mqtt, self.terminal_id, self.terminal_no, self.site)
+        self.site_key = _site_key(d)
         self.wifi = _get(d, "wifi", dict, "wifi", None, False)
         if self.wifi is not None:
             self.wifi = _wifi(self.wifi)

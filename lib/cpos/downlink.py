@@ -37,9 +37,9 @@ _BLOCK = const(64)
 class DownlinkError(ValueError):
     """A message that is not an authentic, well-formed downlink message; `why` says which."""
 
-    def __init__(self, why):
-        ValueError.__init__(self, why)
-        self.why = why
+    @property
+    def why(self):
+        return self.args[0]
 
 
 class Key:

@@ -39,7 +39,7 @@ def _nonce():
 
 class Sync:
     def __init__(self, table, client, site, tid, key, on_included=None, log=None, retry_ms=5000,
-                 ticks=ticks_ms):
+                 settle_ms=500, ticks=ticks_ms):
         self.table = table
         self.client = client
         self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
@@ -49,6 +49,9 @@ class Sync:
         self.on_included = on_included
         self.log = log or _nolog
         self.retry_ms = retry_ms
+        self.settle_ms = settle_ms
+        self._ok = asyncio.Event()  # set while the backend's last word is "current"
+        self._connected_at = None  # ticks of the last connect, until the backend answers
         self.ticks = ticks
         self._msg = downlink.Message()
         self._wake = asyncio.Event()
@@ -92,6 +95,8 @@ class Sync:
 
     def _on_connect(self):
         self.synced = False
+        self._ok.clear()
+        self._connected_at = self.ticks()
         self._want = True
         self._wake.set()
 
@@ -192,8 +197,26 @@ class Sync:
             self.synced = True
             self.last_sync = self.ticks()
             self._asked = None
+            self._connected_at = None
+            self._ok.set()
         else:
             self.synced = False  # the retry timer asks again
+
+    async def settled(self):
+        """The tap path calls this before deciding. Right after a (re)connect, until the
+        backend has answered (what the terminal missed while offline: a block, say), it
+        waits, at most `settle_ms` after the connect; otherwise it returns at once. An
+        offline terminal never waits: it decides on what it has."""
+        at = self._connected_at
+        if at is None or self.synced or not self.client.connected:
+            return
+        left = self.settle_ms - ticks_diff(self.ticks(), at)
+        if left <= 0:
+            return
+        try:
+            await wait_for_ms(self._ok.wait(), left)
+        except asyncio.TimeoutError:
+            pass
 
     # -- the task -------------------------------------------------------------------
     def _request(self):

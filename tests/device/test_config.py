@@ -125,3 +125,11 @@ def test_wifi_section():
     assert config.validate(variant(wifi={"ssid": "kantine", "password": "x"})).wifi["ssid"] == "kantine"
     assert error_of(variant(wifi={"password": "x"})).startswith("config wifi.ssid: is missing")
     assert error_of(variant(wifi={"ssid": "k", "psk": "x"})).startswith("config wifi.psk: is not a known")
+
+
+def test_site_key_is_64_hex_digits():
+    assert config.validate(GOOD).site_key is None
+    key = "00112233445566778899aabbccddeeff" * 2
+    assert config.validate(variant(site_key=key)).site_key == bytes(range(0, 256, 17))[:16] * 2
+    for bad in ("0011", key + "00", "zz" * 32, 1234):
+        assert error_of(variant(site_key=bad)).startswith("config site_key: must be 64 hex digits"), bad

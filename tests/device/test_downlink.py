@@ -1,0 +1,203 @@
+"""Downlink envelope and sync engine (cpos.downlink, cpos.sync) without a network: HMAC
+against RFC 4231, every forged, replayed, out-of-order or malformed message changing
+nothing, and a chunked snapshot then deltas reaching the card table. Both runtimes;
+MicroPython under the WROOM heap cap. The same cases through a real broker:
+tests/test_downlink_broker.py."""
+import gc
+from binascii import unhexlify
+
+from cardtable_model import FLASH
+from cpos import cardfmt, carddelta, cardtable, downlink, protocol
+from cpos.cardtable import CardTable
+from cpos.rules import ACTIVE, BLOCKED, CardRecord, Spends, NO_LIMIT
+from cpos.sync import Sync
+
+KEY = b"k" * 32
+SITE = "skole-nord"
+TOPIC = protocol.topic(SITE, "t0001", protocol.SYNC_DOWN)
+UID = b"\x04\xa1\xb2\xc3"
+UID2 = b"\x04\x11\x22\x33\x44\x55\x66"
+
+
+def test_hmac_matches_rfc4231():
+    cases = (  # RFC 4231 test cases 1, 2 and 6 (key longer than the block)
+        (b"\x0b" * 20, b"Hi There",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        (b"Jefe", b"what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    )
+    for key, data, want in cases:
+        assert downlink.hmac_sha256(key, data) == unhexlify(want)
+    k = downlink.Key(KEY)
+    assert k.tag(TOPIC, b"abc") == downlink.hmac_sha256(KEY, TOPIC.encode() + b"\0abc")
+
+
+def test_constant_time_compare_and_key_checks():
+    assert downlink.same(b"abc", b"abc") and not downlink.same(b"abc", b"abd")
+    assert not downlink.same(b"abc", b"ab")
+    for bad in (b"short", b"x" * 65):
+        try:
+            downlink.Key(bad)
+        except ValueError:
+            continue
+        raise AssertionError("accepted key of %d bytes" % len(bad))
+    assert downlink.key_from_hex("ab" * 32) == b"\xab" * 32
+    for bad in ("ab" * 31, "zz" * 32, None):
+        try:
+            downlink.key_from_hex(bad)
+        except ValueError:
+            continue
+        raise AssertionError("accepted %r" % (bad,))
+
+
+def _why(key, topic, payload):
+    try:
+        downlink.decode(key, topic, payload)
+    except downlink.DownlinkError as e:
+        return e.why
+    return None
+
+
+def test_every_byte_is_covered_by_the_tag():
+    k = downlink.Key(KEY)
+    d = carddelta.encode(7, 3, carddelta.BLOCK, uid=UID)
+    msg = downlink.encode(k, TOPIC, downlink.DELTA, 7, d)
+    m = downlink.decode(k, TOPIC, msg)
+    assert (m.kind, m.version, bytes(m.body)) == (downlink.DELTA, 7, d)
+    for i in range(len(msg)):
+        bad = bytearray(msg)
+        bad[i] ^= 0x01
+        assert _why(k, TOPIC, bad) == "bad tag", i
+    assert _why(k, protocol.topic(SITE, "t0002", protocol.SYNC_DOWN), msg) == "bad tag"  # another terminal
+    assert _why(downlink.Key(b"o" * 32), TOPIC, msg) == "bad tag"  # another site's key
+    assert _why(k, TOPIC, msg[:20]) == "malformed"
+    assert _why(k, TOPIC, b"") == "malformed"
+    # authentic but nonsense: a chunk whose index is not below its total
+    assert _why(k, TOPIC, downlink.encode(k, TOPIC, downlink.CHUNK, 1, b"x", 0, 3, 2)) == "malformed"
+    assert _why(k, TOPIC, downlink.encode(k, TOPIC, 9, 1, b"x")) == "malformed"
+
+
+class FakeClient:
+    """Just what Sync needs of cpos.mqtt.MQTTClient; messages are handed in by the test."""
+
+    connected = True
+
+    def __init__(self):
+        self.handler = None
+
+    def subscribe(self, filt, qos, handler):
+        assert filt == TOPIC
+        self.handler = handler
+
+    def add_connect_hook(self, fn):
+        self.hook = fn
+
+
+ACCOUNT = (10000, 3, [NO_LIMIT] * 6, False, 0, (0, 0, 0), [0] * 6)
+
+
+def _world():
+    FLASH.wipe(1)
+    t = CardTable(FLASH, log_blocks=1)
+    c = FakeClient()
+    seen = []
+    s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append)
+    return t, c, s, seen, downlink.Key(KEY)
+
+
+def _snapshot(k, version, inc, chunk=1024, balance=10000):
+    """The messages of one snapshot; the image streams out a block at a time, so the
+    capped heap never needs one 8 KB piece for it. `chunk` divides 4096."""
+    gc.collect()
+    b = cardfmt.ImageBuilder([(UID, 1, ACTIVE)], {1: (balance,) + ACCOUNT[1:]}, version, inc)
+    n = b.size() // chunk
+    out = []
+
+    def emit(block):
+        for o in range(0, len(block), chunk):
+            out.append(downlink.encode(k, TOPIC, downlink.CHUNK, version, block[o:o + chunk], inc, len(out), n))
+    b.write(emit)
+    return out
+
+
+def _look(t):
+    card, sp = CardRecord(), Spends()
+    r = t.lookup(UID, card, sp)
+    return r, card.status, card.balance
+
+
+def _delta(k, version, inc, kind, **kw):
+    return downlink.encode(k, TOPIC, downlink.DELTA, version, carddelta.encode(version, inc, kind, **kw))
+
+
+def test_snapshot_in_chunks_then_deltas_in_order():
+    t, c, s, seen, k = _world()
+    req = s._request()
+    have, state, resync, nonce = protocol.decode_sync(req)
+    assert (have, state, resync) == (0, cardtable.EMPTY, True)
+    for m in _snapshot(k, 4, 10):
+        assert t.state == cardtable.EMPTY  # nothing live until the last chunk
+        c.handler(TOPIC, m, False)
+    assert (t.state, t.version, t.included_seq) == (cardtable.OK, 4, 10) and seen == [10]
+    c.handler(TOPIC, downlink.encode(k, TOPIC, downlink.CURRENT, 4, arg=nonce), False)
+    assert s.synced and s.rejected == 0
+    c.handler(TOPIC, _delta(k, 5, 12, carddelta.BALANCE, account=1, value=9000), False)
+    c.handler(TOPIC, _delta(k, 6, 12, carddelta.BLOCK, uid=UID), False)
+    assert _look(t) == (cardtable.FOUND, BLOCKED, 9000)
+    assert (t.version, t.included_seq, seen, s.applied) == (6, 12, [10, 12], 2)
+    assert s.status()["table_version"] == 6
+
+
+def test_forged_replayed_out_of_order_and_malformed_change_nothing():
+    t, c, s, seen, k = _world()
+    s._request()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    d5 = _delta(k, 5, 11, carddelta.BLOCK, uid=UID)
+    c.handler(TOPIC, d5, False)
+    before = (_look(t), t.version, t.included_seq, list(seen))
+    tampered = bytearray(_delta(k, 6, 99, carddelta.UNBLOCK, uid=UID))
+    tampered[-40] ^= 4
+    forged = downlink.encode(downlink.Key(b"x" * 32), TOPIC, downlink.DELTA, 6,
+                             carddelta.encode(6, 99, carddelta.UNBLOCK, uid=UID))
+    cases = (
+        (b"\x00garbage", "malformed"),
+        (bytes(tampered), "bad tag"),
+        (forged, "bad tag"),
+        (d5, "replayed"),  # the same delta again
+        (_delta(k, 7, 99, carddelta.UNBLOCK, uid=UID), "out of order"),  # 6 is missing
+        (_snapshot(k, 4, 10)[0], "replayed"),  # the old snapshot's first chunk
+        (_snapshot(k, 4, 10)[1], "replayed"),  # and a later one
+        (downlink.encode(k, TOPIC, downlink.CURRENT, 5, arg=12345), "replayed"),  # answers no request
+        (downlink.encode(k, TOPIC, downlink.DELTA, 6, carddelta.encode(8, 99, carddelta.UNBLOCK, uid=UID)),
+         "malformed"),  # envelope and delta disagree on the version
+    )
+    for payload, why in cases:
+        n = s.rejected
+        c.handler(TOPIC, payload, False)
+        assert s.rejected == n + 1 and s.why.get(why), (why, s.why)
+        assert (_look(t), t.version, t.included_seq, seen) == before, why
+    assert s._want  # the gap made it ask for a sync
+
+
+def test_interrupted_snapshot_leaves_the_old_table_and_a_newer_one_wins():
+    t, c, s, seen, k = _world()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    a = _snapshot(k, 9, 20, chunk=1024, balance=5)
+    for i in range(3):  # the link drops mid-transfer
+        c.handler(TOPIC, a[i], False)
+    assert (t.version, _look(t)[2]) == (4, 10000)
+    c.handler(TOPIC, a[5], False)  # a chunk after a lost one: out of order
+    assert s.why.get("out of order") == 1 and t.version == 4
+    late = a[3:]
+    a = None  # (the capped heap holds one snapshot's messages at a time)
+    b = _snapshot(k, 10, 21, chunk=1024, balance=7)  # the answer to the next request
+    for m in b:
+        c.handler(TOPIC, m, False)
+    assert (t.version, t.included_seq, _look(t)[2]) == (10, 21, 7)
+    for m in late:  # stragglers of the superseded snapshot
+        c.handler(TOPIC, m, False)
+    assert (t.version, t.included_seq, _look(t)[2]) == (10, 21, 7)
