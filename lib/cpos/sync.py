@@ -136,6 +136,8 @@ class Sync:
             self._reject("replayed")
         elif r == cardtable.GAP:
             self._reject("out of order")
+            if t.state == cardtable.OK:
+                t.needs_resync = False  # intact, only behind: the missed deltas will do
             self.synced = False
             self._ask()
         elif r == cardtable.MALFORMED:
