@@ -1,0 +1,249 @@
+"""Balance without double counting (issue 8, point 2): a hypothesis state machine.
+
+Several terminals, each with the real card table (on a simulated NOR flash), the real
+pending purchases and the real sync engine; the real ledger and downlink publisher as
+the backend. Hypothesis interleaves purchases, uploads (with resends, and later batches
+overtaking earlier ones), acks arriving late, deposits, pumps of deltas, deliveries, lost messages, sync requests (deltas or
+snapshots) and reboots. It checks, always:
+
+- pending = this terminal's purchases above the table's included_seq, counted from the
+  full purchase history (so a journal record released too early is caught at the next
+  reboot, when pending is rebuilt from the journal);
+- the journal never released a record above included_seq;
+and whenever a terminal has received everything the backend has made for it:
+- its view of each account (synced balance - pending) equals the ledger's balance
+  minus this terminal's purchases the ledger does not have yet (in flight).
+The network in between is modelled as queues (the broker tests cover the real one).
+"""
+import os
+import tempfile
+
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from cpos import cardtable, pending, protocol, rules
+from cpos.sync import Sync
+from simulator.backend import Ledger
+from simulator.backend.downlink import Downlink
+from simulator.norflash import NorFlash
+
+SITE = "skole-nord"
+KEY = b"\x42" * 32
+TERMINALS = (1, 2, 3)
+CARDS = {1: "04000001", 2: "04000002"}  # account -> its card
+T0 = 1764072000
+
+
+class _Client:
+    connected = True
+
+    def subscribe(self, filt, qos, handler):
+        self.handler = handler
+
+    def add_connect_hook(self, fn):
+        pass
+
+
+class Terminal:
+    """What a terminal holds: flash (table), journal (records not yet released), pending."""
+
+    def __init__(self, number):
+        self.number = number
+        self.tid = protocol.terminal_id(number)
+        self.dev = NorFlash(24 * 4096)
+        self.journal = {}  # seq -> (account, amount): what the flash journal still holds
+        self.history = {}  # seq -> (account, amount): every purchase ever (the test's truth)
+        self.next_seq = 1
+        self.sent = 0  # highest seq uploaded on this "connection"
+        self.acked = 0  # the backend's ack as the terminal heard it
+        self.acks = []  # acks on their way
+        self.inbox = []  # downlink messages on their way
+        self.boot()
+
+    def boot(self):
+        self.table = cardtable.CardTable(self.dev, acc_slots=64, card_slots=32, log_blocks=2)
+        self.pending = pending.Pending()
+        self.client = _Client()
+        self.sync = Sync(self.table, self.client, SITE, self.tid, KEY, on_included=self.on_included)
+        self.rebuild()
+
+    def rebuild(self):
+        inc = self.table.included_seq
+        self.pending.clear(inc)
+        for seq in sorted(self.journal):
+            a, amount = self.journal[seq]
+            self.pending.add(seq, a, rules.PLACE_SCHOOL, amount, T0)
+
+    def on_included(self, seq):  # what firmware/app.py does
+        self.rebuild()
+        self.release()
+
+    def release(self):  # cpos.uplink_feed.JournalFeed with ack_limit = table.included_seq
+        w = min(self.acked, self.table.included_seq)
+        for seq in [s for s in self.journal if s <= w]:
+            del self.journal[seq]
+
+    def view(self, account):
+        card, spends = rules.CardRecord(), rules.Spends()
+        r = self.table.lookup(bytes.fromhex(CARDS[account]), card, spends)
+        if r != cardtable.FOUND:
+            return None
+        return card.balance - self.pending.amount(account)
+
+
+def record(seq, terminal, account, amount):
+    return {"seq": seq, "t": T0, "uid": CARDS[account], "account": account, "amount": amount, "place": 0,
+            "kind": 0, "terminal": terminal, "item": "1x Toast", "balance_after": 0, "reason": 0, "topup": False}
+
+
+class Site(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory(prefix="cpos-dl-")
+        self.led = Ledger(os.path.join(self.dir.name, "ledger.db"), synchronous="OFF")
+        for acc, uid in CARDS.items():
+            self.led.add_account("acc %d" % acc, 20000, account_id=acc)
+            self.led.allow_place(acc, 0)
+            self.led.add_card(uid, "card%d" % acc, acc)
+        for n in TERMINALS:
+            self.led.add_terminal(n, SITE, 0, 0)
+        self.dl = Downlink(self.led, {SITE: KEY})
+        self.terms = dict((n, Terminal(n)) for n in TERMINALS)
+        self.checked = 0
+
+    def teardown(self):
+        self.led.close()
+        self.dir.cleanup()
+
+    def _route(self, msgs):
+        for topic, payload in msgs:
+            tid = protocol.split_topic(topic)[1]
+            self.terms[protocol.terminal_number(tid)].inbox.append(payload)
+
+    # -- the terminal side ---------------------------------------------------------------
+    @rule(n=st.sampled_from(TERMINALS), account=st.sampled_from(sorted(CARDS)), amount=st.integers(1, 5000))
+    def purchase(self, n, account, amount):
+        t = self.terms[n]
+        seq = t.next_seq
+        t.next_seq += 1
+        t.journal[seq] = t.history[seq] = (account, amount)
+        t.pending.add(seq, account, rules.PLACE_SCHOOL, amount, T0)
+
+    @rule(n=st.sampled_from(TERMINALS), k=st.integers(1, 4))
+    def upload(self, n, k):
+        t = self.terms[n]
+        lo = t.sent + 1
+        hi = min(t.next_seq - 1, t.sent + k)
+        if hi < lo:
+            return
+        recs = [record(s, n, *t.history[s]) for s in range(lo, hi + 1)]
+        res = self.led.apply_batch(SITE, t.tid, protocol.encode_batch(lo, hi, recs))
+        t.sent = hi
+        t.acks.append(res.watermark)
+
+    @rule(n=st.sampled_from(TERMINALS), k=st.integers(1, 3))
+    def later_batch_arrives_first(self, n, k):
+        """The broker delivers a later batch before an earlier one: the ledger books its
+        purchases, but the watermark cannot pass the hole (they are above included_seq)."""
+        t = self.terms[n]
+        lo = t.sent + 2
+        hi = min(t.next_seq - 1, t.sent + 1 + k)
+        if hi < lo:
+            return
+        recs = [record(s, n, *t.history[s]) for s in range(lo, hi + 1)]
+        t.acks.append(self.led.apply_batch(SITE, t.tid, protocol.encode_batch(lo, hi, recs)).watermark)
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def reconnect_resends(self, n):
+        t = self.terms[n]
+        t.sent = t.acked  # the uplink resends everything unacknowledged
+        t.inbox = []  # what was on its way is lost (clean session)
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def ack_arrives(self, n):
+        t = self.terms[n]
+        if t.acks:
+            t.acked = max(t.acked, t.acks.pop(0))
+            t.release()
+
+    @rule(n=st.sampled_from(TERMINALS), k=st.integers(1, 3))
+    def deliver(self, n, k):
+        t = self.terms[n]
+        for _ in range(k):
+            if t.inbox:
+                t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def ask(self, n):
+        t = self.terms[n]
+        self._route(self.dl.on_request(SITE, t.tid, t.sync._request()))
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def ask_for_snapshot(self, n):
+        t = self.terms[n]
+        t.table.needs_resync = True
+        self._route(self.dl.on_request(SITE, t.tid, t.sync._request()))
+        t.table.needs_resync = t.table.state != cardtable.OK
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def reboot(self, n):
+        t = self.terms[n]
+        t.inbox = []
+        t.acks = []
+        # After a reboot the feed's ack starts at the journal's release point.
+        t.acked = t.sent = min(list(t.journal) + [t.next_seq]) - 1
+        t.boot()
+
+    # -- the backend side ----------------------------------------------------------------
+    @rule(account=st.sampled_from(sorted(CARDS)), kr=st.integers(1, 300))
+    def deposit(self, account, kr):
+        self.led.deposit(account, kr * 100)
+
+    @rule()
+    def pump(self):
+        self._route(self.dl.pump())
+
+    @rule(n=st.sampled_from(TERMINALS))
+    def settle(self, n):
+        """Everything on its way arrives; then the terminal asks, as it would on a connect."""
+        t = self.terms[n]
+        self._route(self.dl.pump())
+        for _ in range(3):
+            while t.inbox:
+                t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+            if t.sync.synced and not t.inbox:
+                break
+            self._route(self.dl.on_request(SITE, t.tid, t.sync._request()))
+        assert t.sync.synced or t.inbox == []
+
+    # -- what must always hold ----------------------------------------------------------------
+    @invariant()
+    def pending_counts_each_purchase_above_included_once(self):
+        for t in self.terms.values():
+            inc = t.table.included_seq
+            for acc in CARDS:
+                want = sum(a for s, (ac, a) in t.history.items() if s > inc and ac == acc)
+                assert t.pending.amount(acc) == want, (t.number, acc, inc)
+            assert all(s in t.journal for s in t.history if s > inc), "released a record the table lacks"
+
+    @invariant()
+    def view_is_truth_minus_in_flight(self):
+        stream = dict((r[0], r[1:]) for r in self.led.db.execute(
+            "SELECT terminal, version, change_id FROM dl_streams"))
+        last_change = self.led.db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+        for t in self.terms.values():
+            s = stream.get(t.number)
+            if (s is None or t.inbox or t.table.state != cardtable.OK or t.table.version != s[0]
+                    or s[1] != last_change):
+                continue  # something is still on its way to this terminal
+            booked = set(self.led.purchase_seqs(t.number))
+            for acc in CARDS:
+                in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
+                assert t.view(acc) == self.led.balance(acc) - in_flight, (t.number, acc)
+            self.checked += 1
+
+
+Site.TestCase.settings = settings(max_examples=int(os.environ.get("CPOS_DOWNLINK_EXAMPLES", "60")),
+                                      stateful_step_count=40, deadline=None,
+                                      suppress_health_check=[HealthCheck.too_slow])
+TestBalanceWithoutDoubleCounting = Site.TestCase
