@@ -243,7 +243,7 @@ class Site(RuleBasedStateMachine):
             self.checked += 1
 
 
-Site.TestCase.settings = settings(max_examples=int(os.environ.get("CPOS_DOWNLINK_EXAMPLES", "60")),
+Site.TestCase.settings = settings(max_examples=int(os.environ.get("CPOS_DOWNLINK_EXAMPLES", "150")),
                                       stateful_step_count=40, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
 TestBalanceWithoutDoubleCounting = Site.TestCase
