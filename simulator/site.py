@@ -3,12 +3,14 @@
 Owns, for one simulator run with the uplink on: a real broker (simulator/broker.py:
 per-terminal users and ACL on a free loopback port), the backend's ledger seeded from
 the scenario (accounts, cards, places, limits, terminals), the backend service in this
-process's event loop, the site events of a scenario (broker or backend down / up), the
+process's event loop (with the downlink: a fresh per-site key each run, given to the
+terminals' config as `site_key`), the site events of a scenario (broker or backend down / up), the
 terminals' `mqtt` config, waiting for every journal to drain, and the exactly-once
 check of the ledger against what the tills heard.
 """
 import asyncio
 import os
+import secrets
 
 from cpos import protocol, rules
 from simulator.backend import Backend, Ledger
@@ -28,6 +30,7 @@ class Site:
         self._task = None
         self.ack_timeout_ms = ack_timeout_ms
         self.batch = batch
+        self.site_key = secrets.token_bytes(32)  # the downlink's per-site key, fresh per run
         self.outages = []  # (what, state, monotonic time) as they happened
 
     # -- set-up --------------------------------------------------------------------
@@ -57,7 +60,7 @@ class Site:
     def terminal_config(self, spec):
         """What a terminal's config.json needs to reach this site's broker."""
         tid = protocol.terminal_id(spec["no"])
-        return {"terminal_id": tid, "site": self.scenario.site,
+        return {"terminal_id": tid, "site": self.scenario.site, "site_key": self.site_key.hex(),
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
                          "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms}}
 
@@ -66,7 +69,7 @@ class Site:
         if self._task is not None and not self._task.done():
             return False
         self.backend = Backend(self.ledger, self.broker.host, self.broker.port, BACKEND_USER,
-                               self.broker.users[BACKEND_USER])
+                               self.broker.users[BACKEND_USER], site_keys={self.scenario.site: self.site_key})
         self._task = asyncio.ensure_future(self.backend.run())
         return True
 

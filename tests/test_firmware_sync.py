@@ -1,0 +1,48 @@
+"""The real firmware keeps its card table in step over the downlink (the simulator's site:
+mosquitto, the backend with the per-site key, the firmware on MicroPython with `site_key`
+in its config). A card blocked in the ledger while the lunch queue runs is refused at the
+next tap; the health figures report the table version; the journal is released only up
+to what the synced table includes."""
+import asyncio
+
+from simulator.run import Run
+from test_firmware_e2e import base_scenario, purchases, reasons_seen
+
+
+def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
+    sc = base_scenario([{"id": "till1", "kind": "till"}],
+                       purchases("till1", 1.0, [("ok", 1000), ("ok", 1000)], every=1.0)
+                       + purchases("till1", 5.0, [("ok", 1000), ("new", 500)], every=1.0))
+    seen = {}
+
+    async def block_later(r):
+        await asyncio.sleep(3.5)
+        r.site.ledger.set_card_status("ok", "blocked")  # the parent blocks it in the portal
+        seen["version"] = r.site.ledger.db.execute("SELECT max(version) FROM dl_streams").fetchone()[0]
+
+    async def go():
+        r = Run(sc, str(tmp_path), quiet=True)
+        try:
+            r.prepare()
+            await r.boot_all()
+            task = asyncio.ensure_future(block_later(r))
+            await r.play()
+            await task
+            await asyncio.sleep(0.5)
+            text, problems = r.summary()
+            events = list(r.terminals["till1"].events)
+            recs = r.journal_records("till1")
+            seen["watermark"] = r.site.ledger.watermark(1)
+            return r, text, problems, events, recs
+        finally:
+            await r.stop()
+
+    r, text, problems, events, recs = asyncio.run(go())
+    assert problems == [], text
+    assert reasons_seen(r, "till1") == ["approved", "approved", "blocked", "approved"], text
+    synced = [e for e in events if e["ev"] == "synced"]
+    assert synced and synced[-1]["table_version"] >= seen["version"] + 1, synced[-3:]
+    # Every record reached the ledger, and the last delta told the terminal its table
+    # includes them all (included_seq = the backend's watermark): nothing left pending.
+    top = max(x["seq"] for x in recs)
+    assert seen["watermark"] == top and synced[-1]["included_seq"] == top and synced[-1]["pending"] == 0, synced[-3:]
