@@ -60,10 +60,12 @@ class App:
         self.profile = cfg.profile
         self._event = getattr(board, "event", None)  # the unix board reports to the simulator
         self.journal = Journal(board.block_device(cfg.storage["journal"]))
-        # 64 account and 32 card overlay slots (~5 KB of RAM): a lunch rush changes many
-        # balances between compactions; blocks and new cards are rarer (docs/formats.md).
+        # With the downlink on, 64 account and 32 card overlay slots (~5 KB of RAM): a
+        # lunch rush changes many balances between compactions; blocks and new cards are
+        # rarer (docs/formats.md). Without it no delta ever arrives: the small default.
+        slots = (_ACC_SLOTS, _CARD_SLOTS) if cfg.site_key is not None else (16, 24)
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
-                                         acc_slots=_ACC_SLOTS, card_slots=_CARD_SLOTS)
+                                         acc_slots=slots[0], card_slots=slots[1])
         self.pending = pending.Pending()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
@@ -96,20 +98,7 @@ class App:
 
     def rebuild_pending(self):
         """Count every approved own purchase above the table's included_seq, once."""
-        inc = self.table.included_seq
-        self.pending.clear(inc)
-        buf = bytearray(64)
-        from cpos import purchase
-
-        seq = inc + 1
-        while True:
-            s = self.journal.read(seq, buf, True)
-            if s is None:
-                break
-            rec = purchase.decode(buf)
-            if rec["reason"] == reasons.APPROVED:
-                self.pending.add(s, rec["account"], rec["place"], rec["amount"], rec["t"])
-            seq = s + 1
+        self.pending.rebuild(self.journal, self.table.included_seq)
 
     def report(self, kind, **fields):
         """An event for the simulator (unix board only; nothing on a real board)."""

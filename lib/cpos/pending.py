@@ -9,7 +9,7 @@ up to which of this terminal's sequence numbers the backend has included
 Memory: one entry per account with pending purchases (a balance sum and a 6-slot
 window Spends), bounded by the journal's capacity; rebuilt from the journal at boot.
 """
-from cpos import rules
+from cpos import purchase, reasons, rules
 
 
 class _Entry:
@@ -23,11 +23,31 @@ class Pending:
         self._by_account = {}
         self.included_seq = 0
         self.count = 0
+        self._buf = None
 
     def clear(self, included_seq):
         self._by_account = {}
         self.included_seq = included_seq
         self.count = 0
+
+    def rebuild(self, journal, included_seq):
+        """Forget everything and count again every approved purchase in `journal`
+        (cpos.journal) above `included_seq`: at boot, and whenever a synced delta or
+        snapshot moves the table's included_seq (cpos.sync), so a purchase the backend
+        has included stops counting at the same moment the synced balance starts to."""
+        self.clear(included_seq)
+        if self._buf is None:
+            self._buf = bytearray(purchase.SIZE)
+        buf = self._buf
+        seq = included_seq + 1
+        while True:
+            s = journal.read(seq, buf, True)
+            if s is None:
+                break
+            rec = purchase.decode(buf)
+            if rec["reason"] == reasons.APPROVED:
+                self.add(s, rec["account"], rec["place"], rec["amount"], rec["t"])
+            seq = s + 1
 
     def add(self, seq, account, place, amount, t):
         """Count an approved purchase with journal sequence `seq` (ignored if included)."""
