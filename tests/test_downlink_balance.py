@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from cpos import cardtable, pending, protocol, rules
 from cpos.sync import Sync
+from downlink_fakes import FakeClient
 from simulator.backend import Ledger
 from simulator.backend.downlink import Downlink
 from simulator.norflash import NorFlash
@@ -32,16 +33,6 @@ KEY = b"\x42" * 32
 TERMINALS = (1, 2, 3)
 CARDS = {1: "04000001", 2: "04000002"}  # account -> its card
 T0 = 1764072000
-
-
-class _Client:
-    connected = True
-
-    def subscribe(self, filt, qos, handler):
-        self.handler = handler
-
-    def add_connect_hook(self, fn):
-        pass
 
 
 class Terminal:
@@ -63,7 +54,7 @@ class Terminal:
     def boot(self):
         self.table = cardtable.CardTable(self.dev, acc_slots=64, card_slots=32, log_blocks=2)
         self.pending = pending.Pending()
-        self.client = _Client()
+        self.client = FakeClient()
         self.sync = Sync(self.table, self.client, SITE, self.tid, KEY, on_included=self.on_included)
         self.rebuild()
 

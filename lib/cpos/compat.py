@@ -1,6 +1,6 @@
 """Runtime shims so shared code reads the same on MicroPython and CPython.
 
-Owns: `const`, millisecond/microsecond tick helpers, `sleep_ms` and `wait_for_ms` for asyncio, and
+Owns: `const`, millisecond/microsecond tick helpers, `sleep_ms`, `wait_for_ms` and `wait_event_ms` for asyncio, and
 printing an exception to a stream. Nothing else belongs here.
 """
 try:
@@ -46,6 +46,17 @@ async def wait_for_ms(aw, ms):
     if hasattr(asyncio, "wait_for_ms"):
         return await asyncio.wait_for_ms(aw, ms)
     return await asyncio.wait_for(aw, ms / 1000)
+
+
+async def wait_event_ms(event, ms):
+    """Wait for an asyncio.Event at most `ms`; True if it was set, False on timeout."""
+    import asyncio
+
+    try:
+        await wait_for_ms(event.wait(), ms)
+        return True
+    except asyncio.TimeoutError:
+        return False
 
 
 def format_exception(exc):

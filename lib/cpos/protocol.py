@@ -125,12 +125,20 @@ def encode_status(online, t):
     return ('{"v":1,"online":%s,"t":%d}' % ("true" if online else "false", t)).encode()
 
 
-def decode_status(payload):
+def _message(payload, what):
+    """The JSON object of a message of this protocol version; ProtocolError otherwise."""
     try:
         m = json.loads(payload)
     except Exception:
-        raise ProtocolError("status is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION or not isinstance(m.get("online"), bool):
+        raise ProtocolError("%s is not JSON" % what)
+    if not isinstance(m, dict) or m.get("v") != VERSION:
+        raise ProtocolError("bad %s" % what)
+    return m
+
+
+def decode_status(payload):
+    m = _message(payload, "status")
+    if not isinstance(m.get("online"), bool):
         raise ProtocolError("bad status")
     return m
 
@@ -144,11 +152,8 @@ def encode_sync(have, state, resync, nonce):
 
 def decode_sync(payload):
     """(have, state, resync, nonce) of a sync request; ProtocolError when malformed."""
-    try:
-        m = json.loads(payload)
-    except Exception:
-        raise ProtocolError("sync request is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION or not isinstance(m.get("resync"), bool):
+    m = _message(payload, "sync request")
+    if not isinstance(m.get("resync"), bool):
         raise ProtocolError("bad sync request")
     return _int(m, "have", 0, 0xFFFFFFFF), _int(m, "state", 0, 2), m["resync"], _int(m, "n", 1, 0xFFFFFFFF)
 

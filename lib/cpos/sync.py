@@ -19,7 +19,7 @@ import asyncio
 import os
 
 from cpos import cardtable, downlink, protocol
-from cpos.compat import const, ticks_diff, ticks_ms, wait_for_ms
+from cpos.compat import const, ticks_diff, ticks_ms, wait_event_ms
 
 _IDLE_MS = const(1000)
 
@@ -215,10 +215,7 @@ class Sync:
         left = self.settle_ms - ticks_diff(self.ticks(), at)
         if left <= 0:
             return
-        try:
-            await wait_for_ms(self._ok.wait(), left)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event_ms(self._ok, left)
 
     # -- the task -------------------------------------------------------------------
     def _request(self):
@@ -246,8 +243,5 @@ class Sync:
                 self._want = False
                 await c.publish(self.t_up, self._request(), 1, False)
                 continue
-            try:
-                await wait_for_ms(self._wake.wait(), _IDLE_MS)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._wake, _IDLE_MS)
 

@@ -18,7 +18,7 @@ import asyncio
 import json
 
 from cpos import protocol
-from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
+from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff, wait_event_ms
 
 _IDLE_MS = const(1000)
 
@@ -191,10 +191,7 @@ class Uplink:
                     continue
             if self._ack_in > self.journal.acked:
                 continue
-            try:
-                await _wait_ms(self._wake.wait(), _IDLE_MS)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event_ms(self._wake, _IDLE_MS)
 
     def _now(self):
         if self.clock is None:
@@ -210,8 +207,3 @@ class Uplink:
             await sleep_ms(20)
         return True
 
-
-async def _wait_ms(aw, ms):
-    if hasattr(asyncio, "wait_for_ms"):
-        return await asyncio.wait_for_ms(aw, ms)
-    return await asyncio.wait_for(aw, ms / 1000)

@@ -22,14 +22,7 @@ from cpos.compat import sleep_ms, ticks_diff, ticks_ms
 from cpos.downlink import key_from_hex
 from cpos.mqtt import MQTTClient
 from cpos.sync import Sync
-
-
-def say(s):
-    print(s)
-    try:
-        sys.stdout.flush()
-    except AttributeError:
-        pass
+from standin_io import say
 
 
 def _exists(p):

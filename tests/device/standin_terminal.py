@@ -18,14 +18,7 @@ from cpos.compat import ticks_ms, ticks_diff
 from cpos.mqtt import MQTTClient, sleep_ms
 from cpos.uplink import Uplink
 from fake_journal import FileJournal, MemJournal, make_record
-
-
-def say(s):
-    print(s)
-    try:
-        sys.stdout.flush()
-    except AttributeError:
-        pass
+from standin_io import say
 
 
 async def main(argv):

@@ -3,19 +3,15 @@ against RFC 4231, every forged, replayed, out-of-order or malformed message chan
 nothing, and a chunked snapshot then deltas reaching the card table. Both runtimes;
 MicroPython under the WROOM heap cap. The same cases through a real broker:
 tests/test_downlink_broker.py."""
-import gc
 from binascii import unhexlify
 
 from cardtable_model import FLASH
-from cpos import cardfmt, carddelta, cardtable, downlink, protocol
+from cpos import carddelta, cardtable, downlink, protocol
 from cpos.cardtable import CardTable
-from cpos.rules import ACTIVE, BLOCKED, CardRecord, Spends, NO_LIMIT
+from cpos.rules import ACTIVE, BLOCKED, CardRecord, Spends
 from cpos.sync import Sync
+from downlink_fakes import KEY, SITE, TOPIC, UID, FakeClient, snapshot as _snapshot
 
-KEY = b"k" * 32
-SITE = "skole-nord"
-TOPIC = protocol.topic(SITE, "t0001", protocol.SYNC_DOWN)
-UID = b"\x04\xa1\xb2\xc3"
 UID2 = b"\x04\x11\x22\x33\x44\x55\x66"
 
 
@@ -79,23 +75,6 @@ def test_every_byte_is_covered_by_the_tag():
     assert _why(k, TOPIC, downlink.encode(k, TOPIC, 9, 1, b"x")) == "malformed"
 
 
-class FakeClient:
-    """Just what Sync needs of cpos.mqtt.MQTTClient; messages are handed in by the test."""
-
-    connected = True
-
-    def __init__(self):
-        self.handler = None
-
-    def subscribe(self, filt, qos, handler):
-        assert filt == TOPIC
-        self.handler = handler
-
-    def add_connect_hook(self, fn):
-        self.hook = fn
-
-
-ACCOUNT = (10000, 3, [NO_LIMIT] * 6, False, 0, (0, 0, 0), [0] * 6)
 
 
 def _world():
@@ -104,22 +83,8 @@ def _world():
     c = FakeClient()
     seen = []
     s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append)
+    assert c.filters == [TOPIC]
     return t, c, s, seen, downlink.Key(KEY)
-
-
-def _snapshot(k, version, inc, chunk=1024, balance=10000):
-    """The messages of one snapshot; the image streams out a block at a time, so the
-    capped heap never needs one 8 KB piece for it. `chunk` divides 4096."""
-    gc.collect()
-    b = cardfmt.ImageBuilder([(UID, 1, ACTIVE)], {1: (balance,) + ACCOUNT[1:]}, version, inc)
-    n = b.size() // chunk
-    out = []
-
-    def emit(block):
-        for o in range(0, len(block), chunk):
-            out.append(downlink.encode(k, TOPIC, downlink.CHUNK, version, block[o:o + chunk], inc, len(out), n))
-    b.write(emit)
-    return out
 
 
 def _look(t):

@@ -10,20 +10,10 @@ from cpos.journal import Journal
 from cpos.rules import CardRecord, Spends, PLACE_SCHOOL, TILL
 from cpos.sync import Sync
 from cpos.uplink_feed import JournalFeed
+from downlink_fakes import KEY, TOPIC, UID, FakeClient, snapshot
 from simulator.norflash import NorFlash
-from test_downlink import KEY, TOPIC, UID, _snapshot
 
 T = 1764072000
-
-
-class Client:
-    connected = True
-
-    def subscribe(self, filt, qos, handler):
-        self.handler = handler
-
-    def add_connect_hook(self, fn):
-        pass
 
 
 class Terminal:
@@ -34,7 +24,7 @@ class Terminal:
         self.pending = pending.Pending()
         self.pending.rebuild(self.journal, self.table.included_seq)
         self.feed = JournalFeed(self.journal, ack_limit=lambda: self.table.included_seq)
-        self.client = Client()
+        self.client = FakeClient()
         self.sync = Sync(self.table, self.client, "skole-nord", "t0001", KEY, on_included=self.included)
 
     def included(self, seq):
@@ -62,11 +52,13 @@ def _balance(k, version, inc, bal):
 
 def test_release_waits_for_the_table_and_reboots_lose_nothing():
     FLASH.wipe(3)
-    jdev = NorFlash(8 * 512, sector=512)
     k = downlink.Key(KEY)
+    first = snapshot(k, 1, 0, balance=10000)
+    jdev = NorFlash(8 * 512, sector=512)
     t = Terminal(jdev)
-    for m in _snapshot(k, 1, 0, balance=10000):
+    for m in first:
         t.hear(m)
+    first = None
     assert (t.table.version, t.view()) == (1, 10000)
     for _ in range(3):
         t.buy(1000)
