@@ -388,7 +388,7 @@ class App:
         self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
-                             log=self.log.info, on_ack=self._on_uplink_ack)
+                             log=self.log.info, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
         self.mqtt.will = self.uplink.will()
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
         if self.cfg.site_key is None:

@@ -1,8 +1,8 @@
 """The real firmware keeps its card table in step over the downlink (the simulator's site:
 mosquitto, the backend with the per-site key, the firmware on MicroPython with `site_key`
 in its config). A card blocked in the ledger while the lunch queue runs is refused at the
-next tap; the health figures report the table version; the journal is released only up
-to what the synced table includes."""
+next tap; the terminal reports its table version; the backend's signed acks are accepted;
+the last delta includes every purchase."""
 import asyncio
 
 from simulator.run import Run
@@ -46,3 +46,6 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     # includes them all (included_seq = the backend's watermark): nothing left pending.
     top = max(x["seq"] for x in recs)
     assert seen["watermark"] == top and synced[-1]["included_seq"] == top and synced[-1]["pending"] == 0, synced[-3:]
+    # The backend's acks are signed with the site key too, and the firmware took them.
+    acked = [e for e in events if e["ev"] == "acked"]
+    assert acked and acked[-1]["watermark"] == top, acked[-3:]

@@ -10,7 +10,8 @@ with `tag = HMAC-SHA256(site key, topic + b"\\0" + everything before the tag)`. 
 is inside the tag, so a message made for one terminal (or site) is refused by every
 other terminal that shares the site key. MicroPython has `hashlib.sha256` but no `hmac`
 module: `Key` is HMAC (RFC 2104) in a few lines, tags are compared in constant time.
-Runtime-neutral; verifying allocates only the two 32-byte digests.
+JSON messages (the uplink's `down/ack`) carry the same tag as a last member
+(`seal_json`, `open_json`). Runtime-neutral.
 """
 import hashlib
 import struct
@@ -99,6 +100,35 @@ def same(a, b):
     for i in range(len(a)):
         d |= a[i] ^ b[i]
     return d == 0
+
+
+_TAGF = b',"tag":"'
+
+
+def seal_json(key, topic, msg):
+    """A JSON downlink message (the uplink's `down/ack`) with its tag as a last member:
+    `{...,"tag":"<64 hex>"}`, the tag over topic + NUL + the bytes before `,"tag"`."""
+    from binascii import hexlify
+
+    body = bytes(msg[:-1])
+    return body + _TAGF + hexlify(key.tag(topic, body)) + b'"}'
+
+
+def open_json(key, topic, payload):
+    """The JSON message without its tag once the tag verifies; DownlinkError otherwise."""
+    from binascii import unhexlify
+
+    n = len(payload)
+    k = n - 2 - 2 * TAG - len(_TAGF)
+    if k < 2 or bytes(payload[k:k + len(_TAGF)]) != _TAGF or bytes(payload[n - 2:]) != b'"}':
+        raise DownlinkError("malformed")
+    try:
+        tag = unhexlify(bytes(payload[k + len(_TAGF):n - 2]))
+    except ValueError:
+        raise DownlinkError("malformed")
+    if not same(key.tag(topic, memoryview(payload)[:k]), tag):
+        raise DownlinkError("bad tag")
+    return bytes(payload[:k]) + b"}"
 
 
 def encode(key, topic, kind, version, body=b"", arg=0, index=0, total=0):

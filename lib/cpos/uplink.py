@@ -30,7 +30,7 @@ def _nolog(msg):
 class Uplink:
     def __init__(self, journal, client, site, terminal, batch_size=protocol.RECOMMENDED_BATCH,
                  window=4, ack_timeout_ms=15000, buf_size=12288, clock=None, ticks=ticks_ms, log=None,
-                 on_ack=None):
+                 on_ack=None, key=None):
         if not 0 < batch_size <= protocol.MAX_BATCH_RECORDS:
             raise ValueError("batch_size")
         self.journal = journal
@@ -59,6 +59,12 @@ class Uplink:
         self.resends = 0
         self.acks = 0
         self.bad_acks = 0
+        self.key = None  # the site key (cpos.downlink.Key): acks must carry its tag
+        if key is not None:
+            from cpos import downlink
+
+            self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
+            self._tb = self.t_ack.encode()
         client.subscribe(self.t_ack, 1, self._on_ack)
         client.add_connect_hook(self.kick)
 
@@ -76,6 +82,13 @@ class Uplink:
 
     def _on_ack(self, topic, payload, retained):
         try:
+            if self.key is not None:
+                from cpos import downlink
+
+                try:
+                    payload = downlink.open_json(self.key, self._tb, payload)
+                except downlink.DownlinkError as e:
+                    raise protocol.ProtocolError(e.why)
             w = protocol.decode_ack(payload)
         except protocol.ProtocolError as e:
             self.bad_acks += 1

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 
-from cpos import protocol
+from cpos import downlink, protocol
 from cpos.mqtt import Fatal, MQTTClient
 
 
@@ -97,9 +97,11 @@ class Backend:
         self.applied += 1
         if self.crash_after_apply and self.applied >= self.crash_after_apply:
             os.kill(os.getpid(), signal.SIGKILL)  # committed, not acknowledged: the fault test
-        await self.client.publish(protocol.topic(site, tid, protocol.ACK),
-                                  protocol.encode_ack(res.watermark, int(time.time())),
-                                  qos=1, retain=True, wait=False)
+        ack = protocol.encode_ack(res.watermark, int(time.time()))
+        t_ack = protocol.topic(site, tid, protocol.ACK)
+        if self.downlink is not None and site in self.downlink.keys:
+            ack = downlink.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
+        await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
             await self._send(self.downlink.pump())  # the new balances and included_seq
 

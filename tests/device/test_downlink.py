@@ -166,3 +166,4 @@ def test_interrupted_snapshot_leaves_the_old_table_and_a_newer_one_wins():
     for m in late:  # stragglers of the superseded snapshot
         c.handler(TOPIC, m, False)
     assert (t.version, t.included_seq, _look(t)[2]) == (10, 21, 7)
+
