@@ -50,6 +50,8 @@ def test_first_start_snapshot_then_block_and_unblock(world, runtime):
     s = t.wait(lambda s: s["synced"])
     assert s["snapshots"] == 1 and s["version"] >= 1 and s["found"] == 0
     assert (s["status"], s["balance"]) == (ACTIVE, 10000)
+    # What it holds, as it reported in its sync requests (the first said: empty, version 0).
+    assert led.db.execute("SELECT reported, reported_state FROM dl_streams WHERE terminal = 1").fetchone() == (0, 0)
     led.set_card_status("884263sae", "blocked")
     s2 = t.wait(lambda s: s["status"] == BLOCKED)
     assert s2["version"] == s["version"] + 1
@@ -139,4 +141,7 @@ def test_gap_and_reboot_resync_from_the_sent_deltas(world, broker, tmp_path):
     s = t.wait(lambda s: s["synced"] and s["balance"] == 10200)
     assert s["status"] == ACTIVE and s["snapshots"] == 0 and s["applied"] >= 3
     assert s["version"] >= s0["version"] + 3
+    # At restart it reported the version it held before the missed deltas.
+    assert led.db.execute("SELECT reported, reported_state FROM dl_streams WHERE terminal = 1").fetchone() == (
+        s0["version"], 1)
     assert os.path.getsize(t.flash) == 24 * 4096

@@ -12,6 +12,8 @@ that watermark (booked, but not yet contiguous), so the terminal's
 No I/O here: `pump()` and `on_request()` return (topic, payload) lists for the MQTT
 service (simulator.backend.service) to publish, after the stream is committed.
 """
+import time
+
 from cpos import carddelta, cardfmt, downlink, protocol, rules
 
 SCHEMA = """
@@ -19,7 +21,10 @@ CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per ter
     terminal INTEGER PRIMARY KEY,
     version INTEGER NOT NULL DEFAULT 0,           -- the card-table version of the last message
     change_id INTEGER NOT NULL DEFAULT 0,         -- changes up to this id are in the stream
-    included INTEGER NOT NULL DEFAULT 0           -- the included_seq last sent
+    included INTEGER NOT NULL DEFAULT 0,          -- the included_seq last sent
+    reported INTEGER,                             -- the version the terminal last said it holds
+    reported_state INTEGER,                       -- and its table state (0 empty, 1 ok, 2 broken)
+    reported_t INTEGER                            -- when (UTC epoch s)
 );
 CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payload: a snapshot
     terminal INTEGER NOT NULL,
@@ -173,6 +178,12 @@ class Downlink:
         self.deltas += len(out)
         return out, False
 
+    def reported(self, number):
+        """(version, state, t) the terminal last reported in a sync request, or None."""
+        row = self.db.execute("SELECT reported, reported_state, reported_t FROM dl_streams WHERE terminal = ?",
+                              (number,)).fetchone()
+        return None if row is None or row[0] is None else row
+
     def pump(self):
         """Turn new changes into deltas for every terminal with a stream; the messages to send."""
         out = []
@@ -196,7 +207,9 @@ class Downlink:
                 self.db.execute("INSERT INTO terminals (number, tid, site) VALUES (?, ?, ?)", (number, tid, site))
                 row = (tid, site, 0)
             w = row[2]
-            version = self._stream(number)[0]
+            self._stream(number)
+            self.db.execute("UPDATE dl_streams SET reported = ?, reported_state = ?, reported_t = ? WHERE terminal = ?",
+                            (have, state, int(time.time()), number))
             out, snapped = self._pump_one(number, tid, site, w)
             version = self._stream(number)[0]
             if not snapped:
