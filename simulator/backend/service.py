@@ -37,6 +37,7 @@ class Backend:
             from simulator.backend.downlink import Downlink
 
             self.downlink = Downlink(ledger, site_keys, log=self.log)
+            self._dl_lock = asyncio.Lock()  # messages leave in the order their versions were made
             self.client.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
@@ -54,25 +55,31 @@ class Backend:
         finally:
             poll.cancel()
 
-    async def _send(self, msgs):
-        for t, payload in msgs:
-            await self.client.publish(t, payload, qos=1, retain=False, wait=False)
+    async def _downlink(self, make):
+        """Make messages (`make()`, which assigns versions) and publish them, one caller at
+        a time, so that no terminal sees version n+1 before version n."""
+        async with self._dl_lock:
+            for t, payload in make():
+                await self.client.publish(t, payload, qos=1, retain=False, wait=False)
 
     async def _poll(self):
         """Changes made by other processes (the portal) reach terminals within poll_ms."""
         while True:
             await asyncio.sleep(self.poll_ms / 1000)
             if self.client.connected:
-                await self._send(self.downlink.pump())
+                await self._downlink(self.downlink.pump)
 
     async def _on_sync(self, topic, payload, retained):
         try:
             site, tid, _ = protocol.split_topic(topic)
-            msgs = self.downlink.on_request(site, tid, payload)
+            protocol.decode_sync(payload)
         except protocol.ProtocolError as e:
             self.log("backend: bad sync request on %s: %s" % (topic, e))
             return
-        await self._send(msgs)
+        try:
+            await self._downlink(lambda: self.downlink.on_request(site, tid, payload))
+        except protocol.ProtocolError as e:
+            self.log("backend: sync request on %s refused: %s" % (topic, e))
 
     async def _on_batch(self, topic, payload, retained):
         try:
@@ -103,7 +110,7 @@ class Backend:
             ack = downlink.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
         await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
-            await self._send(self.downlink.pump())  # the new balances and included_seq
+            await self._downlink(self.downlink.pump)  # the new balances and included_seq
 
     def _on_status(self, topic, payload, retained):
         try:
