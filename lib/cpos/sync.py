@@ -60,6 +60,7 @@ class Sync:
         self._nonce = 0  # the nonce of that request (0: none outstanding)
         self._inst = 0  # version of the snapshot being received (0: none)
         self._inst_inc = 0
+        self._snapshot = False  # the next request asks for a snapshot, whatever the table says
         self.current = 0  # the newest version the backend said exists
         self.synced = False  # the backend confirmed this table is current
         self.last_sync = None  # ticks of that confirmation
@@ -145,11 +146,12 @@ class Sync:
         else:  # NO_SPACE: only a snapshot helps
             self.log("sync: no room for delta v%d: asking for a snapshot" % m.version)
             self.synced = False
+            self._snapshot = True
             self._ask()
 
     def _chunk(self, m):
         t = self.table
-        if m.index == 0:
+        if m.index == 0 and not (m.version == self._inst and m.arg == self._inst_inc):
             if t.state == cardtable.OK and m.version <= t.version:
                 self._reject("replayed")
                 return
@@ -177,9 +179,11 @@ class Sync:
         self._inst = 0
         if t.install_commit() != cardtable.INSTALL_OK:
             self._reject("bad image")
+            self._snapshot = True
             self._asked = None
             self._ask()
             return
+        self._snapshot = False
         self.snapshots += 1
         self.log("sync: snapshot v%d installed (%d cards, included seq %d)" % (
             t.version, t.n_cards, t.included_seq))
@@ -202,7 +206,8 @@ class Sync:
             self._connected_at = None
             self._ok.set()
         else:
-            self.synced = False  # the retry timer asks again
+            self.synced = False  # the retry timer asks again, for a snapshot this time
+            self._snapshot = True
 
     async def settled(self):
         """The tap path calls this before deciding. Right after a (re)connect, until the
@@ -223,7 +228,7 @@ class Sync:
         self._nonce = _nonce()
         self._asked = self.ticks()
         self.requests += 1
-        return protocol.encode_sync(t.version, t.state, t.needs_resync or t.state != cardtable.OK,
+        return protocol.encode_sync(t.version, t.state, t.needs_resync or t.state != cardtable.OK or self._snapshot,
                                     self._nonce)
 
     async def run(self):

@@ -167,3 +167,19 @@ def test_interrupted_snapshot_leaves_the_old_table_and_a_newer_one_wins():
         c.handler(TOPIC, m, False)
     assert (t.version, t.included_seq, _look(t)[2]) == (10, 21, 7)
 
+
+
+def test_a_redelivered_first_chunk_does_not_restart_the_install():
+    t, c, s, seen, k = _world()
+    msgs = _snapshot(k, 3, 7, chunk=2048)
+    c.handler(TOPIC, msgs[0], False)
+    c.handler(TOPIC, msgs[1], False)
+    c.handler(TOPIC, msgs[0], False)  # QoS 1 delivers at least once
+    for m in msgs[2:]:
+        c.handler(TOPIC, m, False)
+    assert (t.state, t.version, t.included_seq, s.snapshots) == (cardtable.OK, 3, 7, 1)
+    assert s.why == {"replayed": 1}
+    have, state, resync, nonce = protocol.decode_sync(s._request())
+    assert (have, resync) == (3, False)
+    c.handler(TOPIC, downlink.encode(k, TOPIC, downlink.CURRENT, 5, arg=nonce), False)  # it says 5
+    assert not s.synced and protocol.decode_sync(s._request())[2]  # so: a snapshot, please
