@@ -376,7 +376,7 @@ class App:
         from cpos.uplink_feed import JournalFeed
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
-                               keepalive=m["keepalive"], log=self.log.info)
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
         self.feed = JournalFeed(self.journal, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,

@@ -81,7 +81,9 @@ class Run:
 
             def terminal_config(spec):
                 cfg = self.site.terminal_config(spec)
-                cfg.update((user_config(spec) if user_config else None) or {})
+                mine = dict((user_config(spec) if user_config else None) or {})
+                cfg["mqtt"].update(mine.pop("mqtt", {}))  # e.g. a smaller batch for a test
+                cfg.update(mine)
                 return cfg
         bdir = os.path.join(self.workdir, "bundle")
         manifest = bundle.build("unix", bdir)

@@ -59,7 +59,8 @@ class Site:
         tid = protocol.terminal_id(spec["no"])
         return {"terminal_id": tid, "site": self.scenario.site,
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
-                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms}}
+                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
+                         "backoff_max_ms": 4000}}  # a quick comeback after a simulated outage
 
     # -- the backend -------------------------------------------------------------------
     def backend_up(self):
@@ -73,6 +74,10 @@ class Site:
     async def backend_down(self):
         if self._task is None or self._task.done():
             return False
+        try:
+            await asyncio.wait_for(self.backend.stop(), 2)  # DISCONNECT, end of run()
+        except (asyncio.TimeoutError, OSError):
+            pass
         self._task.cancel()
         try:
             await self._task

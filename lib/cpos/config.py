@@ -21,7 +21,7 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board")
-_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window")
+_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
 def _fail(field, must):
@@ -123,6 +123,7 @@ def _mqtt(d, terminal_id, terminal_no, site):
         "batch": _int_in(d, "batch", "mqtt.batch", 1, protocol.MAX_BATCH_RECORDS, protocol.RECOMMENDED_BATCH),
         "ack_timeout_ms": _int_in(d, "ack_timeout_ms", "mqtt.ack_timeout_ms", 1000, 600000, 15000),
         "window": _int_in(d, "window", "mqtt.window", 1, 16, 4),
+        "backoff_max_ms": _int_in(d, "backoff_max_ms", "mqtt.backoff_max_ms", 1000, 600000, 30000),
     }
     user = out["user"]
     if terminal_id != protocol.terminal_id(terminal_no):
