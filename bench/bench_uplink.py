@@ -59,7 +59,8 @@ def drain_firmware(batch, n):
 
     sc = scen.Scenario({"name": "drain", "start": 1764068400, "site": "skole-nord",
                         "terminals": [{"id": "till1", "kind": "till"}],
-                        "accounts": [{"account": 1, "balance": 0}], "cards": [], "events": []})
+                        "accounts": [{"account": 1, "balance": 0}], "events": [],
+                        "cards": [{"uid": "04100001", "number": "card1", "account": 1}]})
     d = tempfile.mkdtemp(prefix="bench-drain-")
     size = ((n // 63) + 4) * 4096  # 63 records a sector, plus the reserve
 
