@@ -146,9 +146,26 @@ class Run:
             await self.site.event("broker", "up")
         self.site.backend_up()
         numbers = {tid: t.spec["no"] for tid, t in self.terminals.items()}
+        t_end = time.monotonic() + timeout
         self.drained = await self.site.drained(
             lambda: {numbers[tid]: [r["seq"] for r in self.journal_records(tid)] for tid in self.terminals}, timeout)
+        # ... and every running terminal has heard the acknowledgement of its last record
+        while self.drained and time.monotonic() < t_end:
+            if all(self.last_ack(tid) >= (self.journal_records(tid) or [{"seq": 0}])[-1]["seq"]
+                   for tid, t in self.terminals.items() if t.running()):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            if self.drained:
+                self.drained = False
         return self.drained
+
+    def last_ack(self, term_id):
+        """The newest acknowledgement the terminal's firmware reported applying (0 if none)."""
+        for e in reversed(self.terminals[term_id].events):
+            if e.get("ev") == "acked":
+                return e["watermark"]
+        return 0
 
     async def _lane(self, term, events, t0):
         for ev in events:

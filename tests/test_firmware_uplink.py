@@ -34,11 +34,6 @@ def fast_taps(spec):
     return {"removal_window_ms": 100, "mqtt": {"batch": 20, "ack_timeout_ms": 3000}}
 
 
-def last_ack(term):
-    acks = [e["watermark"] for e in term.events if e.get("ev") == "acked"]
-    return acks[-1] if acks else 0
-
-
 def assert_all_in_ledger(r, text, problems):
     assert problems == [], text
     assert r.drained is True, text
@@ -46,7 +41,7 @@ def assert_all_in_ledger(r, text, problems):
         recs = r.journal_records(tid)
         assert recs, tid
         assert r.site.ledger.watermark(term.spec["no"]) == recs[-1]["seq"]
-        assert last_ack(term) == recs[-1]["seq"], (tid, last_ack(term))  # the firmware released them
+        assert r.last_ack(tid) == recs[-1]["seq"], (tid, r.last_ack(tid))  # the firmware released them
 
 
 @pytest.mark.parametrize("soak", [False, pytest.param(True, marks=pytest.mark.soak)])
