@@ -87,3 +87,15 @@ def test_hardware_links_take_whole_number_settings():
     assert c.pn532["scl"] == 22
     assert "pn532.scl" in error_of(variant(pn532={"link": "i2c", "scl": "22"}))
     assert "pn532.baud" in error_of(variant(pn532={"link": "uart", "baud": 300}))
+
+
+def test_offline_policy_settings():
+    assert config.validate(GOOD).offline is None  # absent: no offline cap
+    c = config.validate(variant(offline={"threshold_s": 600, "allowance_ore": 4000}))
+    assert (c.offline.threshold_s, c.offline.allowance_ore) == (600, 4000)
+    assert error_of(variant(offline={"threshold_s": 600})) == "config offline.allowance_ore: is missing"
+    assert error_of(variant(offline={"threshold_s": -1, "allowance_ore": 1})).startswith(
+        "config offline.threshold_s: must be between 0 and")
+    assert error_of(variant(offline={"threshold_s": 1, "allowance_ore": 1, "x": 2})).startswith(
+        "config offline.x: is not a known setting")
+    assert error_of(variant(offline=5)) == "config offline: must be an object {...}"
