@@ -1,16 +1,9 @@
 """The offline-exposure policy (cpos.offline), on both runtimes."""
 from cpos.offline import OfflinePolicy
+from checks import raises
 
 T = 1764072000
 MIN = 60
-
-
-def raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc:
-        return True
-    raise AssertionError("%s not raised by %r%r" % (exc.__name__, fn, args))
 
 
 def test_fresh_view_allows_the_available_balance():
