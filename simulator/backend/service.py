@@ -47,6 +47,8 @@ class Backend:
         from simulator.backend.payments import PaymentProvider
         from simulator.backend.topup import TopupProcessor
 
+        if self.ledger.path == ":memory:":
+            raise ValueError("automatic top-up needs the ledger in a file (the worker opens its own connection)")
         kw = {} if threshold is None else {"threshold": threshold}
         self.topups = TopupProcessor(Ledger(self.ledger.path), PaymentProvider(payments), log=self.log, **kw)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
