@@ -15,6 +15,7 @@ from fake_journal import make_record
 from runtimes import ROOT, cpython_env
 from simulator.backend import Ledger
 from simulator.backend.__main__ import main
+from simulator.backend.payments import PaymentProvider
 from support.uplink_world import stop
 
 
@@ -95,46 +96,104 @@ def test_bad_arguments_and_missing_database_exit_non_zero_without_a_traceback(tm
     assert not os.path.exists(none)
 
 
-def test_serve_answers_a_top_up_trigger_end_to_end(broker, tmp_path, capsys):
-    db = str(tmp_path / "l.db")
+def _enrolled_world(capsys, db):
     for argv in (["add-account", "--name", "A", "--id", "1001"], ["top-up", "--account", "1001", "--kr", "10"],
                  ["enrol", "--account", "1001", "--kr", "150", "--payment-ref", "visa-9"],
                  ["payment-card", "--ref", "visa-9", "--expiry", "2099-12", "--funds-kr", "1000"]):
         assert cli(capsys, argv[0], "--db", db, *argv[1:])[0] == 0
-    be = subprocess.Popen([sys.executable, "-m", "simulator.backend", "serve", "--db", db, "--port", str(broker.port),
-                           "--password", broker.users["backend"]], cwd=ROOT, env=cpython_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert be.stdout.readline().strip() == "backend up"
-        acks = []
 
-        async def terminal():
-            c = MQTTClient("t0001", broker.host, broker.port, "t0001", broker.users["t0001"], keepalive=10)
-            c.subscribe(protocol.topic(broker.site, "t0001", protocol.ACK), 1,
-                        lambda t, p, r: acks.append(protocol.decode_ack(p)))
-            task = asyncio.create_task(c.run())
-            assert await c.wait_connected(5000)
-            rec = dict(make_record(1), account=1001, amount=1200, reason=8, topup=True, balance_after=1000)
+
+def _serve(broker, db, *extra):
+    be = subprocess.Popen([sys.executable, "-m", "simulator.backend", "serve", "--db", db, "--port", str(broker.port),
+                           "--password", broker.users["backend"]] + list(extra), cwd=ROOT, env=cpython_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert be.stdout.readline().strip() == "backend up"
+    return be
+
+
+def _send_trigger(broker, seq):
+    """Terminal t0001 publishes one refused purchase carrying the top-up trigger; returns its acks."""
+    acks = []
+
+    async def terminal():
+        c = MQTTClient("t0001", broker.host, broker.port, "t0001", broker.users["t0001"], keepalive=10)
+        c.subscribe(protocol.topic(broker.site, "t0001", protocol.ACK), 1,
+                    lambda t, p, r: acks.append(protocol.decode_ack(p)))
+        task = asyncio.create_task(c.run())
+        assert await c.wait_connected(5000)
+        rec = dict(make_record(seq), account=1001, amount=1200, reason=8, topup=True, balance_after=1000)
+        for _ in range(5):  # resend until acknowledged, as a terminal does (the backend may not be subscribed yet)
             assert await c.publish(protocol.topic(broker.site, "t0001", protocol.BATCH),
-                                   protocol.encode_batch(1, 1, [rec]))
-            for _ in range(250):
-                if acks:
+                                   protocol.encode_batch(seq, seq, [rec]))
+            for _ in range(50):
+                if seq in acks:
                     break
                 await asyncio.sleep(0.02)
-            await c.stop()
-            task.cancel()
-
-        asyncio.run(asyncio.wait_for(terminal(), 30))
-        assert acks == [1]
-        led = Ledger(db)
-        for _ in range(250):
-            if led.topup_triggers()[0][4] != "pending" and led.topup_triggers()[0][4] != "inflight":
+            if seq in acks:
                 break
-            time.sleep(0.02)
-        assert led.db.execute("SELECT status, reason FROM topup_triggers").fetchall() == [("done", "charged 150.00 kr.")]
+        await c.stop()
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(terminal(), 30))
+    return acks
+
+
+def _until(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not pred():
+        time.sleep(0.02)
+    return pred()
+
+
+def _trigger_states(db):
+    led = Ledger(db)
+    try:
+        return led.db.execute("SELECT status, reason FROM topup_triggers ORDER BY terminal, seq").fetchall()
+    finally:
+        led.close()
+
+
+def test_serve_answers_a_top_up_trigger_end_to_end(broker, tmp_path, capsys):
+    db = str(tmp_path / "l.db")
+    _enrolled_world(capsys, db)
+    be = _serve(broker, db)
+    try:
+        assert _send_trigger(broker, 1)[-1] == 1
+        assert _until(lambda: _trigger_states(db)[0][0] not in ("pending", "inflight"))
+        assert _trigger_states(db) == [("done", "charged 150.00 kr.")]
+        led = Ledger(db)
         assert led.balance(1001) == 1000 + 15000
         assert led.changes_since(0)[-1][1:3] == ("balance", 1001)  # the new balance is there for the downlink
         led.close()
     finally:
         stop(be)
     assert os.path.exists(db + ".payments")
+
+
+def test_backend_killed_after_the_charge_books_it_once_after_restart(broker, tmp_path, capsys):
+    db = str(tmp_path / "l.db")
+    _enrolled_world(capsys, db)
+    be = _serve(broker, db, "--crash-after-charge")
+    try:
+        _send_trigger(broker, 1)  # its ack may or may not leave before the kill
+        assert be.wait(timeout=10) == -9  # SIGKILL right after the provider took the money
+    finally:
+        stop(be)
+    led = Ledger(db)
+    assert led.db.execute("SELECT status FROM topup_attempts").fetchall() == [("inflight",)]
+    assert led.balance(1001) == 1000
+    led.close()
+    prov = PaymentProvider(db + ".payments")
+    assert [o[4] for o in prov.orders()] == ["approved"]
+    be = _serve(broker, db)
+    try:
+        assert _until(lambda: _trigger_states(db) == [("done", "charged 150.00 kr.")])
+        assert _send_trigger(broker, 2)[-1] == 2  # (the retained ack 1 comes first) a later trigger ...
+        assert _until(lambda: len(_trigger_states(db)) == 2 and _trigger_states(db)[1][0] == "skipped")
+    finally:
+        stop(be)
+    led = Ledger(db)
+    assert led.balance(1001) == 1000 + 15000
+    assert led.db.execute("SELECT count(*) FROM ledger WHERE text = '1x Automatisk optankning'").fetchone() == (1,)
+    led.close()
+    assert [o[4] for o in prov.orders()] == ["approved"] and prov.funds("visa-9") == 100000 - 15000

@@ -27,7 +27,7 @@ def _serve(a):
     ledger = Ledger(a.db)
     be = Backend(ledger, a.host, a.port, a.user, a.password, a.client_id, a.crash_after_apply,
                  log=lambda m: print(m, file=sys.stderr, flush=True),
-                 payments=None if a.payments == "off" else (a.payments or a.db + ".payments"))
+                 payments=None if a.payments == "off" else _payments(a), crash_after_charge=a.crash_after_charge)
     print("backend up", flush=True)
     asyncio.run(be.run())
 
@@ -160,6 +160,8 @@ def _parser():
                         "no automatic top-up processing)")
     s.add_argument("--crash-after-apply", type=int, default=0,
                    help="fault injection: SIGKILL itself right after committing the Nth batch")
+    s.add_argument("--crash-after-charge", action="store_true",
+                   help="fault injection: SIGKILL itself after the payment provider took a top-up, before booking it")
 
     p = action("add-account", "create an account")
     p.add_argument("--name", required=True)

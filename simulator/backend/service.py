@@ -25,7 +25,7 @@ from cpos.mqtt import Fatal, MQTTClient
 
 class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
-                 crash_after_apply=0, log=None, payments=None, topup_threshold=None):
+                 crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False):
         self.ledger = ledger
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
@@ -40,9 +40,9 @@ class Backend:
         self.records_applied = 0
         self.topups = None
         if payments is not None:
-            self._start_topups(payments, topup_threshold)
+            self._start_topups(payments, topup_threshold, crash_after_charge)
 
-    def _start_topups(self, payments, threshold):
+    def _start_topups(self, payments, threshold, crash_after_charge):
         from simulator.backend.ledger import Ledger
         from simulator.backend.payments import PaymentProvider
         from simulator.backend.topup import TopupProcessor
@@ -50,7 +50,16 @@ class Backend:
         if self.ledger.path == ":memory:":
             raise ValueError("automatic top-up needs the ledger in a file (the worker opens its own connection)")
         kw = {} if threshold is None else {"threshold": threshold}
-        self.topups = TopupProcessor(Ledger(self.ledger.path), PaymentProvider(payments), log=self.log, **kw)
+        provider = PaymentProvider(payments)
+        if crash_after_charge:  # fault injection: SIGKILL self once a charge is taken, before it is booked
+            charge = provider.charge
+
+            def charge_then_die(*args):
+                charge(*args)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            provider.charge = charge_then_die
+        self.topups = TopupProcessor(Ledger(self.ledger.path), provider, log=self.log, **kw)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
         self._topup_queued = False
         self.topup_runs = 0
