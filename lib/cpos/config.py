@@ -8,6 +8,7 @@ from one line. Unknown top-level keys are refused too: a typo must not be ignore
 import json
 
 from cpos import rules
+from cpos.offline import OfflinePolicy
 
 
 class ConfigError(ValueError):
@@ -20,7 +21,7 @@ PN532_LINKS = ("uart", "i2c", "spi", "tcp")
 POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
-        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board")
+        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
@@ -146,6 +147,17 @@ def _wifi(d):
     return d
 
 
+def _offline(d):
+    """The offline-exposure policy (docs/offline.md), or None when the key is absent."""
+    if d is None:
+        return None
+    for key in d:
+        if key not in ("threshold_s", "allowance_ore"):
+            _fail("offline." + key, "is not a known setting (known: threshold_s, allowance_ore)")
+    return OfflinePolicy(_int_in(d, "threshold_s", "offline.threshold_s", 0, 7 * 86400),
+                         _int_in(d, "allowance_ore", "offline.allowance_ore", 0, 10000000))
+
+
 class Config:
     """A validated configuration. Attributes mirror docs/config.md."""
 
@@ -176,6 +188,7 @@ class Config:
         if self.wifi is not None:
             self.wifi = _wifi(self.wifi)
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
+        self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
 
 
 def validate(d):

@@ -125,3 +125,13 @@ def test_wifi_section():
     assert config.validate(variant(wifi={"ssid": "kantine", "password": "x"})).wifi["ssid"] == "kantine"
     assert error_of(variant(wifi={"password": "x"})).startswith("config wifi.ssid: is missing")
     assert error_of(variant(wifi={"ssid": "k", "psk": "x"})).startswith("config wifi.psk: is not a known")
+def test_offline_policy_settings():
+    assert config.validate(GOOD).offline is None  # absent: no offline cap
+    c = config.validate(variant(offline={"threshold_s": 600, "allowance_ore": 4000}))
+    assert (c.offline.threshold_s, c.offline.allowance_ore) == (600, 4000)
+    assert error_of(variant(offline={"threshold_s": 600})) == "config offline.allowance_ore: is missing"
+    assert error_of(variant(offline={"threshold_s": -1, "allowance_ore": 1})).startswith(
+        "config offline.threshold_s: must be between 0 and")
+    assert error_of(variant(offline={"threshold_s": 1, "allowance_ore": 1, "x": 2})).startswith(
+        "config offline.x: is not a known setting")
+    assert error_of(variant(offline=5)) == "config offline: must be an object {...}"
