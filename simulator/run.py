@@ -358,6 +358,11 @@ class Run:
             lines.append("uplink: %d journal records in the backend ledger (%d purchases), journals %s; "
                          "site events: %s" % (n_rec, n_buy, "drained" if self.drained else "NOT drained",
                                               ", ".join("%s %s" % o[:2] for o in self.site.outages) or "none"))
+            n_top, top_sum, by = self.site.topups()
+            if by:
+                lines.append("automatic top-up: %d triggers from the tills (%s); %d charged to stored payment "
+                             "cards, %.2f kr deposited" % (sum(by.values()), ", ".join("%s %d" % kv for kv in sorted(by.items())),
+                                                          n_top, top_sum / 100.0))
         what = "every approval journaled exactly once"
         if self.site is not None and self.drained is not None:
             what += ", and in the backend ledger exactly once"

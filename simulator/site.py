@@ -12,6 +12,7 @@ import os
 
 from cpos import protocol, rules
 from simulator.backend import Backend, Ledger
+from simulator.backend.payments import PaymentProvider
 from simulator.broker import BACKEND_USER, Broker
 
 STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED: "replaced"}
@@ -29,13 +30,20 @@ class Site:
         self.ack_timeout_ms = ack_timeout_ms
         self.batch = batch
         self.outages = []  # (what, state, monotonic time) as they happened
+        self.payments = None
 
     # -- set-up --------------------------------------------------------------------
     def start(self):
-        """Broker up, ledger seeded (call before the terminals boot)."""
+        """Broker up, ledger seeded, payment cards stored (call before the terminals boot)."""
         self.broker.start()
         self.ledger = Ledger(os.path.join(self.dir, "ledger.db"), synchronous="NORMAL")
         self._seed()
+        self.payments = os.path.join(self.dir, "payments.db")
+        provider = PaymentProvider(self.payments)
+        for acc, a in self.scenario.accounts.items():
+            if a["topup_kr"]:  # the parent's stored payment card, with room for many top-ups
+                provider.add_card("sim-card-%d" % acc, "2099-12", 100000000)
+        provider.close()
 
     def _seed(self):
         sc, led = self.scenario, self.ledger
@@ -67,7 +75,7 @@ class Site:
         if self._task is not None and not self._task.done():
             return False
         self.backend = Backend(self.ledger, self.broker.host, self.broker.port, BACKEND_USER,
-                               self.broker.users[BACKEND_USER])
+                               self.broker.users[BACKEND_USER], payments=self.payments)
         self._task = asyncio.ensure_future(self.backend.run())
         return True
 
@@ -120,6 +128,13 @@ class Site:
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.2)
+
+    def topups(self):
+        """(automatic top-ups booked, their sum in øre, triggers by status)."""
+        rows = self.ledger.db.execute("SELECT count(*), coalesce(sum(amount), 0) FROM topup_attempts "
+                                      "WHERE status = 'done'").fetchone()
+        by = dict(self.ledger.db.execute("SELECT status, count(*) FROM topup_triggers GROUP BY status").fetchall())
+        return rows[0], rows[1], by
 
     def check(self, heard, journals):
         """Problems (empty = good). `heard`: {terminal number: [seq, ...]} approvals the
