@@ -103,7 +103,7 @@ def cmd_status(a):
     try:
         s = _status(a.port)
     except device.DeviceError as e:
-        if "no answer" in str(e):
+        if "no module named 'cpos" in str(e) or "no answer" in str(e):
             raise Fail("%s has no CPOS firmware deployed (cpos.status missing): run cpos deploy" % a.port)
         raise
     if a.json:

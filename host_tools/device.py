@@ -52,11 +52,15 @@ def mpremote(port, *args, timeout=300):
     try:
         p = subprocess.run([tool("mpremote"), "connect", port] + list(args),
                            capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeviceError("%s did not answer within %d s: reset the board and try again" % (port, timeout))
+    except subprocess.TimeoutExpired:  # mpremote waits for a silent port for ever
+        raise DeviceError("%s does not answer as MicroPython within %d s: not a CPOS terminal, or it hangs; "
+                          "press EN (reset) and try again" % (port, timeout))
     if p.returncode:
         raise DeviceError(_explain(port, p.stderr + "\n" + p.stdout))
     return p.stdout
+
+
+PROBE_TIMEOUT = 15  # s: a board answers its first command in well under a second
 
 
 def run(port, code, marker, timeout=300):
@@ -70,7 +74,7 @@ def run(port, code, marker, timeout=300):
 
 
 def probe(port):
-    return run(port, _PROBE, "CPOS-PROBE")
+    return run(port, _PROBE, "CPOS-PROBE", timeout=PROBE_TIMEOUT)
 
 
 def require_terminal(port):
