@@ -4,7 +4,8 @@ Owns the device's side of simulator/virtual_device.py: a persistent interpreter 
 filesystem root `/` is a host folder, and an `esp32` module whose data partitions are
 files (so the firmware's `board.block_device({"partition": ...})` finds the journal and
 card table as on a flashed ESP32). At start it runs /boot.py, as MicroPython does after
-a reset; then it loops: read `<length>\\n<code>` from stdin, exec it in one globals dict,
+a reset; then it loops: read `<length>\\n<code>` from stdin (`s<length>` for a friendly-REPL
+line, whose expression values print), exec it in one globals dict,
 write stdout, `\\x04`, the traceback if any, `\\x04`.
 
     micropython vdev_agent.py FS_ROOT PARTITION_DIR LIB_DIR
@@ -128,9 +129,9 @@ def _partitions(lib):
     return esp32
 
 
-def _run(code, g):
+def _run(code, g, mode="exec"):
     try:
-        exec(code, g)
+        exec(compile(code, "<stdin>", mode), g)
     except BaseException as e:  # noqa: BLE001 - reported to the host as the REPL does
         sys.stdout.write("\x04")
         sys.print_exception(e, sys.stdout)
@@ -158,6 +159,9 @@ def main():
         head = inp.readline()
         if not head:
             return
+        mode = "exec"
+        if head.startswith(b"s"):  # a friendly-REPL line: expression values are printed
+            mode, head = "single", head[1:]
         n = int(head)
         code = b""
         while len(code) < n:
@@ -165,7 +169,7 @@ def main():
             if not more:
                 return
             code += more
-        _run(code, g)
+        _run(code, g, mode)
 
 
 main()

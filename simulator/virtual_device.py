@@ -118,8 +118,8 @@ class Device:
                         self.send(_cooked(piece))
         return parts[0], parts[1]
 
-    def run(self, code):
-        self.agent.stdin.write(b"%d\n" % len(code) + code)
+    def run(self, code, single=False):
+        self.agent.stdin.write((b"s%d\n" if single else b"%d\n") % len(code) + code)
         self.agent.stdin.flush()
 
     # -- the serial port -----------------------------------------------------------
@@ -193,7 +193,7 @@ class Device:
             code, self.line = self.line, b""
             self.send(b"\r\n")
             if code.strip():
-                self.run(code)
+                self.run(code, single=True)
                 got = self.collect()
                 if got is None:
                     return
