@@ -59,13 +59,15 @@ def board_link(board):
 
 
 def site_key(site_dir):
-    """The site's downlink key (hex), made on first use and kept in the site folder."""
+    """The site's downlink key (hex) if the site has one yet, else None."""
     path = os.path.join(site_dir, "site_key")
-    if not os.path.exists(path):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-    return open(path).read().strip()
+    return open(path).read().strip() if os.path.exists(path) else None
+
+
+def _save_site_key(site_dir, key):
+    fd = os.open(os.path.join(site_dir, "site_key"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
 
 
 def _set(cfg, assignment):
@@ -147,11 +149,17 @@ def write_config(port, cfg):
 
 
 def provision(port, number, site, place, kind, board, broker_host, site_dir, ledger_path, sets=(), say=print):
-    os.makedirs(site_dir, exist_ok=True)
     password = site_broker.new_password()
-    cfg = build_config(number, site, place, kind, board, broker_host, password, site_key(site_dir), sets)
+    key = site_key(site_dir)
+    new_key = key is None
+    if new_key:
+        key = secrets.token_hex(32)  # the site's first terminal: its key is made now, kept once written
+    cfg = build_config(number, site, place, kind, board, broker_host, password, key, sets)
     device.require_terminal(port)
     write_config(port, cfg)
+    os.makedirs(site_dir, exist_ok=True)
+    if new_key:
+        _save_site_key(site_dir, key)
     tid = cfg["terminal_id"]
     broker_entries(site_dir, site, tid, password)
     from simulator.backend.ledger import Ledger
