@@ -16,7 +16,7 @@ import sys
 from host_tools import bundle, deploy, device, partitions, provision, rescue
 
 EXAMPLES = {
-    "build": "cpos build --board esp32_uart --out build/esp32_uart",
+    "build": "cpos build --board esp32_uart --out build/esp32_uart   (--frozen: for a frozen image)",
     "flash": "cpos flash -p /dev/ttyUSB0 --image ESP32_GENERIC-v1.25.0.bin\n"
              "  cpos flash --image ESP32_GENERIC-v1.25.0.bin --dry-run   (print the esptool commands)",
     "deploy": "cpos deploy -p /dev/ttyUSB0 build/esp32_uart",
@@ -43,9 +43,13 @@ class Fail(Exception):
 
 
 def cmd_build(a):
-    m = bundle.build(a.board, a.out, a.version)
+    m = bundle.build(a.board, a.out, a.version, a.frozen)
     print("built %s for %s in %s: %d files, hashes in manifest.json" % (m["version"], a.board, a.out, len(m["files"])))
-    print("to freeze the same modules into a MicroPython image: boards/%s/manifest.py (docs/technician.md)" % a.board)
+    if a.frozen:
+        print("boot.py and main.py only: the image must have boards/%s/manifest.py frozen in" % a.board)
+    else:
+        print("to freeze the same modules into a MicroPython image: boards/%s/manifest.py, then "
+              "cpos build --frozen (docs/technician.md)" % a.board)
 
 
 def esptool_commands(port, baud, image_path):
@@ -193,6 +197,8 @@ def parser():
     p.add_argument("--board", default="esp32_uart", help="boards/<name> (esp32_uart, esp32_i2c, unix)")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced)")
     p.add_argument("--version", help="version name (default: git describe)")
+    p.add_argument("--frozen", action="store_true",
+                   help="boot.py and main.py only, for an image with the modules frozen in (WROOM)")
     p = add("flash", "erase the ESP32 and write MicroPython with the CPOS partition layout (esptool)")
     p.add_argument("--image", required=True, help="MicroPython ESP32_GENERIC .bin (the one flashed at 0x1000)")
     p.add_argument("--out", help="where to write the image with the CPOS partition table")

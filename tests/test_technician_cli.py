@@ -425,3 +425,16 @@ def test_frozen_manifests_name_every_bundle_module():
         for m in mods - {m for m in mods if m.startswith("cpos/")}:
             assert '"%s.py"' % m[:-4] in text, (board, m)
     assert protocol.terminal_id(7) == "t0007"
+
+
+def test_a_frozen_bundle_carries_only_boot_and_main(plug, tmp_path):
+    out = tmp_path / "frozen"
+    p = cpos("build", "--board", "esp32_i2c", "--frozen", "--out", out, "--version", "f1")
+    assert p.returncode == 0, p.stderr
+    manifest = json.load(open(out / "manifest.json"))
+    assert sorted(manifest["files"]) == ["boot.py", "main.py"] and manifest["frozen"] is True
+    assert sorted(os.listdir(out)) == ["boot.py", "main.py", "manifest.json"]
+    v = plug()
+    assert cpos("deploy", "-p", v.port, out).returncode == 0
+    assert sorted(os.listdir(os.path.join(v.fs, "bundles", "f1"))) == ["boot.py", "main.py", "manifest.json"]
+    assert v.read("active") == "f1"
