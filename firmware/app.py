@@ -70,6 +70,8 @@ class App:
         self._failed = None
         self._beat_reader = ticks_ms()
         self.uplink = None
+        self.mqtt = None
+        self.feed = None
         self.decisions = 0
         self.approvals = 0
 
@@ -320,6 +322,15 @@ class App:
             h["reader_ok"] = r.ready
             h["reader_errors"] = r.errors
             h["reader_reinits"] = r.reinits
+        if self.mqtt is not None:
+            c, u = self.mqtt, self.uplink
+            h["broker_connected"] = c.connected
+            h["broker_connects"] = c.connects
+            h["broker_error"] = None if c.last_error is None else str(c.last_error)
+            h["uplink_acked"] = self.feed.acked
+            h["uplink_batches"] = u.batches
+            h["uplink_resends"] = u.resends
+            h["uplink_bad_acks"] = u.bad_acks
         return h
 
     async def watchdog_task(self):
@@ -355,8 +366,32 @@ class App:
         return self._failed
 
     def extra_tasks(self):
-        """Tasks that later parts add (uplink, sync); none by default."""
-        return ()
+        """The network tasks when the config has an `mqtt` section: the broker connection
+        and the uplink (journal records up, released on the backend's acknowledgement)."""
+        m = self.cfg.mqtt
+        if m is None:
+            return ()
+        from cpos.mqtt import MQTTClient
+        from cpos.uplink import Uplink
+        from cpos.uplink_feed import JournalFeed
+
+        self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
+        self.feed = JournalFeed(self.journal, log=self.log)
+        self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
+                             window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
+                             log=self.log.info, on_ack=self._on_uplink_ack)
+        self.mqtt.will = self.uplink.will()
+        return (("mqtt", self._network()), ("uplink", self.uplink.run()))
+
+    async def _network(self):
+        up = getattr(self.board, "network_up", None)
+        if up is not None:
+            await up(self.cfg.wifi)
+        await self.mqtt.run()
+
+    def _on_uplink_ack(self, watermark):
+        self.report("acked", watermark=watermark, pending=self.uplink.pending())
 
 
 async def _send(writer, line):

@@ -18,6 +18,7 @@ from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle
 from simulator import cardsync
+from simulator.site import Site
 from simulator.terminal import HEAP_CAP_KB, SimTerminal, micropython
 
 REPLY_TIMEOUT_S = 3.0
@@ -57,6 +58,8 @@ class Run:
         self._open = {}  # terminal id -> (ref, amount, item) of the open request
         self._ref = 0
         self._card_names = {c["uid"]: c["number"] for c in scenario.cards}
+        self.site = None  # broker + backend, when the scenario has the uplink on
+        self.drained = None  # after settle(): did every journal reach the ledger in time
 
     # -- set-up ------------------------------------------------------------------
     def _say(self, text):
@@ -67,7 +70,21 @@ class Run:
         """Build the bundle and provision every terminal (config, flash, card table).
 
         `terminal_config(spec)` may return settings that override a terminal's config.
+        With the uplink on, the site's broker starts and its ledger is seeded first.
         """
+        if self.scenario.uplink:
+            self.site = Site(self.scenario, self.workdir)
+            self.site.start()
+            self._say("site %s: mosquitto on 127.0.0.1:%d, backend ledger %s" % (
+                self.scenario.site, self.site.broker.port, self.site.ledger.path))
+            user_config = terminal_config
+
+            def terminal_config(spec):
+                cfg = self.site.terminal_config(spec)
+                mine = dict((user_config(spec) if user_config else None) or {})
+                cfg["mqtt"].update(mine.pop("mqtt", {}))  # e.g. a smaller batch for a test
+                cfg.update(mine)
+                return cfg
         bdir = os.path.join(self.workdir, "bundle")
         manifest = bundle.build("unix", bdir)
         code_kb = (bundle.code_heap_cost(bdir, micropython()) + 1023) // 1024
@@ -81,6 +98,8 @@ class Run:
             self.terminals[spec["id"]] = t
 
     async def boot_all(self):
+        if self.site is not None:
+            self.site.backend_up()
         await asyncio.gather(*(t.boot() for t in self.terminals.values()))
         self._watchdogs = [asyncio.ensure_future(t.watchdog()) for t in self.terminals.values()]
         self._say("%d terminals up: %s" % (len(self.terminals), ", ".join(self.terminals)))
@@ -94,6 +113,8 @@ class Run:
             w.cancel()
         for t in self.terminals.values():
             await t.stop()
+        if self.site is not None:
+            await self.site.stop()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -102,9 +123,32 @@ class Run:
         """Replay the timeline in real time; each terminal serves one customer at a time."""
         t0 = time.monotonic()
         lanes = {tid: [] for tid in self.terminals}
+        site_events = []
         for ev in self.scenario.events:
-            lanes[ev["terminal"]].append(ev)
-        await asyncio.gather(*(self._lane(self.terminals[tid], evs, t0) for tid, evs in lanes.items()))
+            (site_events if ev["terminal"] is None else lanes[ev["terminal"]]).append(ev)
+        await asyncio.gather(self._site_lane(site_events, t0),
+                             *(self._lane(self.terminals[tid], evs, t0) for tid, evs in lanes.items()))
+
+    async def _site_lane(self, events, t0):
+        for ev in events:
+            delay = t0 + ev["at"] - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._say("site: %s %s" % (ev["kind"], ev["state"]))
+            await self.site.event(ev["kind"], ev["state"])
+
+    async def settle(self, timeout=60.0):
+        """After the timeline: with the uplink on, bring the broker and backend back if a
+        scenario left them down and wait until every journal record is in the ledger."""
+        if self.site is None:
+            return True
+        if not self.site.broker.running():
+            await self.site.event("broker", "up")
+        self.site.backend_up()
+        numbers = {tid: t.spec["no"] for tid, t in self.terminals.items()}
+        self.drained = await self.site.drained(
+            lambda: {numbers[tid]: [r["seq"] for r in self.journal_records(tid)] for tid in self.terminals}, timeout)
+        return self.drained
 
     async def _lane(self, term, events, t0):
         for ev in events:
@@ -217,7 +261,7 @@ class Run:
     def journal_records(self, term_id):
         """Every valid record still in a terminal's journal file, read on CPython."""
         spec = self.terminals[term_id].config()["storage"]["journal"]
-        dev = BlockFile(spec["file"], spec["size"])
+        dev = BlockFile(spec["file"], spec["size"], readonly=True)  # the firmware may be running
         try:
             j = Journal(dev)
             j.recover()
@@ -252,6 +296,15 @@ class Run:
             approved_seqs = [t.seq for t in self.taps if t.terminal == tid and t.decision == "approved"]
             if len(approved_seqs) != len(set(approved_seqs)):
                 problems.append("%s: one journal record approved two taps" % tid)
+        if self.site is not None and self.drained is not None:
+            if not self.drained:
+                problems.append("uplink: the journals did not drain into the ledger in time")
+            heard, journals = {}, {}
+            for tid, term in self.terminals.items():
+                n = term.spec["no"]
+                heard[n] = [t.seq for t in self.taps if t.terminal == tid and t.decision == "approved"]
+                journals[n] = self.journal_records(tid)
+            problems += self.site.check(heard, journals)
         return problems
 
     def summary(self):
@@ -281,7 +334,17 @@ class Run:
                                  _pct(lat, 50), _pct(lat, 99), len(recs), term.boots, term.power_cuts,
                                  term.watchdog_resets))
         problems = self.check()
-        lines.append("invariants: " + ("all hold (every approval journaled exactly once)" if not problems
+        if self.site is not None and self.drained is not None:
+            led = self.site.ledger
+            n_rec = sum(len(led.received_seqs(t.spec["no"])) for t in self.terminals.values())
+            n_buy = sum(len(led.purchase_seqs(t.spec["no"])) for t in self.terminals.values())
+            lines.append("uplink: %d journal records in the backend ledger (%d purchases), journals %s; "
+                         "site events: %s" % (n_rec, n_buy, "drained" if self.drained else "NOT drained",
+                                              ", ".join("%s %s" % o[:2] for o in self.site.outages) or "none"))
+        what = "every approval journaled exactly once"
+        if self.site is not None and self.drained is not None:
+            what += ", and in the backend ledger exactly once"
+        lines.append("invariants: " + ("all hold (%s)" % what if not problems
                                        else "VIOLATED: " + "; ".join(problems)))
         return "\n".join(lines), problems
 
@@ -297,6 +360,7 @@ async def run_scenario(scenario, workdir=None, json_out=None, quiet=False):
         await run.start()
         await run.play()
         await asyncio.sleep(0.2)
+        await run.settle()
         text, problems = run.summary()
     finally:
         await run.stop()

@@ -4,6 +4,7 @@ Owns loading, validating and expanding a scenario (docs/simulator.md is the spec
 into a sorted list of timed events. A scenario is JSON:
 
     {"name": "...", "start": 1764068400,            # UTC seconds the terminals' clocks start at
+     "site": "skole-nord", "uplink": true,          # default true: broker + backend (simulator/site.py)
      "terminals": [{"id": "till1", "place": "school", "kind": "till"}, ...],
      "accounts":  [{"account": 1, "balance": 20000, "places": ["school"],
                     "limits": {"school": {"day": 2500}}, "topup_kr": 200}, ...],
@@ -12,7 +13,8 @@ into a sorted list of timed events. A scenario is JSON:
      "events":    [{"at": 0.5, "terminal": "till1", "pay": 4500, "item": "1x Sandwich"},
                    {"at": 0.6, "terminal": "till1", "tap": "884263sae", "hold": 0.4},
                    {"at": 9.0, "terminal": "till1", "power_cut": true},
-                   {"at": 9.5, "terminal": "till1", "boot": true}],
+                   {"at": 9.5, "terminal": "till1", "boot": true},
+                   {"at": 12.0, "broker": "down"}, {"at": 40.0, "broker": "up"}],  # site events
      "rush":      [{"terminal": "till1", "count": 100, "from": 1.0, "every": 0.6,
                     "amounts": [1500, 2500], "items": ["1x Pasta"], "seed": 1}]}
 
@@ -22,13 +24,14 @@ into a sorted list of timed events. A scenario is JSON:
 import json
 import random
 
-from cpos import rules
+from cpos import protocol, rules
 
 PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
 KINDS = {"till": rules.TILL, "vending": rules.VENDING}
 STATUSES = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
 WINDOWS = {"day": 0, "week": 1, "month": 2}
 EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "cancel")
+SITE_EVENT_KINDS = ("broker", "backend")  # {"at": 5, "broker": "down"} ... {"at": 40, "broker": "up"}
 
 
 class ScenarioError(ValueError):
@@ -47,13 +50,22 @@ class Scenario:
     def __init__(self, d):
         self.name = d.get("name", "scenario")
         self.start = int(_need(d, "start", "scenario", int))
+        self.site = d.get("site", "sim")
+        if not protocol.valid_site(self.site):
+            raise ScenarioError("site must be 1-32 of a-z, 0-9 and '-', got %r" % (self.site,))
+        self.uplink = d.get("uplink", True)
+        if not isinstance(self.uplink, bool):
+            raise ScenarioError("uplink must be true or false")
         self.terminals = []
         for i, t in enumerate(_need(d, "terminals", "scenario", list)):
             tid = _need(t, "id", "terminal %d" % i, str)
             place, kind = t.get("place", "school"), t.get("kind", "till")
             if place not in PLACES or kind not in KINDS:
                 raise ScenarioError("terminal %s: place must be school/club, kind till/vending" % tid)
-            self.terminals.append({"id": tid, "no": t.get("no", i + 1), "place": place, "kind": kind})
+            no = t.get("no", i + 1)
+            if not isinstance(no, int) or not 1 <= no <= 9999:
+                raise ScenarioError("terminal %s: no must be a number 1..9999" % tid)
+            self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind})
         self.terminal_ids = [t["id"] for t in self.terminals]
         self.accounts = {}
         for a in d.get("accounts", []):
@@ -108,6 +120,15 @@ class Scenario:
         return raw
 
     def _event(self, e, i):
+        site = [k for k in SITE_EVENT_KINDS if k in e]
+        if site:
+            if len(site) != 1 or "terminal" in e or e[site[0]] not in ("down", "up"):
+                raise ScenarioError("event %d: a site event is {\"at\": s, \"broker\" or \"backend\": "
+                                    "\"down\"/\"up\"} without a terminal" % i)
+            if not self.uplink:
+                raise ScenarioError("event %d: %s events need the uplink (\"uplink\": true)" % (i, site[0]))
+            return {"at": float(_need(e, "at", "event %d" % i)), "terminal": None, "kind": site[0],
+                    "state": e[site[0]]}
         if "terminal" not in e or e["terminal"] not in self.terminal_ids:
             raise ScenarioError("event %d: unknown terminal %r" % (i, e.get("terminal")))
         kinds = [k for k in EVENT_KINDS if k in e]
@@ -132,11 +153,16 @@ class Scenario:
             pool = r.get("cards") or [c["number"] for c in self.cards]
             pool = pool + [u.hex() for u in self.unknown_uids]
             t = float(r.get("from", 1.0))
+            last = None
             for _ in range(int(r.get("count", 10))):
+                card = rnd.choice(pool)
+                while card == last and len(set(pool)) > 1:  # the next customer, not the same card again
+                    card = rnd.choice(pool)
+                last = card
                 events.append({"at": t, "terminal": tid, "kind": "pay", "amount": rnd.choice(r.get("amounts", [2500])),
                                "item": rnd.choice(r.get("items", ["1x Frokost"]))})
                 events.append({"at": t + 0.05, "terminal": tid, "kind": "tap",
-                               "uid": self.card_uid(rnd.choice(pool)), "hold": float(r.get("hold", 0.25))})
+                               "uid": self.card_uid(card), "hold": float(r.get("hold", 0.25))})
                 t += float(r.get("every", 0.6))
         events.sort(key=lambda e: e["at"])
         return events

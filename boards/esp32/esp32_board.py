@@ -84,9 +84,27 @@ class Esp32Board:
     def install(self, module_globals):
         """Make a board.py module offer this board's interface (`board.now()`, ...)."""
         for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "outputs", "watchdog",
-                     "log", "restart", "maintenance_requested"):
+                     "log", "restart", "maintenance_requested", "network_up"):
             module_globals[name] = getattr(self, name)
         module_globals["NAME"] = self.NAME
+
+    async def network_up(self, wifi):
+        """Join the configured Wi-Fi (station mode) before the broker connection.
+
+        The ESP32's WLAN driver reconnects by itself after a drop; the MQTT client's
+        own backoff covers the time in between. Without a `wifi` section the board
+        is assumed to be on the network already (e.g. Ethernet boards)."""
+        if wifi is None:
+            return
+        import network
+        from cpos.compat import sleep_ms
+
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if not wlan.isconnected():
+            wlan.connect(wifi["ssid"], wifi.get("password", ""))
+        while not wlan.isconnected():
+            await sleep_ms(250)
 
     def maintenance_requested(self):
         """Hold the BOOT button (GPIO0) at power-on: start without app and watchdog,

@@ -20,7 +20,8 @@ PN532_LINKS = ("uart", "i2c", "spi", "tcp")
 POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
-        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "board")
+        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board")
+_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
 def _fail(field, must):
@@ -104,6 +105,47 @@ def _storage(d):
     return out
 
 
+def _mqtt(d, terminal_id, terminal_no, site):
+    """The broker connection and uplink settings (docs/protocol.md). Topic levels and the
+    broker's ACL use the terminal id `t%04d` of the terminal number, and a site of
+    lower-case letters, digits and '-', so the config must agree with them."""
+    from cpos import protocol
+
+    for key in d:
+        if key not in _MQTT:
+            _fail("mqtt." + key, "is not a known setting (known: %s)" % ", ".join(_MQTT))
+    out = {
+        "host": _get(d, "host", str, "mqtt.host"),
+        "port": _int_in(d, "port", "mqtt.port", 1, 65535, 1883),
+        "user": _get(d, "user", str, "mqtt.user", terminal_id, False),
+        "password": _get(d, "password", str, "mqtt.password"),
+        "keepalive": _int_in(d, "keepalive", "mqtt.keepalive", 5, 600, 30),
+        "batch": _int_in(d, "batch", "mqtt.batch", 1, protocol.MAX_BATCH_RECORDS, protocol.RECOMMENDED_BATCH),
+        "ack_timeout_ms": _int_in(d, "ack_timeout_ms", "mqtt.ack_timeout_ms", 1000, 600000, 15000),
+        "window": _int_in(d, "window", "mqtt.window", 1, 16, 4),
+        "backoff_max_ms": _int_in(d, "backoff_max_ms", "mqtt.backoff_max_ms", 1000, 600000, 30000),
+    }
+    user = out["user"]
+    if terminal_id != protocol.terminal_id(terminal_no):
+        _fail("terminal_id", "must be %r (t + the 4-digit terminal_no) when mqtt is set, got %r"
+              % (protocol.terminal_id(terminal_no), terminal_id))
+    if user != terminal_id:
+        _fail("mqtt.user", "must be the terminal id %r (the broker's ACL is per terminal)" % terminal_id)
+    if not protocol.valid_site(site):
+        _fail("site", "must be 1-32 of a-z, 0-9 and '-' when mqtt is set (it is a topic level), got %r" % site)
+    return out
+
+
+def _wifi(d):
+    for key in d:
+        if key not in ("ssid", "password"):
+            _fail("wifi." + key, "is not a known setting (known: ssid, password)")
+    _get(d, "ssid", str, "wifi.ssid")
+    if "password" in d and type(d["password"]) is not str:
+        _fail("wifi.password", "must be text")
+    return d
+
+
 class Config:
     """A validated configuration. Attributes mirror docs/config.md."""
 
@@ -128,6 +170,11 @@ class Config:
         self.storage = _storage(_get(d, "storage", dict, "storage"))
         self.feedback = _get(d, "feedback", dict, "feedback", {}, False)
         self.mqtt = _get(d, "mqtt", dict, "mqtt", None, False)
+        if self.mqtt is not None:
+            self.mqtt = _mqtt(self.mqtt, self.terminal_id, self.terminal_no, self.site)
+        self.wifi = _get(d, "wifi", dict, "wifi", None, False)
+        if self.wifi is not None:
+            self.wifi = _wifi(self.wifi)
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
 
 

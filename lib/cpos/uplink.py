@@ -29,7 +29,8 @@ def _nolog(msg):
 
 class Uplink:
     def __init__(self, journal, client, site, terminal, batch_size=protocol.RECOMMENDED_BATCH,
-                 window=4, ack_timeout_ms=15000, buf_size=12288, clock=None, ticks=ticks_ms, log=None):
+                 window=4, ack_timeout_ms=15000, buf_size=12288, clock=None, ticks=ticks_ms, log=None,
+                 on_ack=None):
         if not 0 < batch_size <= protocol.MAX_BATCH_RECORDS:
             raise ValueError("batch_size")
         self.journal = journal
@@ -44,6 +45,7 @@ class Uplink:
         self.clock = clock
         self.ticks = ticks
         self.log = log or _nolog
+        self.on_ack = on_ack  # on_ack(watermark) after an acknowledgement is applied
         self._buf = bytearray(min(buf_size, protocol.MAX_PAYLOAD))
         self._mv = memoryview(self._buf)
         self._wake = asyncio.Event()
@@ -95,6 +97,8 @@ class Uplink:
             self.journal.ack(w)
             self.acks += 1
             self._progress = self.ticks()
+            if self.on_ack is not None:
+                self.on_ack(w)
         if self._sent < self.journal.acked:
             self._sent = self.journal.acked
 

@@ -104,6 +104,15 @@ CREATE TABLE IF NOT EXISTS topup_triggers (       -- issue 8 acts on them
     status TEXT NOT NULL DEFAULT 'pending',
     PRIMARY KEY (terminal, seq)
 );
+CREATE TABLE IF NOT EXISTS changes (              -- what the downlink must tell terminals, in order
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,                           -- cpos.carddelta.NAMES: balance, block, unblock,
+                                                  -- new_card, replace, limits, places, enrol
+    account INTEGER,
+    uid TEXT,                                     -- block/unblock/new_card: the card; replace: the old card
+    uid2 TEXT,                                    -- replace: the new card (NULL: none issued yet)
+    t INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     tid TEXT,
@@ -147,6 +156,17 @@ class Ledger:
     def _tx(self):
         return _Tx(self.db)
 
+    def _changed(self, kind, account=None, uid=None, uid2=None):
+        """Note, inside the caller's transaction, something terminals must learn (the
+        downlink publisher reads `changes` in id order and turns rows into deltas)."""
+        self.db.execute("INSERT INTO changes (kind, account, uid, uid2, t) VALUES (?, ?, ?, ?, ?)",
+                        (kind, account, uid, uid2, int(time.time())))
+
+    def changes_since(self, after_id, limit=1000):
+        """(id, kind, account, uid, uid2, t) rows with id > after_id, oldest first."""
+        return self.db.execute("SELECT id, kind, account, uid, uid2, t FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                               (after_id, limit)).fetchall()
+
     # --- portal / administration -------------------------------------------------------
 
     def add_account(self, name, balance=0, account_id=None):
@@ -161,12 +181,15 @@ class Ledger:
         with self._tx():
             self.db.execute("INSERT INTO cards (uid, number, account, status, issued) VALUES (?, ?, ?, ?, ?)",
                             (uid.lower(), number, account, status, issued))
+            self._changed("new_card", account, uid.lower())
 
     def set_card_status(self, number, status):
         with self._tx():
             cur = self.db.execute("UPDATE cards SET status = ? WHERE number = ?", (status, number))
             if cur.rowcount != 1:
                 raise KeyError(number)
+            uid, account = self.db.execute("SELECT uid, account FROM cards WHERE number = ?", (number,)).fetchone()
+            self._changed({"blocked": "block", "active": "unblock", "replaced": "replace"}[status], account, uid)
 
     def allow_place(self, account, place, allowed=True):
         with self._tx():
@@ -174,6 +197,7 @@ class Ledger:
                 self.db.execute("INSERT OR IGNORE INTO places VALUES (?, ?)", (account, place))
             else:
                 self.db.execute("DELETE FROM places WHERE account = ? AND place = ?", (account, place))
+            self._changed("places", account)
 
     def set_limit(self, account, place, window, amount):
         with self._tx():
@@ -182,15 +206,18 @@ class Ledger:
                                 (account, place, window))
             else:
                 self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, place, window, amount))
+            self._changed("limits", account)
 
     def enrol_topup(self, account, amount_kr, payment_ref, since=0):
         with self._tx():
             self.db.execute("INSERT OR REPLACE INTO enrolments VALUES (?, ?, ?, 'active', ?)",
                             (account, amount_kr, payment_ref, since))
+            self._changed("enrol", account)
 
     def cancel_enrolment(self, account):
         with self._tx():
             self.db.execute("UPDATE enrolments SET status = 'cancelled' WHERE account = ?", (account,))
+            self._changed("enrol", account)
 
     def add_terminal(self, number, site, place, kind):
         with self._tx():
@@ -208,6 +235,7 @@ class Ledger:
             self.db.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, account))
             self.db.execute("INSERT INTO ledger (account, card, t, type, amount, text) VALUES (?, ?, ?, 'deposited', ?, ?)",
                             (account, card, t, amount, text))
+            self._changed("balance", account)
 
     # --- uplink -------------------------------------------------------------------------
 
@@ -230,6 +258,7 @@ class Ledger:
         now = int(time.time())
         db = self.db
         new = dup = purchases = 0
+        touched = set()
         with self._tx():
             row = db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
             if row is None:
@@ -259,6 +288,7 @@ class Ledger:
                            (r["account"], r["uid"].lower(), r["t"], r["amount"], r["item"], number, r["seq"]))
                 db.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (r["amount"], r["account"]))
                 purchases += 1
+                touched.add(r["account"])
             if lo <= w + 1:
                 w = max(w, hi)
                 while True:
@@ -271,6 +301,8 @@ class Ledger:
             elif hi > w:
                 db.execute("INSERT OR IGNORE INTO ranges VALUES (?, ?, ?)", (number, lo, hi))
             db.execute("UPDATE terminals SET watermark = ? WHERE number = ?", (w, number))
+            for account in sorted(touched):
+                self._changed("balance", account)
         return Applied(w, new, dup, purchases)
 
     def set_status(self, tid, online, t):

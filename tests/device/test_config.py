@@ -87,3 +87,41 @@ def test_hardware_links_take_whole_number_settings():
     assert c.pn532["scl"] == 22
     assert "pn532.scl" in error_of(variant(pn532={"link": "i2c", "scl": "22"}))
     assert "pn532.baud" in error_of(variant(pn532={"link": "uart", "baud": 300}))
+
+
+MQTT = {"host": "127.0.0.1", "port": 1883, "password": "s3cret"}
+
+
+def test_mqtt_section_gets_defaults_and_the_terminal_user():
+    c = config.validate(variant(mqtt=dict(MQTT)))
+    m = c.mqtt
+    assert (m["host"], m["port"], m["user"], m["password"]) == ("127.0.0.1", 1883, "t0001", "s3cret")
+    assert (m["keepalive"], m["batch"], m["ack_timeout_ms"], m["window"]) == (30, 50, 15000, 4)
+    assert config.validate(GOOD).mqtt is None
+
+
+def test_bad_mqtt_settings_name_the_field():
+    def bad(**kw):
+        m = dict(MQTT)
+        for k, v in kw.items():
+            if v is None:
+                m.pop(k)
+            else:
+                m[k] = v
+        return error_of(variant(mqtt=m))
+
+    assert bad(password=None).startswith("config mqtt.password: is missing")
+    assert bad(port=0).startswith("config mqtt.port: must be between 1 and 65535")
+    assert bad(batch=101).startswith("config mqtt.batch:")
+    assert bad(user="t0002").startswith("config mqtt.user: must be the terminal id 't0001'")
+    assert bad(qos=2).startswith("config mqtt.qos: is not a known setting")
+    assert bad(keepalive="30").startswith("config mqtt.keepalive: must be a whole number")
+    # topic levels and the broker ACL need the canonical id and a topic-safe site
+    assert error_of(variant(terminal_id="till-1", mqtt=dict(MQTT))).startswith("config terminal_id: must be 't0001'")
+    assert error_of(variant(site="Skole_Nord", mqtt=dict(MQTT))).startswith("config site: must be 1-32 of a-z")
+
+
+def test_wifi_section():
+    assert config.validate(variant(wifi={"ssid": "kantine", "password": "x"})).wifi["ssid"] == "kantine"
+    assert error_of(variant(wifi={"password": "x"})).startswith("config wifi.ssid: is missing")
+    assert error_of(variant(wifi={"ssid": "k", "psk": "x"})).startswith("config wifi.psk: is not a known")
