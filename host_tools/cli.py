@@ -8,6 +8,7 @@ and, on the device, through the real `mpremote` (host_tools/device.py) and `espt
 Like esptool and mpremote, the port comes first with --port/-p.
 """
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -134,13 +135,30 @@ def cmd_status(a):
             print("%-9s %s" % (k.split("_")[0], s[k]))
     if "health" in s:
         print("uptime    %s s at the last health report (%d s ago)" % (s.get("uptime_s", "?"), s["now"] - s["health_t"]))
-        print("health    %s" % s["health"])
+        _print_health(s["health"])
     else:
         print("health    no report logged yet (the app writes one every 30 s)")
     print("log       %d boots, %d errors logged" % (s["boots_logged"], s["errors_logged"]))
     w = s.get("wifi")
     print("wifi      %s" % ("n/a on this board" if w is None else
                              ("connected, %s" % w["ip"]) if w["connected"] else "not connected"))
+
+
+def _print_health(text):
+    """The figures of App.health() that a technician looks at first, then all of them."""
+    try:
+        h = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        h = {}
+    if "reader_errors" in h:
+        print("reader    %s, %d errors, %d re-inits" % ("ok" if h.get("reader_ok") else "NOT READY",
+                                                       h["reader_errors"], h.get("reader_reinits", 0)))
+    if "broker_connected" in h:
+        state = "connected" if h["broker_connected"] else "DOWN (%s)" % (h.get("broker_error") or "not connected")
+        print("broker    %s, %d connects; uplink acked to seq %s, %s batches, %s resends"
+              % (state, h.get("broker_connects", 0), h.get("uplink_acked"), h.get("uplink_batches"),
+                 h.get("uplink_resends")))
+    print("health    %s" % text)
 
 
 def cmd_logs(a):

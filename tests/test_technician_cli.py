@@ -306,7 +306,9 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
     # the running app's log, as firmware/main.py makes it on the device: boot, then health
     code = ("from cpos import devlog, log\nimport board\nt=[5000]\n"
             "l = log.Log(devlog.FileSink(lambda s: None, board.log_path(), lambda: t[0]))\n"
-            "t[0] = 5090\nl.info('health %r' % ({'reader_errors': 2, 'uplink': 'connected'},))\n"
+            "t[0] = 5090\nl.info('health %r' % ({'reader_ok': True, 'reader_errors': 2, 'reader_reinits': 1,"
+            " 'broker_connected': False, 'broker_connects': 3, 'broker_error': 'ECONNREFUSED',"
+            " 'uplink_acked': 5, 'uplink_batches': 2, 'uplink_resends': 0},))\n"
             "l.error('reader: no answer')\n")
     assert subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True).returncode == 0
     s = json.loads(cpos("status", "-p", v.port, "--json").stdout)
@@ -318,6 +320,8 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
     text = cpos("status", "-p", v.port)
     assert text.returncode == 0
     assert "7 pending, oldest unacked: seq 6" in text.stdout and "uptime    90 s" in text.stdout
+    assert "reader    ok, 2 errors, 1 re-inits" in text.stdout
+    assert "broker    DOWN (ECONNREFUSED), 3 connects; uplink acked to seq 5" in text.stdout
     logs = cpos("logs", "-p", v.port)
     assert logs.returncode == 0
     assert logs.stdout.splitlines()[-1] == "5090 E reader: no answer"
