@@ -20,8 +20,8 @@ broker:
 test: $(STAMP) broker
 	$(PY) -m pytest -n 2 -m 'not soak'
 
-## demo: the main job: a lunch rush on three simulated terminals running the real firmware
-demo: $(STAMP)
+## demo: the main job: a lunch rush on three simulated terminals running the real firmware, uploading to a broker and ledger
+demo: $(STAMP) broker
 	$(PY) -m simulator run scenarios/lunch_rush.json
 
 ## bench: benchmarks that print figures (not part of the test suite)

@@ -3,7 +3,9 @@
 Each benchmark script prints Markdown (a heading of level 2 and tables) to stdout and
 exits 0. This runner concatenates their output under a header saying when and where
 it ran. A script that fails is reported as failed in the document, not hidden.
-Run one alone: `make bench ONLY=cardtable` (matches part of the file name).
+Run one alone: `make bench ONLY=cardtable` (matches part of the file name): its section
+of the document is replaced (or added), the others stay as they were. Each script's
+section sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers.
 """
 import os
 import platform
@@ -21,7 +23,7 @@ def main():
     scripts = sorted(f for f in os.listdir(HERE) if f.startswith("bench_") and f.endswith(".py") and only in f)
     parts = [
         "# Benchmarks\n",
-        "Written by `make bench` on %s (%s, %d cores, Python %s). Figures are from the last run;"
+        "Written by `make bench` on %s (%s, %d cores, Python %s); `make bench ONLY=name` reruns one section, which then ends with its own date."
         " MicroPython figures are from the unix port under the WROOM heap cap (docs/heap.md).\n"
         % (time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(), platform.python_version()),
     ]
@@ -34,14 +36,36 @@ def main():
         if proc.returncode:
             failed += 1
             sys.stdout.write(proc.stderr)
-            parts.append("## %s\n\nFAILED (exit %d):\n\n```\n%s\n```\n" % (s, proc.returncode, proc.stderr[-2000:]))
+            body = "## %s\n\nFAILED (exit %d):\n\n```\n%s\n```\n" % (s, proc.returncode, proc.stderr[-2000:])
         else:
-            parts.append(proc.stdout.rstrip() + "\n\n_%s ran in %.1f s._\n" % (s, time.time() - t0))
-    if not only:
-        with open(DOC, "w") as f:
-            f.write("\n".join(parts))
-        print("wrote %s" % os.path.relpath(DOC, ROOT))
+            body = proc.stdout.rstrip() + "\n\n_%s ran in %.1f s on %s._\n" % (s, time.time() - t0, time.strftime("%Y-%m-%d"))
+        parts.append("<!-- bench:%s -->\n%s<!-- /bench:%s -->\n" % (s, body, s))
+    if only:
+        parts = _merge(parts)
+    with open(DOC, "w") as f:
+        f.write("\n".join(parts))
+    print("wrote %s" % os.path.relpath(DOC, ROOT))
     return 1 if failed else 0
+
+
+def _merge(fresh):
+    """The existing document with the freshly run scripts' sections replaced or added."""
+    try:
+        with open(DOC) as f:
+            old = f.read()
+    except OSError:
+        return fresh
+    doc = old.rstrip("\n") + "\n"
+    for part in fresh[1:]:
+        name = part.split(" -->", 1)[0][len("<!-- bench:"):]
+        start, end = "<!-- bench:%s -->" % name, "<!-- /bench:%s -->\n" % name
+        i = doc.find(start)
+        j = doc.find(end)
+        if i >= 0 and j > i:
+            doc = doc[:i] + part + doc[j + len(end):]
+        else:
+            doc += "\n" + part
+    return [doc]
 
 
 if __name__ == "__main__":

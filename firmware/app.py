@@ -379,7 +379,7 @@ class App:
         from cpos.uplink_feed import JournalFeed
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
-                               keepalive=m["keepalive"], log=self.log.info)
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
         limit = None
         if self.cfg.site_key is not None:
             # A record leaves the journal only once the synced table includes it too:
@@ -396,7 +396,7 @@ class App:
         from cpos.sync import Sync
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
-                         on_included=self._on_included, log=self.log.info)
+                         on_included=self._on_included, log=self.log.info, clock=self.board.now)
         return tasks + (("sync", self.sync.run()),)
 
     def _included_seq(self):

@@ -15,7 +15,12 @@ _RESTART_PAUSE_MS = 1000
 
 
 def main():
-    log = logmod.Log(board.log)
+    sink = board.log
+    if hasattr(board, "log_path"):  # boards with a filesystem keep a log for `cpos logs`
+        from cpos import devlog
+
+        sink = devlog.FileSink(board.log, board.log_path(), board.now)
+    log = logmod.Log(sink)
     if hasattr(board, "maintenance_requested") and board.maintenance_requested():
         log.info("maintenance mode: app not started (release BOOT and reset to run)")
         return

@@ -81,14 +81,23 @@ def source_version():
     return "src-" + hashlib.sha256(b"".join(open(s, "rb").read() for s, _, _ in sources("unix"))).hexdigest()[:12]
 
 
-def build(board, out_dir, version=None):
-    """Compile `board`'s files into `out_dir` (replaced); returns the manifest dict."""
-    files = sources(board)
+def build(board, out_dir, version=None, frozen=False):
+    """Compile `board`'s files into `out_dir` (replaced); returns the manifest dict.
+
+    frozen: only boot.py and main.py, for a device whose image has the rest frozen in
+    (boards/<board>/manifest.py): compiled copies on its filesystem would be found
+    first and load their code into the heap.
+    """
+    files = [f for f in sources(board) if not (frozen and f[2])]
     tmp = out_dir.rstrip("/") + ".building"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "cpos"))
+    os.makedirs(tmp)
+    if not frozen:
+        os.makedirs(os.path.join(tmp, "cpos"))
     cross = mpy_cross()
     manifest = {"format": FORMAT, "version": version or source_version(), "board": board, "files": {}}
+    if frozen:
+        manifest["frozen"] = True
     for src, dst, compile_it in files:
         target = os.path.join(tmp, dst)
         if compile_it:

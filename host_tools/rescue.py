@@ -68,6 +68,71 @@ def summary(data, block=4096):
     return s
 
 
+_DUMP = """
+import json, binascii
+try:
+    with open("/config.json") as f:
+        cfg = json.loads(f.read())
+except (OSError, ValueError):
+    cfg = None
+try:
+    import board
+    dev = board.block_device(cfg["storage"]["journal"])
+except Exception:  # no deployed board module or config: the partition itself
+    import esp32
+    dev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")[0]
+n, size = dev.ioctl(4, 0), dev.ioctl(5, 0)
+print("CPOS-DUMP " + json.dumps({"blocks": n, "block": size, "config": cfg}))
+buf = bytearray(size)
+for i in range(n):
+    dev.readblocks(i, buf)
+    print("B%d " % i + binascii.b2a_base64(buf).decode().strip())
+"""
+
+
+def read_device(port):
+    """(journal partition bytes, the terminal's config dict or None) read over mpremote."""
+    import base64
+
+    from host_tools import device
+
+    out = device.mpremote(port, "exec", _DUMP, timeout=900)
+    head, blocks = None, {}
+    for line in out.splitlines():
+        if line.startswith("CPOS-DUMP "):
+            head = json.loads(line[10:])
+        elif line.startswith("B") and " " in line:
+            i, data = line[1:].split(" ", 1)
+            blocks[int(i)] = base64.b64decode(data)
+    if head is None or sorted(blocks) != list(range(head["blocks"])):
+        raise device.DeviceError("%s did not give its whole journal partition: reconnect and run cpos rescue again, "
+                                 "or read it with esptool read-flash and use --dump" % port)
+    return b"".join(blocks[i] for i in range(head["blocks"])), head["config"]
+
+
+def submit(ledger, site, number, data, include_acked=False, block=4096):
+    """Hand the journal's records to the backend ledger in protocol batches; idempotent
+    (the ledger keeps each terminal+seq once). Returns (records sent, new, duplicates)."""
+    from cpos import protocol
+
+    tid = protocol.terminal_id(number)
+    recs = [r for r, _ in rescue(data, include_acked, block)]
+    for r in recs:
+        if r["terminal"] != number:
+            raise ValueError("the journal holds records of terminal %d, not %d: check --terminal"
+                             % (r["terminal"], number))
+    lo = summary(data, block)["watermark"] + 1 if not include_acked else (recs[0]["seq"] if recs else 1)
+    new = dup = 0
+    per = 40  # records per batch: well under protocol.MAX_PAYLOAD with 64-character items
+    for i in range(0, len(recs), per):
+        part = recs[i:i + per]
+        applied = ledger.apply_batch(site, tid, protocol.encode_batch(lo, part[-1]["seq"], part))
+        new += applied.new_records
+        dup += applied.duplicates
+        lo = part[-1]["seq"] + 1
+    return len(recs), new, dup
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m host_tools.rescue", description=__doc__.split("\n")[0])
     ap.add_argument("dump", help="raw image of the journal partition (esptool read-flash)")

@@ -1,6 +1,7 @@
 """`python -m simulator`: run terminals of the real firmware against a scenario.
 
     python -m simulator run scenarios/lunch_rush.json [--json] [--keep DIR]
+    python -m simulator exposure [--terminals 4 --outage-min 120 --threshold-min 10 --allowance-kr 40 ...]
 
 Each terminal is a `micropython` process (unix port, WROOM heap cap) on the virtual
 board, reading cards from an emulated PN532 and paid through the POS line protocol.
@@ -22,7 +23,14 @@ def main(argv=None):
     r.add_argument("scenario", help="scenario JSON file (docs/simulator.md)")
     r.add_argument("--json", action="store_true", help="one JSON line per tap on stdout")
     r.add_argument("--keep", metavar="DIR", help="keep terminals' folders (config, flash files) in DIR")
+    e = sub.add_parser("exposure", help="offline exposure: worst overdraft during an outage, with and "
+                                        "without the offline policy (docs/offline.md)")
+    for name, default in (("terminals", 4), ("students", 300), ("outage-min", 120), ("threshold-min", 10),
+                          ("allowance-kr", 40), ("walk-s", 60), ("seed", 1)):
+        e.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args(argv)
+    if a.cmd == "exposure":
+        return _exposure(a)
     try:
         sc = scen.load(a.scenario)
     except (OSError, scen.ScenarioError) as e:
@@ -31,6 +39,17 @@ def main(argv=None):
     _, text, problems = asyncio.run(run_scenario(sc, a.keep, sys.stdout if a.json else None, quiet=a.json))
     print(text, file=sys.stderr if a.json else sys.stdout)
     return 1 if problems else 0
+
+
+def _exposure(a):
+    from simulator.exposure import report
+
+    if min(a.terminals, a.students, a.outage_min, a.walk_s) < 1 or min(a.threshold_min, a.allowance_kr) < 0:
+        print("exposure: counts and durations must be positive, threshold and allowance non-negative",
+              file=sys.stderr)
+        return 2
+    print(report(a.terminals, a.students, a.outage_min, a.threshold_min, a.allowance_kr, a.walk_s, a.seed))
+    return 0
 
 
 if __name__ == "__main__":

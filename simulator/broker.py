@@ -44,6 +44,16 @@ def new_password():
     return secrets.token_urlsafe(18)
 
 
+def backend_acl():
+    """The backend's ACL block: reads every uplink, writes every downlink."""
+    return "user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % BACKEND_USER
+
+
+def terminal_acl(site, tid):
+    """One terminal's ACL block: publish only its own uplink, read only its own downlink."""
+    return "user %s\ntopic write cpos/v1/%s/%s/up/#\ntopic read cpos/v1/%s/%s/down/#\n\n" % (tid, site, tid, site, tid)
+
+
 class Broker:
     def __init__(self, workdir, site=SITE, terminals=(1, 2, 3), persistence=False, port=None):
         self.dir = workdir
@@ -69,14 +79,9 @@ class Broker:
         os.chmod(pw, 0o600)
         acl = os.path.join(self.dir, "acl")
         with open(acl, "w") as f:
-            f.write("user %s\n" % BACKEND_USER)
-            f.write("topic read cpos/v1/+/+/up/#\n")
-            f.write("topic write cpos/v1/+/+/down/#\n\n")
+            f.write(backend_acl())
             for n in terminals:
-                tid = terminal_id(n)
-                f.write("user %s\n" % tid)
-                f.write("topic write cpos/v1/%s/%s/up/#\n" % (self.site, tid))
-                f.write("topic read cpos/v1/%s/%s/down/#\n\n" % (self.site, tid))
+                f.write(terminal_acl(self.site, terminal_id(n)))
         os.chmod(acl, 0o600)
         lines = [
             # Started as root (CI), mosquitto would switch to user `mosquitto`, who cannot

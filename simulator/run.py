@@ -81,7 +81,9 @@ class Run:
 
             def terminal_config(spec):
                 cfg = self.site.terminal_config(spec)
-                cfg.update((user_config(spec) if user_config else None) or {})
+                mine = dict((user_config(spec) if user_config else None) or {})
+                cfg["mqtt"].update(mine.pop("mqtt", {}))  # e.g. a smaller batch for a test
+                cfg.update(mine)
                 return cfg
         bdir = os.path.join(self.workdir, "bundle")
         manifest = bundle.build("unix", bdir)
@@ -144,9 +146,26 @@ class Run:
             await self.site.event("broker", "up")
         self.site.backend_up()
         numbers = {tid: t.spec["no"] for tid, t in self.terminals.items()}
+        t_end = time.monotonic() + timeout
         self.drained = await self.site.drained(
             lambda: {numbers[tid]: [r["seq"] for r in self.journal_records(tid)] for tid in self.terminals}, timeout)
+        # ... and every running terminal has heard the acknowledgement of its last record
+        while self.drained and time.monotonic() < t_end:
+            if all(self.last_ack(tid) >= (self.journal_records(tid) or [{"seq": 0}])[-1]["seq"]
+                   for tid, t in self.terminals.items() if t.running()):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            if self.drained:
+                self.drained = False
         return self.drained
+
+    def last_ack(self, term_id):
+        """The newest acknowledgement the terminal's firmware reported applying (0 if none)."""
+        for e in reversed(self.terminals[term_id].events):
+            if e.get("ev") == "acked":
+                return e["watermark"]
+        return 0
 
     async def _lane(self, term, events, t0):
         for ev in events:
@@ -339,6 +358,11 @@ class Run:
             lines.append("uplink: %d journal records in the backend ledger (%d purchases), journals %s; "
                          "site events: %s" % (n_rec, n_buy, "drained" if self.drained else "NOT drained",
                                               ", ".join("%s %s" % o[:2] for o in self.site.outages) or "none"))
+            n_top, top_sum, by = self.site.topups()
+            if by:
+                lines.append("automatic top-up: %d triggers from the tills (%s); %d charged to stored payment "
+                             "cards, %.2f kr deposited" % (sum(by.values()), ", ".join("%s %d" % kv for kv in sorted(by.items())),
+                                                          n_top, top_sum / 100.0))
         what = "every approval journaled exactly once"
         if self.site is not None and self.drained is not None:
             what += ", and in the backend ledger exactly once"

@@ -153,11 +153,16 @@ class Scenario:
             pool = r.get("cards") or [c["number"] for c in self.cards]
             pool = pool + [u.hex() for u in self.unknown_uids]
             t = float(r.get("from", 1.0))
+            last = None
             for _ in range(int(r.get("count", 10))):
+                card = rnd.choice(pool)
+                while card == last and len(set(pool)) > 1:  # the next customer, not the same card again
+                    card = rnd.choice(pool)
+                last = card
                 events.append({"at": t, "terminal": tid, "kind": "pay", "amount": rnd.choice(r.get("amounts", [2500])),
                                "item": rnd.choice(r.get("items", ["1x Frokost"]))})
                 events.append({"at": t + 0.05, "terminal": tid, "kind": "tap",
-                               "uid": self.card_uid(rnd.choice(pool)), "hold": float(r.get("hold", 0.25))})
+                               "uid": self.card_uid(card), "hold": float(r.get("hold", 0.25))})
                 t += float(r.get("every", 0.6))
         events.sort(key=lambda e: e["at"])
         return events

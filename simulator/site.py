@@ -14,6 +14,7 @@ import secrets
 
 from cpos import protocol, rules
 from simulator.backend import Backend, Ledger
+from simulator.backend.payments import PaymentProvider
 from simulator.broker import BACKEND_USER, Broker
 
 STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED: "replaced"}
@@ -32,13 +33,20 @@ class Site:
         self.batch = batch
         self.site_key = secrets.token_bytes(32)  # the downlink's per-site key, fresh per run
         self.outages = []  # (what, state, monotonic time) as they happened
+        self.payments = None
 
     # -- set-up --------------------------------------------------------------------
     def start(self):
-        """Broker up, ledger seeded (call before the terminals boot)."""
+        """Broker up, ledger seeded, payment cards stored (call before the terminals boot)."""
         self.broker.start()
         self.ledger = Ledger(os.path.join(self.dir, "ledger.db"), synchronous="NORMAL")
         self._seed()
+        self.payments = os.path.join(self.dir, "payments.db")
+        provider = PaymentProvider(self.payments)
+        for acc, a in self.scenario.accounts.items():
+            if a["topup_kr"]:  # the parent's stored payment card, with room for many top-ups
+                provider.add_card("sim-card-%d" % acc, "2099-12", 100000000)
+        provider.close()
 
     def _seed(self):
         sc, led = self.scenario, self.ledger
@@ -62,20 +70,26 @@ class Site:
         tid = protocol.terminal_id(spec["no"])
         return {"terminal_id": tid, "site": self.scenario.site, "site_key": self.site_key.hex(),
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
-                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms}}
+                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
+                         "backoff_max_ms": 4000}}  # a quick comeback after a simulated outage
 
     # -- the backend -------------------------------------------------------------------
     def backend_up(self):
         if self._task is not None and not self._task.done():
             return False
         self.backend = Backend(self.ledger, self.broker.host, self.broker.port, BACKEND_USER,
-                               self.broker.users[BACKEND_USER], site_keys={self.scenario.site: self.site_key})
+                               self.broker.users[BACKEND_USER], payments=self.payments,
+                               site_keys={self.scenario.site: self.site_key})
         self._task = asyncio.ensure_future(self.backend.run())
         return True
 
     async def backend_down(self):
         if self._task is None or self._task.done():
             return False
+        try:
+            await asyncio.wait_for(self.backend.stop(), 2)  # DISCONNECT, end of run()
+        except (asyncio.TimeoutError, OSError):
+            pass
         self._task.cancel()
         try:
             await self._task
@@ -118,6 +132,13 @@ class Site:
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.2)
+
+    def topups(self):
+        """(automatic top-ups booked, their sum in øre, triggers by status)."""
+        rows = self.ledger.db.execute("SELECT count(*), coalesce(sum(amount), 0) FROM topup_attempts "
+                                      "WHERE status = 'done'").fetchone()
+        by = dict(self.ledger.db.execute("SELECT status, count(*) FROM topup_triggers GROUP BY status").fetchall())
+        return rows[0], rows[1], by
 
     def check(self, heard, journals):
         """Problems (empty = good). `heard`: {terminal number: [seq, ...]} approvals the

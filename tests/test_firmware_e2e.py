@@ -30,7 +30,7 @@ CARDS = {
 }
 
 
-def base_scenario(terminals, events, rush=()):
+def base_scenario(terminals, events, rush=(), uplink=False):
     accounts = [
         {"account": 1, "balance": 100000},
         {"account": 2, "balance": 100000, "limits": {"school": {"day": 3000}}},
@@ -46,7 +46,7 @@ def base_scenario(terminals, events, rush=()):
               "status": "blocked" if name == "blocked" else "replaced" if name == "old" else "active"}
              for name, (uid, acc) in CARDS.items()]
     return scen.Scenario({"name": "e2e", "start": START, "terminals": terminals, "accounts": accounts,
-                          "cards": cards, "events": events, "rush": list(rush)})
+                          "cards": cards, "events": events, "rush": list(rush), "uplink": uplink})
 
 
 def purchases(terminal, t0, plan, every=0.9):
@@ -69,6 +69,7 @@ def run(sc, hook=None, terminal_config=None, workdir=None):
             await r.boot_all()
             await r.play()
             await asyncio.sleep(0.3)
+            await r.settle()
             text, problems = r.summary()
             return r, text, problems
         finally:
@@ -195,9 +196,10 @@ def test_power_cuts_lose_no_purchase_and_charge_none_twice(tmp_path, seed):
     for c in cuts:
         events += [{"at": c, "terminal": "till1", "power_cut": True},
                    {"at": c + 0.4, "terminal": "till1", "boot": True}]
-    sc = base_scenario([{"id": "till1", "kind": "till"}], events)
+    sc = base_scenario([{"id": "till1", "kind": "till"}], events, uplink=True)
     r, text, problems = run(sc, workdir=str(tmp_path))
-    assert problems == [], text
+    assert problems == [], text  # with the uplink on: also every record in the ledger exactly once
+    assert r.drained is True
     t = r.terminals["till1"]
     assert t.power_cuts == 5 and t.boots == 6
     heard = [x for x in r.taps if x.decision == "approved"]

@@ -12,7 +12,7 @@ from test_firmware_e2e import base_scenario, purchases, reasons_seen
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     sc = base_scenario([{"id": "till1", "kind": "till"}],
                        purchases("till1", 1.0, [("ok", 1000), ("ok", 1000)], every=1.0)
-                       + purchases("till1", 5.0, [("ok", 1000), ("new", 500)], every=1.0))
+                       + purchases("till1", 5.0, [("ok", 1000), ("new", 500)], every=1.0), uplink=True)
     seen = {}
 
     async def block_later(r):

@@ -45,7 +45,10 @@ class Esp32Board:
         return int(time.time()) + _EPOCH_SHIFT
 
     def config_path(self):
-        return "config.json"
+        return "/config.json"  # at the root: boot.py runs a deployed version from its folder
+
+    def log_path(self):
+        return "/cpos.log"  # cpos.devlog: what `cpos logs` reads
 
     def block_device(self, spec):
         if "partition" in spec:
@@ -80,7 +83,7 @@ class Esp32Board:
 
     def install(self, module_globals):
         """Make a board.py module offer this board's interface (`board.now()`, ...)."""
-        for name in ("now", "config_path", "block_device", "pn532_link", "outputs", "watchdog",
+        for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "outputs", "watchdog",
                      "log", "restart", "maintenance_requested", "network_up"):
             module_globals[name] = getattr(self, name)
         module_globals["NAME"] = self.NAME

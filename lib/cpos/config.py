@@ -8,6 +8,7 @@ from one line. Unknown top-level keys are refused too: a typo must not be ignore
 import json
 
 from cpos import rules
+from cpos.offline import OfflinePolicy
 
 
 class ConfigError(ValueError):
@@ -20,9 +21,9 @@ PN532_LINKS = ("uart", "i2c", "spi", "tcp")
 POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
-        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board",
+        "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
         "site_key")
-_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window")
+_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
 def _fail(field, must):
@@ -124,6 +125,7 @@ def _mqtt(d, terminal_id, terminal_no, site):
         "batch": _int_in(d, "batch", "mqtt.batch", 1, protocol.MAX_BATCH_RECORDS, protocol.RECOMMENDED_BATCH),
         "ack_timeout_ms": _int_in(d, "ack_timeout_ms", "mqtt.ack_timeout_ms", 1000, 600000, 15000),
         "window": _int_in(d, "window", "mqtt.window", 1, 16, 4),
+        "backoff_max_ms": _int_in(d, "backoff_max_ms", "mqtt.backoff_max_ms", 1000, 600000, 30000),
     }
     user = out["user"]
     if terminal_id != protocol.terminal_id(terminal_no):
@@ -158,6 +160,17 @@ def _wifi(d):
     return d
 
 
+def _offline(d):
+    """The offline-exposure policy (docs/offline.md), or None when the key is absent."""
+    if d is None:
+        return None
+    for key in d:
+        if key not in ("threshold_s", "allowance_ore"):
+            _fail("offline." + key, "is not a known setting (known: threshold_s, allowance_ore)")
+    return OfflinePolicy(_int_in(d, "threshold_s", "offline.threshold_s", 0, 7 * 86400),
+                         _int_in(d, "allowance_ore", "offline.allowance_ore", 0, 10000000))
+
+
 class Config:
     """A validated configuration. Attributes mirror docs/config.md."""
 
@@ -189,6 +202,7 @@ class Config:
         if self.wifi is not None:
             self.wifi = _wifi(self.wifi)
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
+        self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
 
 
 def validate(d):

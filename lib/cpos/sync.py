@@ -12,8 +12,10 @@ When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` 
 called at once, before the next message and before any tap can run: the app rebuilds
 its pending purchases (cpos.pending) from the journal above that seq, and lets the
 journal release records up to min(backend ack, included_seq) (cpos.uplink_feed).
-Runs in its own asyncio task; message handling allocates nothing beyond the payload
-the MQTT client already holds.
+`last_contact` (UTC seconds, with a `clock`) is when authentic news last arrived: what
+an offline-exposure policy (cpos.offline) measures staleness from. Runs in its own
+asyncio task; message handling allocates no buffer beyond the payload the MQTT client
+already holds.
 """
 import asyncio
 import os
@@ -39,7 +41,7 @@ def _nonce():
 
 class Sync:
     def __init__(self, table, client, site, tid, key, on_included=None, log=None, retry_ms=5000,
-                 settle_ms=500, ticks=ticks_ms):
+                 settle_ms=500, ticks=ticks_ms, clock=None):
         self.table = table
         self.client = client
         self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
@@ -64,6 +66,8 @@ class Sync:
         self.current = 0  # the newest version the backend said exists
         self.synced = False  # the backend confirmed this table is current
         self.last_sync = None  # ticks of that confirmation
+        self.clock = clock  # UTC seconds (board.now), for `last_contact`
+        self.last_contact = 0  # UTC s of the last authentic news (delta, snapshot, current); 0 never
         # figures
         self.applied = 0
         self.snapshots = 0
@@ -101,6 +105,10 @@ class Sync:
         self._want = True
         self._wake.set()
 
+    def _contact(self):
+        if self.clock is not None:
+            self.last_contact = int(self.clock())
+
     def _included(self, before):
         if self.table.included_seq != before and self.on_included is not None:
             self.on_included(self.table.included_seq)
@@ -130,6 +138,7 @@ class Sync:
         r = t.apply_delta(b)
         if r == cardtable.APPLIED:
             self.applied += 1
+            self._contact()
             if m.version > self.current:
                 self.current = m.version
             self._included(before)
@@ -185,6 +194,7 @@ class Sync:
             return
         self._snapshot = False
         self.snapshots += 1
+        self._contact()
         self.log("sync: snapshot v%d installed (%d cards, included seq %d)" % (
             t.version, t.n_cards, t.included_seq))
         if m.version > self.current:
@@ -202,6 +212,7 @@ class Sync:
         if t.state == cardtable.OK and not t.needs_resync and t.version == m.version:
             self.synced = True
             self.last_sync = self.ticks()
+            self._contact()
             self._asked = None
             self._connected_at = None
             self._ok.set()

@@ -1,35 +1,258 @@
-"""`python -m simulator.backend --db FILE --port N --password PW [...]`: run the backend."""
+"""`python -m simulator.backend ACTION --db FILE ...`: run the backend, or do one portal action.
+
+    python -m simulator.backend serve --db FILE --port N --password PW [...]
+    python -m simulator.backend --db FILE --port N --password PW [...]      (same: the old form)
+    python -m simulator.backend top-up --db FILE --account 7 --kr 200
+    python -m simulator.backend block --db FILE --card 884263sae
+    ...  (`python -m simulator.backend -h` lists every action; docs/portal.md describes them)
+
+A refused action prints one line `error: ...` on stderr and exits 2; nothing changed.
+"""
 import argparse
 import asyncio
+import os
+import sqlite3
 import sys
 
-from simulator.backend import Backend, Ledger
+from cpos.money import format_kr, parse_kr
+from simulator.backend.ledger import Ledger, format_statement
+from simulator.backend.payments import PaymentProvider
+from simulator.backend.portal import PLACES, WINDOWS, Portal, PortalError
+from simulator.backend.topup import TopupProcessor
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m simulator.backend")
-    ap.add_argument("--db", required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=1883)
-    ap.add_argument("--user", default="backend")
-    ap.add_argument("--password", required=True)
-    ap.add_argument("--client-id", default="cpos-backend")
-    ap.add_argument("--crash-after-apply", type=int, default=0,
-                    help="fault injection: SIGKILL itself right after committing the Nth batch")
-    ap.add_argument("--site-key", action="append", default=[], metavar="SITE=HEX",
-                    help="run the downlink for SITE, signing with this 64-hex-digit key (repeatable)")
-    ap.add_argument("--poll-ms", type=int, default=50, help="how often the downlink looks for new changes")
-    a = ap.parse_args(argv)
+def _serve(a):
+    from simulator.backend.service import Backend
+
     keys = {}
     for sk in a.site_key:
         site, _, hexkey = sk.partition("=")
         keys[site] = bytes.fromhex(hexkey)
     ledger = Ledger(a.db)
     be = Backend(ledger, a.host, a.port, a.user, a.password, a.client_id, a.crash_after_apply,
-                 site_keys=keys, poll_ms=a.poll_ms, log=lambda m: print(m, file=sys.stderr, flush=True))
+                 log=lambda m: print(m, file=sys.stderr, flush=True),
+                 payments=None if a.payments == "off" else _payments(a), crash_after_charge=a.crash_after_charge,
+                 site_keys=keys, poll_ms=a.poll_ms)
     print("backend up", flush=True)
     asyncio.run(be.run())
 
 
+def _kr(text):
+    """Kroner with at most two decimals (`20`, `20.50`) to øre; refuses floats' surprises."""
+    try:
+        return parse_kr(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an amount in kroner: %r" % text)
+
+
+def _whole(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("not whole kroner: %r" % text)
+    return int(text)
+
+
+def _limit(text):
+    if text == "none":
+        return None
+    if text.startswith("-"):
+        raise argparse.ArgumentTypeError("a limit cannot be negative: %r" % text)
+    return _kr(text)
+
+
+def _account_summary(led, account):
+    row = led.db.execute("SELECT name, balance, status FROM accounts WHERE id = ?", (account,)).fetchone()
+    if row is None:
+        raise PortalError("no account %d" % account)
+    out = ["account %d %s: balance %s, %s" % (account, row[0] or "", format_kr(row[1]), row[2])]
+    for number, uid, status in led.db.execute(
+            "SELECT number, uid, status FROM cards WHERE account = ? ORDER BY issued, rowid", (account,)):
+        out.append("card %s (uid %s): %s" % (number, uid, status))
+    places = [n for n, p in sorted(PLACES.items(), key=lambda kv: kv[1])
+              if led.db.execute("SELECT 1 FROM places WHERE account = ? AND place = ?", (account, p)).fetchone()]
+    out.append("places: %s" % (" ".join(places) or "none"))
+    for p, w, amount in led.db.execute("SELECT place, window, amount FROM limits WHERE account = ? "
+                                       "ORDER BY place, window", (account,)):
+        out.append("limit %s %s: %s" % ([n for n in PLACES if PLACES[n] == p][0],
+                                        [n for n in WINDOWS if WINDOWS[n] == w][0], format_kr(amount)))
+    en = led.db.execute("SELECT amount_kr, payment_ref, status FROM enrolments WHERE account = ?", (account,)).fetchone()
+    if en:
+        out.append("automatic top-up: %d kr. from %s, %s" % en)
+    return "\n".join(out)
+
+
+def _payments(a):
+    return a.payments or a.db + ".payments"
+
+
+def _do(a, led):
+    """Run action `a.cmd` on `led`; returns the text to print."""
+    portal = Portal(led)
+    c = a.cmd
+    if c == "add-account":
+        acc = led.add_account(a.name, account_id=a.id)
+        return "account %d" % acc
+    if c == "issue-card":
+        portal.issue_card(a.account, a.uid, a.number)
+        return "card %s issued to account %d" % (a.number, a.account)
+    if c == "top-up":
+        return "balance %s" % format_kr(portal.top_up(a.account, a.kr, card=a.card))
+    if c == "payout":
+        return "balance %s" % format_kr(portal.payout(a.account, a.amount, a.reg, a.konto, card=a.card))
+    if c == "transfer":
+        b1, b2 = portal.transfer(a.src, a.dst, a.amount, a.message)
+        return "balance %s (account %d), %s (account %d)" % (format_kr(b1), a.src, format_kr(b2), a.dst)
+    if c == "block":
+        portal.block(a.card)
+        return "card %s blocked" % a.card
+    if c == "activate":
+        portal.activate(a.card)
+        return "card %s active" % a.card
+    if c == "order-card":
+        portal.order_card(a.card, a.new_uid, a.new_number)
+        return "card %s replaced" % a.card + (" by %s" % a.new_number if a.new_number else "")
+    if c == "set-limit":
+        portal.set_limit(a.account, a.place, a.window, a.amount)
+        return "limit %s %s: %s" % (a.place, a.window, "none" if a.amount is None else format_kr(a.amount))
+    if c == "set-places":
+        portal.set_places(a.account, a.places)
+        return "places: %s" % (" ".join(a.places) or "none")
+    if c == "enrol":
+        portal.enrol(a.account, a.kr, a.payment_ref)
+        return "account %d enrolled: %d kr." % (a.account, a.kr)
+    if c == "cancel-enrol":
+        portal.cancel_enrolment(a.account)
+        return "account %d: automatic top-up cancelled" % a.account
+    if c == "statement":
+        try:
+            return format_statement(a.card, led.statement(a.card))
+        except KeyError:
+            raise PortalError("no card with number %r (card numbers are case-sensitive)" % a.card)
+    if c == "account":
+        return _account_summary(led, a.account)
+    if c == "payment-card":
+        prov = PaymentProvider(_payments(a))
+        prov.add_card(a.ref, a.expiry, a.funds_kr * 100)
+        prov.close()
+        return "payment card %s: expires %s, %d kr. available" % (a.ref, a.expiry, a.funds_kr)
+    if c == "process-topups":
+        prov = PaymentProvider(_payments(a))
+        proc = TopupProcessor(led, prov)
+        n = proc.recover() + proc.process_pending()
+        prov.close()
+        rows = led.db.execute("SELECT status, count(*) FROM topup_triggers GROUP BY status ORDER BY status").fetchall()
+        return "%d attempt(s) finished; triggers: %s" % (n, ", ".join("%s %d" % r for r in rows) or "none")
+    raise AssertionError(c)
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="python -m simulator.backend",
+                                 description="The reference backend: serve it, or do one portal action.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="ACTION")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", required=True, help="the ledger's SQLite file")
+
+    def action(name, help):
+        return sub.add_parser(name, parents=[db], help=help)
+
+    s = action("serve", "run the backend service (MQTT)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=1883)
+    s.add_argument("--user", default="backend")
+    s.add_argument("--password", required=True)
+    s.add_argument("--client-id", default="cpos-backend")
+    s.add_argument("--payments", default=None,
+                   help="the simulated payment provider's SQLite file (default DB.payments; 'off': "
+                        "no automatic top-up processing)")
+    s.add_argument("--crash-after-apply", type=int, default=0,
+                   help="fault injection: SIGKILL itself right after committing the Nth batch")
+    s.add_argument("--crash-after-charge", action="store_true",
+                   help="fault injection: SIGKILL itself after the payment provider took a top-up, before booking it")
+    s.add_argument("--site-key", action="append", default=[], metavar="SITE=HEX",
+                   help="run the downlink for SITE, signing with this 64-hex-digit key (repeatable)")
+    s.add_argument("--poll-ms", type=int, default=50, help="how often the downlink looks for new changes")
+
+    p = action("add-account", "create an account")
+    p.add_argument("--name", required=True)
+    p.add_argument("--id", type=int, default=None)
+    p = action("issue-card", "give an account a new card (e.g. the ordered one arriving)")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--uid", required=True, help="4, 7 or 10 bytes in hex")
+    p.add_argument("--number", required=True, help="printed card number (case-sensitive)")
+    p = action("top-up", "indbetal: whole kroner onto an account")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--kr", type=_whole, required=True)
+    p.add_argument("--card", help="the card number the top-up is for (optional)")
+    p = action("payout", "udbetal to a bank account (cancels automatic top-up)")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--amount", type=_kr, required=True, help="kroner, e.g. 100 or 99.50")
+    p.add_argument("--reg", required=True, help="bank reg. number (4 digits)")
+    p.add_argument("--konto", required=True, help="bank account number (up to 10 digits)")
+    p.add_argument("--card")
+    p = action("transfer", "overfør between accounts")
+    p.add_argument("--from", dest="src", type=int, required=True)
+    p.add_argument("--to", dest="dst", type=int, required=True)
+    p.add_argument("--amount", type=_kr, required=True)
+    p.add_argument("--message", required=True, help="required by the portal")
+    for name, what in (("block", "spær kort: block a lost card"), ("activate", "re-activate a blocked card")):
+        p = action(name, what)
+        p.add_argument("--card", required=True)
+    p = action("order-card", "bestil nyt kort: the card becomes replaced")
+    p.add_argument("--card", required=True)
+    p.add_argument("--new-uid")
+    p.add_argument("--new-number")
+    p = action("set-limit", "maks forbrug per place kind and window (tills only); 'none' removes it")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--place", choices=sorted(PLACES), required=True)
+    p.add_argument("--window", choices=sorted(WINDOWS), required=True)
+    p.add_argument("--amount", type=_limit, required=True)
+    p = action("set-places", "forbrugssteder: the kinds of place allowed (none listed: none allowed)")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("places", nargs="*", choices=sorted(PLACES))
+    p = action("enrol", "automatisk optankning: enrol with a stored payment card")
+    p.add_argument("--account", type=int, required=True)
+    p.add_argument("--kr", type=_whole, required=True)
+    p.add_argument("--payment-ref", required=True, help="the payment provider's stored-card reference")
+    p = action("cancel-enrol", "annuller automatisk optankning")
+    p.add_argument("--account", type=int, required=True)
+    p = action("statement", "kontoudtog of a card")
+    p.add_argument("--card", required=True)
+    p = action("account", "show an account: balance, cards, places, limits, enrolment")
+    p.add_argument("--account", type=int, required=True)
+    payments = argparse.ArgumentParser(add_help=False)
+    payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default DB.payments)")
+    p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")
+    p.add_argument("--ref", required=True)
+    p.add_argument("--expiry", required=True, help="YYYY-MM")
+    p.add_argument("--funds-kr", type=_whole, required=True)
+    sub.add_parser("process-topups", parents=[db, payments],
+                   help="answer pending automatic top-up triggers once (the service does this by itself)")
+    return ap
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["serve"] + argv  # the original flag form runs the service
+    a = _parser().parse_args(argv)
+    if a.cmd == "serve":
+        return _serve(a)
+    if a.cmd != "add-account" and not os.path.exists(a.db):
+        print("error: no ledger database %s" % a.db, file=sys.stderr)
+        return 2
+    try:
+        led = Ledger(a.db)
+        try:
+            print(_do(a, led))
+        finally:
+            led.close()
+    except ValueError as e:  # PortalError and the provider's input checks: the user's mistake
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:
+        print("error: database %s: %s" % (a.db, e), file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

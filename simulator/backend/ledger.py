@@ -101,9 +101,24 @@ CREATE TABLE IF NOT EXISTS topup_triggers (       -- issue 8 acts on them
     seq INTEGER NOT NULL,
     account INTEGER NOT NULL,
     t INTEGER NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
+    status TEXT NOT NULL DEFAULT 'pending',       -- pending, inflight, done, failed, skipped
+    reason TEXT,                                  -- why failed / skipped / done (simulator/backend/topup.py)
+    attempt INTEGER,                              -- topup_attempts.id that answered it
     PRIMARY KEY (terminal, seq)
 );
+CREATE TABLE IF NOT EXISTS topup_attempts (       -- charges of a stored payment card
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account INTEGER NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),   -- øre
+    payment_ref TEXT NOT NULL,
+    order_id TEXT UNIQUE,                         -- the provider's idempotency key
+    status TEXT NOT NULL CHECK (status IN ('inflight', 'done', 'failed')),
+    reason TEXT,
+    started INTEGER NOT NULL,
+    finished INTEGER
+);
+-- At most one attempt per account in flight, whoever and however many processors run.
+CREATE UNIQUE INDEX IF NOT EXISTS one_inflight_topup ON topup_attempts (account) WHERE status = 'inflight';
 CREATE TABLE IF NOT EXISTS changes (              -- what the downlink must tell terminals, in order
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,                           -- cpos.carddelta.NAMES: balance, block, unblock,
@@ -128,13 +143,14 @@ TYPE_TEXT = {"withdrawn": "Hævet", "deposited": "Indsat"}
 class Applied:
     """What apply_batch did: the new watermark and counts."""
 
-    __slots__ = ("watermark", "new_records", "duplicates", "purchases")
+    __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers")
 
-    def __init__(self, watermark, new_records, duplicates, purchases):
+    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0):
         self.watermark = watermark
         self.new_records = new_records
         self.duplicates = duplicates
         self.purchases = purchases
+        self.triggers = triggers  # new automatic top-up triggers
 
     def __repr__(self):
         return "Applied(w=%d, new=%d, dup=%d, purchases=%d)" % (
@@ -232,10 +248,20 @@ class Ledger:
             raise ValueError("amount")
         t = int(time.time()) if t is None else t
         with self._tx():
-            self.db.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, account))
-            self.db.execute("INSERT INTO ledger (account, card, t, type, amount, text) VALUES (?, ?, ?, 'deposited', ?, ?)",
-                            (account, card, t, amount, text))
-            self._changed("balance", account)
+            self._book(account, "deposited", amount, t, text, card)
+
+    def _book(self, account, type_, amount, t, text, card=None):
+        """Inside the caller's transaction: one account-level ledger row (money in or out,
+        not a terminal's purchase), the balance moved, and a `balance` change noted."""
+        if type(amount) is not int or amount <= 0:
+            raise ValueError("amount")
+        sign = 1 if type_ == "deposited" else -1
+        cur = self.db.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (sign * amount, account))
+        if cur.rowcount != 1:
+            raise KeyError(account)
+        self.db.execute("INSERT INTO ledger (account, card, t, type, amount, text) VALUES (?, ?, ?, ?, ?, ?)",
+                        (account, card, t, type_, amount, text))
+        self._changed("balance", account)
 
     # --- uplink -------------------------------------------------------------------------
 
@@ -257,7 +283,7 @@ class Ledger:
                 raise protocol.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
         now = int(time.time())
         db = self.db
-        new = dup = purchases = 0
+        new = dup = purchases = triggers = 0
         touched = set()
         with self._tx():
             row = db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
@@ -276,8 +302,9 @@ class Ledger:
                     continue
                 new += 1
                 if r["topup"]:
-                    db.execute("INSERT OR IGNORE INTO topup_triggers (terminal, seq, account, t) VALUES (?, ?, ?, ?)",
-                               (number, r["seq"], r["account"], r["t"]))
+                    triggers += db.execute(
+                        "INSERT OR IGNORE INTO topup_triggers (terminal, seq, account, t) VALUES (?, ?, ?, ?)",
+                        (number, r["seq"], r["account"], r["t"])).rowcount
                 if r["reason"] != 0:
                     continue
                 # An approved purchase. The terminal decided offline: book it whatever the
@@ -303,7 +330,7 @@ class Ledger:
             db.execute("UPDATE terminals SET watermark = ? WHERE number = ?", (w, number))
             for account in sorted(touched):
                 self._changed("balance", account)
-        return Applied(w, new, dup, purchases)
+        return Applied(w, new, dup, purchases, triggers)
 
     def set_status(self, tid, online, t):
         number = protocol.terminal_number(tid)

@@ -7,6 +7,12 @@ terminal's watermark (retained, QoS 1), and only then PUBACK the batch to the br
 A crash anywhere in between leaves either nothing applied (the broker or the terminal
 resends) or the batch applied without an ack (the resent batch is a no-op and is acked).
 
+Automatic top-up: with `payments` (the simulated provider's SQLite file), a batch that
+brought new top-up triggers, once acknowledged, wakes a worker thread that runs the
+TopupProcessor (simulator/backend/topup.py) on its own connection to the ledger, so a
+slow payment provider never delays an ack. At start the worker finishes any attempt a
+previous run left in flight, then answers triggers still pending.
+
 With site keys it also runs the downlink (simulator.backend.downlink): sync requests
 (`up/sync`) are answered with deltas or a snapshot and a `current`; after each batch, and
 every `poll_ms` for changes other processes made to the ledger (the portal), new changes
@@ -16,6 +22,7 @@ import asyncio
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cpos import downlink, protocol
 from cpos.mqtt import Fatal, MQTTClient
@@ -23,7 +30,8 @@ from cpos.mqtt import Fatal, MQTTClient
 
 class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
-                 crash_after_apply=0, log=None, site_keys=None, poll_ms=50):
+                 crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False,
+                 site_keys=None, poll_ms=50):
         self.ledger = ledger
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
@@ -44,6 +52,48 @@ class Backend:
         self.rejected = 0
         self.apply_seconds = 0.0
         self.records_applied = 0
+        self.topups = None
+        if payments is not None:
+            self._start_topups(payments, topup_threshold, crash_after_charge)
+
+    def _start_topups(self, payments, threshold, crash_after_charge):
+        from simulator.backend.ledger import Ledger
+        from simulator.backend.payments import PaymentProvider
+        from simulator.backend.topup import TopupProcessor
+
+        if self.ledger.path == ":memory:":
+            raise ValueError("automatic top-up needs the ledger in a file (the worker opens its own connection)")
+        kw = {} if threshold is None else {"threshold": threshold}
+        provider = PaymentProvider(payments)
+        if crash_after_charge:  # fault injection: SIGKILL self once a charge is taken, before it is booked
+            charge = provider.charge
+
+            def charge_then_die(*args):
+                charge(*args)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            provider.charge = charge_then_die
+        self.topups = TopupProcessor(Ledger(self.ledger.path), provider, log=self.log, **kw)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
+        self._topup_queued = False
+        self.topup_runs = 0
+        self._pool.submit(self._topup_work, True)
+
+    def _kick_topups(self):
+        """Have the worker look at pending triggers (at most one run queued behind a running one)."""
+        if not self._topup_queued:
+            self._topup_queued = True
+            self._pool.submit(self._topup_work, False)
+
+    def _topup_work(self, recover):
+        self._topup_queued = False
+        try:
+            if recover:
+                self.topups.recover()
+            self.topups.process_pending()
+        except Exception as e:  # logged; the triggers stay pending for the next run
+            self.log("backend: top-up processing failed: %s" % e)
+        self.topup_runs += 1
 
     async def run(self):
         if self.downlink is None:
@@ -111,6 +161,8 @@ class Backend:
         await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
             await self._downlink(self.downlink.pump)  # the new balances and included_seq
+        if res.triggers and self.topups is not None:
+            self._kick_topups()
 
     def _on_status(self, topic, payload, retained):
         try:
@@ -122,3 +174,5 @@ class Backend:
 
     async def stop(self):
         await self.client.stop()
+        if self.topups is not None:
+            self._pool.shutdown(wait=True)

@@ -133,3 +133,15 @@ def test_site_key_is_64_hex_digits():
     assert config.validate(variant(site_key=key)).site_key == bytes(range(0, 256, 17))[:16] * 2
     for bad in ("0011", key + "00", "zz" * 32, 1234):
         assert error_of(variant(site_key=bad)).startswith("config site_key: must be 64 hex digits"), bad
+
+
+def test_offline_policy_settings():
+    assert config.validate(GOOD).offline is None  # absent: no offline cap
+    c = config.validate(variant(offline={"threshold_s": 600, "allowance_ore": 4000}))
+    assert (c.offline.threshold_s, c.offline.allowance_ore) == (600, 4000)
+    assert error_of(variant(offline={"threshold_s": 600})) == "config offline.allowance_ore: is missing"
+    assert error_of(variant(offline={"threshold_s": -1, "allowance_ore": 1})).startswith(
+        "config offline.threshold_s: must be between 0 and")
+    assert error_of(variant(offline={"threshold_s": 1, "allowance_ore": 1, "x": 2})).startswith(
+        "config offline.x: is not a known setting")
+    assert error_of(variant(offline=5)) == "config offline: must be an object {...}"

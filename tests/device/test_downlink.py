@@ -82,8 +82,8 @@ def _world():
     t = CardTable(FLASH, log_blocks=1)
     c = FakeClient()
     seen = []
-    s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append)
-    assert c.filters == [TOPIC]
+    s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append, clock=lambda: 1764072000)
+    assert c.filters == [TOPIC] and s.last_contact == 0
     return t, c, s, seen, downlink.Key(KEY)
 
 
@@ -107,7 +107,7 @@ def test_snapshot_in_chunks_then_deltas_in_order():
         c.handler(TOPIC, m, False)
     assert (t.state, t.version, t.included_seq) == (cardtable.OK, 4, 10) and seen == [10]
     c.handler(TOPIC, downlink.encode(k, TOPIC, downlink.CURRENT, 4, arg=nonce), False)
-    assert s.synced and s.rejected == 0
+    assert s.synced and s.rejected == 0 and s.last_contact == 1764072000
     c.handler(TOPIC, _delta(k, 5, 12, carddelta.BALANCE, account=1, value=9000), False)
     c.handler(TOPIC, _delta(k, 6, 12, carddelta.BLOCK, uid=UID), False)
     assert _look(t) == (cardtable.FOUND, BLOCKED, 9000)

@@ -10,16 +10,9 @@ from cpos.blockfile import BlockFile
 from cpos.journal import Journal, JournalFull, SLOT
 from simulator.norflash import NorFlash, PowerCut, CUT_INSIDE, CUT_AFTER
 from journal_check import fields, expected
+from checks import raises
 
 UID = b"\x04\xa1\xb2\xc3"
-
-
-def raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc:
-        return
-    raise AssertionError("%s not raised" % exc.__name__)
 
 
 def fresh(nsec=3, sector=512, seed=1):

@@ -1,13 +1,6 @@
 """Money in integer øre (cpos.money), on both runtimes."""
 from cpos import money
-
-
-def raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc:
-        return True
-    raise AssertionError("%s not raised by %r%r" % (exc.__name__, fn, args))
+from checks import raises
 
 
 def test_kroner_to_ore():

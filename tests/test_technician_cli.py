@@ -1,0 +1,444 @@
+"""The `cpos` technician CLI against a virtual terminal, through the real mpremote.
+
+Each test starts simulator/virtual_device.py (a pty speaking the raw REPL over the
+MicroPython unix port, with the ESP32 partitions as files) and runs the installed
+`cpos` command as a technician would. Bad input must end in one line on stderr,
+a non-zero exit and an untouched device.
+"""
+import hashlib
+import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from cpos import config, mqtt, protocol
+from cpos.blockfile import BlockFile
+from cpos.journal import Journal
+from host_tools import bundle, deploy, partitions
+from simulator import broker as site_broker
+from simulator.backend.ledger import Ledger
+from simulator.terminal import free_port
+
+SITE = "skole-nord"
+
+
+class VirtualTerminal:
+    def __init__(self, folder, *args):
+        self.folder = str(folder)
+        self.fs = os.path.join(self.folder, "fs")
+        self.parts = os.path.join(self.folder, "partitions")
+        self.proc = subprocess.Popen([sys.executable, "-m", "simulator.virtual_device", self.folder] + list(args),
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        self.port = line.split()[1]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+    def tree(self):
+        """Every file on the device's filesystem with its content hash."""
+        out = {}
+        for d, _, files in os.walk(self.fs):
+            for f in files:
+                p = os.path.join(d, f)
+                out[os.path.relpath(p, self.fs)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+        return out
+
+    def read(self, path):
+        with open(os.path.join(self.fs, path)) as f:
+            return f.read()
+
+
+@pytest.fixture
+def plug(tmp_path):
+    """plug(name, *options): a virtual terminal in tmp_path/name (plug it again: same flash)."""
+    live = []
+
+    def make(name="dev", *args):
+        v = VirtualTerminal(tmp_path / name, *args)
+        live.append(v)
+        return v
+
+    yield make
+    for v in live:
+        v.close()
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for v in ("v1", "v2", "v3"):
+        bundle.build("esp32_uart", str(root / v), v)
+        out[v] = str(root / v)
+    return out
+
+
+def cpos(*args, timeout=120):
+    return subprocess.run([bundle.tool("cpos")] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def failed_in_one_line(p, *words):
+    assert p.returncode != 0, p.stdout
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def provision_args(v, tmp_path, number=7, *extra):
+    return ["provision", "-p", v.port, "--number", number, "--site", SITE, "--place", "school", "--kind", "till",
+            "--broker-host", "127.0.0.1", "--site-dir", tmp_path / "site", "--ledger", tmp_path / "site" / "ledger.sqlite",
+            "--set", "mqtt.port=%d" % free_port()] + list(extra)
+
+
+# -- help ----------------------------------------------------------------------------
+
+def test_help_lists_every_command_with_an_example():
+    p = cpos("--help")
+    assert p.returncode == 0
+    for c in ("build", "flash", "deploy", "provision", "status", "logs", "rescue"):
+        assert c in p.stdout
+        sub = cpos(c, "--help")
+        assert sub.returncode == 0 and "example:" in sub.stdout and "cpos " + c in sub.stdout
+
+
+# -- deploy --------------------------------------------------------------------------
+
+def test_deploy_verifies_on_the_device_then_switches(plug, bundles):
+    v = plug()
+    p = cpos("deploy", "-p", v.port, bundles["v1"])
+    assert p.returncode == 0, p.stderr
+    assert v.read("active") == "v1"
+    manifest = json.load(open(os.path.join(bundles["v1"], "manifest.json")))
+    tree = v.tree()
+    for path, digest in manifest["files"].items():
+        assert tree["bundles/v1/" + path] == digest
+    assert tree["boot.py"] == manifest["files"]["boot.py"]
+    # after a reset, boot.py runs the active version: status comes from its cpos
+    s = json.loads(cpos("status", "-p", v.port, "--json").stdout)
+    assert s["version"] == s["active"] == "v1"
+    assert cpos("deploy", "-p", v.port, bundles["v2"]).returncode == 0
+    assert v.read("active") == "v2"
+    assert cpos("deploy", "-p", v.port, bundles["v3"]).returncode == 0
+    assert sorted(os.listdir(os.path.join(v.fs, "bundles"))) == ["v2", "v3"]  # the previous one is kept
+    again = cpos("deploy", "-p", v.port, bundles["v3"])
+    assert again.returncode == 0 and "already the active version" in again.stdout
+
+
+def test_interrupted_deploy_leaves_the_old_version_running(plug, bundles):
+    v = plug("dev")
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    v.close()
+    cut = plug("dev", "--hangup-after", "40000")  # the cable comes out in the middle of the copy
+    p = cpos("deploy", "-p", cut.port, bundles["v2"])
+    failed_in_one_line(p, "interrupted", "still runs v1", "run cpos deploy again")
+    assert cut.read("active") == "v1"
+    assert os.path.isdir(os.path.join(cut.fs, "bundles", "v2"))  # a partial copy, never switched to
+    cut.close()
+    back = plug("dev")
+    s = json.loads(cpos("status", "-p", back.port, "--json").stdout)
+    assert s["version"] == "v1"
+    assert cpos("deploy", "-p", back.port, bundles["v2"]).returncode == 0
+    assert back.read("active") == "v2"
+
+
+def test_bundle_with_a_bad_hash_is_refused_before_the_device_is_touched(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    bad = tmp_path / "bad"
+    subprocess.run(["cp", "-r", bundles["v2"], str(bad)], check=True)
+    with open(bad / "cpos" / "rules.mpy", "ab") as f:
+        f.write(b"\0")
+    before = v.tree()
+    failed_in_one_line(cpos("deploy", "-p", v.port, bad), "cpos/rules.mpy", "rebuild")
+    assert v.tree() == before
+
+
+def test_a_file_damaged_on_the_device_is_caught_by_the_device_check(plug, bundles):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    manifest = json.load(open(os.path.join(bundles["v1"], "manifest.json")))
+    wanted = {"/bundles/v1/" + p: h for p, h in manifest["files"].items()}
+    assert deploy.verify_on_device(v.port, wanted) == []
+    with open(os.path.join(v.fs, "bundles", "v1", "cpos", "journal.mpy"), "r+b") as f:
+        f.write(b"\x00\x00")
+    assert deploy.verify_on_device(v.port, wanted) == ["/bundles/v1/cpos/journal.mpy"]
+    # redeploying the same damaged version is refused rather than patched in place
+    failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"]), "damaged", "new version")
+
+
+# -- wrong ports and wrong devices ------------------------------------------------------
+
+def test_wrong_port_says_so(bundles):
+    for args in (["status"], ["logs"], ["deploy", bundles["v1"]]):
+        p = cpos(args[0], "-p", "/dev/ttyCPOS-none", *args[1:])
+        failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
+
+
+def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_path):
+    v = plug("plain", "--no-partitions")
+    before = v.tree()
+    failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"]), "not a CPOS terminal", "cpos flash")
+    failed_in_one_line(cpos(*provision_args(v, tmp_path)), "not a CPOS terminal")
+    assert v.tree() == before
+    assert not os.path.exists(tmp_path / "site" / "passwd")
+
+
+def test_a_port_without_micropython_is_not_a_terminal(plug, bundles):
+    v = plug("mute", "--mute")
+    failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"], timeout=60), "does not answer as MicroPython")
+    assert v.tree() == {}
+
+
+# -- provision -------------------------------------------------------------------------
+
+def _mosquitto(site_dir, port):
+    conf = os.path.join(site_dir, "mosquitto.conf")
+    with open(conf, "w") as f:
+        f.write("user %s\nlistener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n"
+                "persistence false\n" % (pwd.getpwuid(os.geteuid()).pw_name, port, os.path.join(site_dir, "passwd"), os.path.join(site_dir, "acl")))
+    proc = subprocess.Popen([site_broker.find_tool("mosquitto"), "-c", conf], stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            subprocess.run(["sleep", "0.02"])
+    proc.kill()
+    raise AssertionError("mosquitto did not start")
+
+
+def _pub(port, user, password):
+    """The broker's CONNACK return code for this login (0 accepted; 4/5 refused)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(mqtt.connect_packet(user, user, password))
+        ack = b""
+        while len(ack) < 4:
+            more = s.recv(4 - len(ack))
+            if not more:
+                return -1
+            ack += more
+    assert ack[0] == 0x20
+    return ack[3]
+
+
+def test_provision_writes_config_broker_login_and_backend_entry(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    p = cpos(*provision_args(v, tmp_path, 7, "--set", "removal_window_ms=800"))
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(v.read("config.json"))
+    c = config.validate(cfg)
+    assert (c.terminal_id, c.terminal_no, c.site, c.removal_window_ms) == ("t0007", 7, SITE, 800)
+    assert cfg["storage"]["journal"] == {"partition": "journal"} and cfg["pn532"]["link"] == "uart"
+    key = open(tmp_path / "site" / "site_key").read().strip()
+    assert len(bytes.fromhex(key)) == 32
+    acl = open(tmp_path / "site" / "acl").read()
+    assert site_broker.terminal_acl(SITE, "t0007") in acl and site_broker.backend_acl() in acl
+    led = Ledger(str(tmp_path / "site" / "ledger.sqlite"))
+    assert led.db.execute("SELECT tid, site, place, kind FROM terminals").fetchall() == [("t0007", SITE, 0, 0)]
+    led.close()
+    # the broker takes the password the device got; provisioning again replaces it
+    port = cfg["mqtt"]["port"]
+    broker = _mosquitto(str(tmp_path / "site"), port)
+    try:
+        assert _pub(port, "t0007", cfg["mqtt"]["password"]) == 0
+        assert _pub(port, "t0007", cfg["mqtt"]["password"] + "x") != 0
+    finally:
+        broker.kill()
+        broker.wait()
+    assert cpos(*provision_args(v, tmp_path, 7, "--set", "mqtt.port=%d" % port)).returncode == 0
+    cfg2 = json.loads(v.read("config.json"))
+    assert cfg2["mqtt"]["password"] != cfg["mqtt"]["password"]
+    passwd = open(tmp_path / "site" / "passwd").read().splitlines()
+    assert [l.split(":")[0] for l in passwd] == ["t0007"]
+    assert open(tmp_path / "site" / "site_key").read().strip() == key  # one key per site
+    broker = _mosquitto(str(tmp_path / "site"), port)
+    try:
+        assert _pub(port, "t0007", cfg2["mqtt"]["password"]) == 0
+        assert _pub(port, "t0007", cfg["mqtt"]["password"]) != 0
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+def test_a_config_that_fails_validation_writes_nothing(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    before = v.tree()
+    p = cpos(*provision_args(v, tmp_path, 7, "--set", "removal_window_ms=5"))
+    failed_in_one_line(p, "config removal_window_ms: must be between 100 and 5000", "--set")
+    assert v.tree() == before
+    assert not os.path.exists(tmp_path / "site")  # no key, login, ACL or ledger entry either
+
+
+# -- status, logs, rescue ----------------------------------------------------------------
+
+def _purchases(v, n, acked, terminal=7):
+    """n purchases in the terminal's journal partition (the device's own format), `acked` acknowledged."""
+    dev = BlockFile(os.path.join(v.parts, "journal.bin"))
+    j = Journal(dev)
+    j.recover()
+    for i in range(n):
+        j.append(1700000000 + 60 * i, bytes([1, 2, 3, 4 + i % 3]), 1000 + i % 4, 2500, 0, 0, terminal,
+                 "Sandwich %d" % i, 50000 - 2500 * i, 0, False)
+    if acked:
+        j.ack(acked)
+    dev.close()
+
+
+def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    _purchases(v, 12, 5)
+    # the running app's log, as firmware/main.py makes it on the device: boot, then health
+    code = ("from cpos import devlog, log\nimport board\nt=[5000]\n"
+            "l = log.Log(devlog.FileSink(lambda s: None, board.log_path(), lambda: t[0]))\n"
+            "t[0] = 5090\nl.info('health %r' % ({'reader_ok': True, 'reader_errors': 2, 'reader_reinits': 1,"
+            " 'broker_connected': False, 'broker_connects': 3, 'broker_error': 'ECONNREFUSED',"
+            " 'uplink_acked': 5, 'uplink_batches': 2, 'uplink_resends': 0},))\n"
+            "l.error('reader: no answer')\n")
+    assert subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True).returncode == 0
+    s = json.loads(cpos("status", "-p", v.port, "--json").stdout)
+    assert s["terminal_id"] == "t0007" and s["version"] == "v1"
+    assert s["journal"]["pending"] == 7 and s["journal"]["oldest_unacked"] == 6 and s["journal"]["next_seq"] == 13
+    assert s["journal"]["oldest_unacked_t"] == 1700000000 + 60 * 5
+    assert s["cardtable"] == {"version": 0, "state": "empty", "included_seq": 0, "cards": 0}
+    assert s["uptime_s"] == 90 and "'reader_errors': 2" in s["health"] and s["errors_logged"] == 1
+    text = cpos("status", "-p", v.port)
+    assert text.returncode == 0
+    assert "7 pending, oldest unacked: seq 6" in text.stdout and "uptime    90 s" in text.stdout
+    assert "reader    ok, 2 errors, 1 re-inits" in text.stdout
+    assert "broker    DOWN (ECONNREFUSED), 3 connects; uplink acked to seq 5" in text.stdout
+    logs = cpos("logs", "-p", v.port)
+    assert logs.returncode == 0
+    assert logs.stdout.splitlines()[-1] == "5090 E reader: no answer"
+
+
+def test_status_of_a_terminal_with_no_firmware_says_deploy(plug):
+    v = plug()
+    failed_in_one_line(cpos("status", "-p", v.port), "no CPOS firmware deployed", "cpos deploy")
+
+
+def test_rescue_from_the_terminal_and_from_a_dump_is_idempotent(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    _purchases(v, 30, 10)
+    ledger_path = tmp_path / "site" / "ledger.sqlite"
+    p = cpos("rescue", "-p", v.port, "--ledger", ledger_path)
+    assert p.returncode == 0, p.stderr
+    assert "rescued 20 records of t0007" in p.stdout and "20 new" in p.stdout
+    led = Ledger(str(ledger_path))
+    assert led.received_seqs(7) == list(range(11, 31))
+    assert led.watermark(7) == 0  # 1..10 never reached this ledger: the watermark waits for them
+    led.close()
+    again = cpos("rescue", "-p", v.port, "--ledger", ledger_path)
+    assert again.returncode == 0 and "0 new" in again.stdout and "20 already there" in again.stdout
+    dump = os.path.join(v.parts, "journal.bin")
+    p = cpos("rescue", "--dump", dump, "--site", SITE, "--number", 7, "--ledger", ledger_path, "--all")
+    assert p.returncode == 0 and "rescued 30 records" in p.stdout and "10 new" in p.stdout
+    led = Ledger(str(ledger_path))
+    assert led.received_seqs(7) == list(range(1, 31)) and led.watermark(7) == 30
+    led.close()
+    wrong = cpos("rescue", "--dump", dump, "--site", SITE, "--number", 8, "--ledger", ledger_path)
+    failed_in_one_line(wrong, "terminal 7, not 8")
+
+
+# -- flash -----------------------------------------------------------------------------
+
+MICROPYTHON_4MB = (("nvs", partitions.DATA, "nvs", 0x9000, 0x6000), ("phy_init", partitions.DATA, "phy", 0xF000, 0x1000),
+                   ("factory", partitions.APP, "factory", 0x10000, 0x1F0000),
+                   ("vfs", partitions.DATA, "fat", 0x200000, 0x200000))
+
+
+def _stock_image(app_bytes=300000):
+    """A combined image laid out as MicroPython's ESP32_GENERIC .bin (from 0x1000)."""
+    boot = (b"\xe9" + bytes(range(256)) * 112)[:0x7000]
+    app = b"\xe9" + b"\x5a" * (app_bytes - 1)
+    return boot + partitions.binary(MICROPYTHON_4MB) + b"\xff" * (0xF000 - 0x7000 - partitions.TABLE_SIZE) + app
+
+
+def test_partition_table_follows_the_documented_format():
+    b = partitions.binary()
+    assert len(b) == 0xC00
+    entries = []
+    for i in range(0, 0xC00, 32):
+        if b[i:i + 2] != b"\xaa\x50":
+            break
+        entries.append(b[i:i + 32])
+    assert b[len(entries) * 32:len(entries) * 32 + 16] == b"\xeb\xeb" + b"\xff" * 14
+    assert b[len(entries) * 32 + 16:len(entries) * 32 + 32] == hashlib.md5(b"".join(entries)).digest()
+    assert set(b[len(entries) * 32 + 32:]) == {0xFF}
+    by_label = {e[12:28].rstrip(b"\0").decode(): e for e in entries}
+    assert set(by_label) >= {"factory", "vfs", "journal", "cardtable"}
+    j = by_label["journal"]
+    assert j[2] == 1 and int.from_bytes(j[4:8], "little") == 0x300000 and int.from_bytes(j[8:12], "little") == 0x40000
+    # the journal dump command in the docs and the CLI help reads exactly this partition
+    assert "read-flash 0x300000 0x40000" in open(os.path.join(bundle.ROOT, "docs", "technician.md")).read()
+
+
+def test_flash_writes_the_cpos_table_into_the_image_and_runs_esptool(tmp_path):
+    img = tmp_path / "ESP32_GENERIC.bin"
+    stock = _stock_image()
+    img.write_bytes(stock)
+    p = cpos("flash", "--image", img, "--dry-run")
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "ESP32_GENERIC-cpos.bin"
+    patched = out.read_bytes()
+    assert patched[:0x7000] == stock[:0x7000] and patched[0x7C00:] == stock[0x7C00:]
+    assert [e[0] for e in partitions.parse(patched[0x7000:0x7C00])] == [e[0] for e in partitions.LAYOUT_4MB]
+    assert "erase-flash" in p.stdout and "write-flash -z 0x1000 %s" % out in p.stdout
+    # esptool itself accepts the image and the command line (no board: it stops at the port)
+    merged = tmp_path / "merged.bin"
+    m = subprocess.run([bundle.tool("esptool"), "--chip", "esp32", "merge-bin", "-o", str(merged), "0x1000", str(out)],
+                       capture_output=True, text=True)
+    assert m.returncode == 0, m.stdout + m.stderr
+    assert merged.read_bytes()[0x8000:0x8C00] == partitions.binary()
+    failed_in_one_line(cpos("flash", "-p", "/dev/ttyCPOS-none", "--image", img), "cannot open /dev/ttyCPOS-none")
+
+
+def test_flash_refuses_an_image_that_is_not_micropython(tmp_path):
+    img = tmp_path / "random.bin"
+    img.write_bytes(os.urandom(100000))
+    failed_in_one_line(cpos("flash", "--image", img, "--dry-run"), "not a combined MicroPython ESP32 image")
+    big = tmp_path / "big.bin"
+    big.write_bytes(_stock_image(app_bytes=0x1F0001))
+    failed_in_one_line(cpos("flash", "--image", big, "--dry-run"), "does not fit")
+    failed_in_one_line(cpos("flash", "--image", tmp_path / "missing.bin"), "cannot read the image")
+
+
+def test_frozen_manifests_name_every_bundle_module():
+    """`cpos build` and a frozen image (boards/<board>/manifest.py) carry the same code."""
+    for board in ("esp32_uart", "esp32_i2c"):
+        text = open(os.path.join(bundle.ROOT, "boards", board, "manifest.py")).read()
+        mods = {dst for _, dst, compiled in bundle.sources(board) if compiled}
+        assert 'package("cpos", base_path="../../lib")' in text
+        for m in mods - {m for m in mods if m.startswith("cpos/")}:
+            assert '"%s.py"' % m[:-4] in text, (board, m)
+    assert protocol.terminal_id(7) == "t0007"
+
+
+def test_a_frozen_bundle_carries_only_boot_and_main(plug, tmp_path):
+    out = tmp_path / "frozen"
+    p = cpos("build", "--board", "esp32_i2c", "--frozen", "--out", out, "--version", "f1")
+    assert p.returncode == 0, p.stderr
+    manifest = json.load(open(out / "manifest.json"))
+    assert sorted(manifest["files"]) == ["boot.py", "main.py"] and manifest["frozen"] is True
+    assert sorted(os.listdir(out)) == ["boot.py", "main.py", "manifest.json"]
+    v = plug()
+    assert cpos("deploy", "-p", v.port, out).returncode == 0
+    assert sorted(os.listdir(os.path.join(v.fs, "bundles", "f1"))) == ["boot.py", "main.py", "manifest.json"]
+    assert v.read("active") == "f1"
