@@ -11,8 +11,9 @@ import os
 import pytest
 
 from cpos import carddelta, downlink, protocol, reasons
-from cpos.rules import ACTIVE, BLOCKED
+from cpos.rules import ACTIVE, BLOCKED, REPLACED
 from simulator.backend import Ledger
+from simulator.backend.portal import Portal
 from support.downlink_world import KEY, Link, Standin, UID, publish_raw, seed, start_backend
 from support.uplink_world import stop
 
@@ -59,6 +60,10 @@ def test_first_start_snapshot_then_block_and_unblock(world, runtime):
     led.set_card_status("884263sae", "active")
     s3 = t.wait(lambda s: s["status"] == ACTIVE and s["balance"] == 12500)
     assert s3["version"] == s["version"] + 3 and s3["rejected"] == 0
+    # A new card ordered in the portal: the watched one is replaced (a REPLACE delta).
+    Portal(led).order_card("884263sae", "04112233445566", "NY4711")
+    s4 = t.wait(lambda s: s["status"] == REPLACED)
+    assert s4["version"] == s3["version"] + 1 and s4["snapshots"] == 1 and s4["rejected"] == 0
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -117,7 +117,10 @@ class Backend:
         while True:
             await asyncio.sleep(self.poll_ms / 1000)
             if self.client.connected:
-                await self._downlink(self.downlink.pump)
+                try:
+                    await self._downlink(self.downlink.pump)
+                except Exception as e:  # logged; the changes stay unsent and are tried again
+                    self.log("backend: downlink pump failed: %s" % e)
 
     async def _on_sync(self, topic, payload, retained):
         try:
