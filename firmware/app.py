@@ -10,7 +10,8 @@ stops every task and returns to main.py, which restarts it (journal recovery aga
 nothing recorded is lost, nothing is recorded twice).
 
 The tap path, `decide`: look up the card (one flash block read), apply this
-terminal's own pending purchases, run the rules, append to the journal (durable
+terminal's own pending purchases, run the rules (and the offline-exposure cap when
+the config has one, docs/offline.md), append to the journal (durable
 before anything is signalled), then reply to the POS and queue the feedback. It
 allocates nothing in the steady state on MicroPython except the POS reply line.
 """
@@ -127,6 +128,8 @@ class App:
         t2 = ticks_us()
         code = rules.reason(d)
         topup = rules.topup_triggered(d)
+        if code == reasons.APPROVED and self.cfg.offline is not None and self._offline_capped(card, amount, now):
+            code = reasons.INSUFFICIENT_FUNDS
         seq = 0
         balance_after = card.balance if found == cardtable.FOUND else 0
         if code == reasons.APPROVED:
@@ -149,6 +152,15 @@ class App:
         t3 = ticks_us()
         self.decisions += 1
         return code, topup, seq, balance_after, (ticks_diff(t1, t0), ticks_diff(t2, t1), ticks_diff(t3, t2))
+
+    def _offline_capped(self, card, amount, now):
+        """The offline-exposure policy (docs/offline.md): True when this approval would take
+        the card past what it may spend here since the last sync. `card.balance` is already
+        the available money (synced balance - own pending); what this terminal let the card
+        spend since the last sync is its pending sum. Without the downlink, or before the
+        first authentic downlink news since boot, the last sync is unknown (0): capped."""
+        last = self.sync.last_contact if self.sync is not None else 0
+        return amount > self.cfg.offline.limit(card.balance, self.pending.amount(card.account), now, last)
 
     def balance_of(self, uid, now):
         """For a tap without a request: (reason code, available balance)."""

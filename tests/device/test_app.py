@@ -27,12 +27,14 @@ import os
 _DIR = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_app_"  # a folder of this process's own
 
 
-def _cfg(kind="till"):
-    return config.validate({
-        "terminal_id": "t9", "terminal_no": 9, "site": "test", "place": "school", "kind": kind,
-        "pn532": {"link": "tcp", "host": "127.0.0.1", "port": 1}, "pos": {"link": "none"},
-        "storage": {"journal": {"file": _DIR + "journal.bin", "size": 4 * 4096},
-                    "cardtable": {"file": _DIR + "cards.bin", "size": 16 * 4096}}})
+def _cfg(kind="till", offline=None):
+    d = {"terminal_id": "t9", "terminal_no": 9, "site": "test", "place": "school", "kind": kind,
+         "pn532": {"link": "tcp", "host": "127.0.0.1", "port": 1}, "pos": {"link": "none"},
+         "storage": {"journal": {"file": _DIR + "journal.bin", "size": 4 * 4096},
+                     "cardtable": {"file": _DIR + "cards.bin", "size": 16 * 4096}}}
+    if offline is not None:
+        d["offline"] = offline
+    return config.validate(d)
 
 
 class Outputs:
@@ -80,6 +82,9 @@ class Board:
 
 def fresh_flash():
     """Erased journal, and a card table holding two cards of two accounts."""
+    import gc
+
+    gc.collect()  # the previous test's apps are garbage: their 4 KB block buffers with them
     for name in ("journal.bin", "cards.bin"):
         try:
             os.remove(_DIR + name)
@@ -101,11 +106,11 @@ def fresh_flash():
     BlockFile(cfg.storage["journal"]["file"], cfg.storage["journal"]["size"]).close()
 
 
-def new_app(board, kind="till"):
+def new_app(board, kind="till", offline=None):
     import gc
 
     gc.collect()  # several boots in one process here; a device boots once per reset
-    app = App(board, _cfg(kind), log.Log(lambda line: None))
+    app = App(board, _cfg(kind, offline), log.Log(lambda line: None))
     app.recover()
     return app
 
@@ -231,4 +236,55 @@ def test_vending_terminal_approves_past_till_limits():
     pay(app, w, 3000, LIMITED)
     pay(app, w, 3000, LIMITED, "r2")
     assert w.lines == ["APPROVED r1 1 3000 7000", "APPROVED r2 2 3000 4000"]
+    board.close()
+
+
+class FakeSync:
+    """What the tap path reads of cpos.sync.Sync: when authentic news last arrived."""
+
+    def __init__(self, last_contact):
+        self.last_contact = last_contact
+
+    async def settled(self):
+        pass
+
+
+def test_offline_policy_caps_a_card_once_the_last_sync_is_stale():
+    """config `offline` (docs/offline.md): fresh view -> the balance rule only; stale or
+    never synced -> at most allowance_ore since the last sync, counted from own pending."""
+    fresh_flash()
+    board = Board()
+    app = new_app(board, offline={"threshold_s": 600, "allowance_ore": 3000})
+    w = CheckingWriter()
+    # No sync engine (no downlink) yet: the last sync is unknown, the card is capped at 30 kr.
+    pay(app, w, 2000)
+    pay(app, w, 1500, ref="r2")  # 2000 + 1500 > 3000: refused although the balance covers it
+    pay(app, w, 1000, ref="r3")  # 2000 + 1000 = 3000: still allowed
+    assert w.lines == ["APPROVED r1 1 2000 8000", "REFUSED r2 insufficient_funds", "APPROVED r3 2 1000 7000"]
+    # The other account has its own allowance.
+    pay(app, w, 2500, LIMITED, "r4")
+    assert w.lines[-1] == "APPROVED r4 3 2500 7500"
+    # Authentic downlink news 10 minutes ago: the view is fresh, only the balance counts.
+    app.sync = FakeSync(NOW - 600)
+    pay(app, w, 4000, ref="r5")
+    assert w.lines[-1] == "APPROVED r5 4 4000 3000"
+    pay(app, w, 3500, ref="r6")
+    assert w.lines[-1] == "REFUSED r6 insufficient_funds"  # the balance rule itself
+    # One second later the news is older than the threshold: capped again (7000 spent > 3000).
+    board.t = NOW + 1
+    pay(app, w, 100, ref="r7")
+    assert w.lines[-1] == "REFUSED r7 insufficient_funds"
+    # A refusal by the cap is not journaled (no top-up trigger here) and charges nothing.
+    assert app.journal.next_seq == 5 and app.pending.amount(1) == 7000
+    board.close()
+
+
+def test_without_an_offline_section_nothing_is_capped():
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    w = CheckingWriter()
+    pay(app, w, 6000)
+    pay(app, w, 3000, ref="r2")
+    assert w.lines == ["APPROVED r1 1 6000 4000", "APPROVED r2 2 3000 1000"]
     board.close()
