@@ -25,6 +25,7 @@ from cpos.tap import CardReader, TAP
 
 _REQUEST_TIMEOUT_MS = const(60000)
 _HEALTH_EVERY_MS = const(30000)
+_HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
 _WDT_FEED_MS = const(1000)
 _READER_STALL_MS = const(8000)
 _BIND_TRIES = const(20)  # the reader task must report a poll at least this often
@@ -317,9 +318,31 @@ class App:
             self.log.info("POS: disconnected")
 
     async def health_task(self):
+        """Log the health figures every 30 s; with a broker, also publish them (`up/health`,
+        QoS 0, docs/protocol.md): every 30 s, after each (re)connect and within a second of
+        the card-table version changing, so the backend knows which version is held."""
+        last = ticks_ms()
+        sent_gen = sent_version = -1
+        topic = None
         while True:
-            await sleep_ms(_HEALTH_EVERY_MS)
-            self.log.info("health %r" % (self.health(),))
+            await sleep_ms(_HEALTH_CHECK_MS)
+            due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
+            c = self.mqtt
+            news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
+            if not (due or news):
+                continue
+            h = self.health()
+            if due:
+                last = ticks_ms()
+                self.log.info("health %r" % (h,))
+            if c is not None and c.connected:
+                from cpos import protocol  # loaded already by the uplink: no heap without a broker
+
+                if topic is None:
+                    topic = protocol.topic(self.cfg.site, self.cfg.terminal_id, protocol.HEALTH)
+                gen, version = c.generation, self.table.version
+                if await c.publish(topic, protocol.encode_health(h, self.board.now()), 0):
+                    sent_gen, sent_version = gen, version
 
     def health(self):
         import gc

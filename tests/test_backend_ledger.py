@@ -140,3 +140,18 @@ def test_ack_payload_roundtrip_and_refusals():
     for bad in (b"", b"{}", b'{"v":1,"w":-1}', b'{"v":1,"w":true}', b'{"v":2,"w":3}', json.dumps([1]).encode()):
         with pytest.raises(protocol.ProtocolError):
             protocol.decode_ack(bad)
+
+
+def test_health_report_keeps_the_table_version_and_refuses_malformed(tmp_path):
+    led = Ledger(str(tmp_path / "l.db"))
+    assert led.health(1) is None
+    report = protocol.decode_health(protocol.encode_health({"table_version": 41, "synced": True}, 1764000000))
+    led.set_health("t0001", report)
+    led.set_health("t0001", protocol.decode_health(protocol.encode_health({"table_version": 42}, 1764000030)))
+    t, version, whole = led.health(1)
+    assert (t, version, whole) == (1764000030, 42, {"table_version": 42, "v": 1, "t": 1764000030})
+    for bad in (b"{}", b'{"v":1,"t":1}', b'{"v":2,"t":1,"table_version":1}', b'{"v":1,"t":1,"table_version":-1}',
+                b"not json"):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode_health(bad)
+    led.close()

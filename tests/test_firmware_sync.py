@@ -1,7 +1,8 @@
 """The real firmware keeps its card table in step over the downlink (the simulator's site:
 mosquitto, the backend with the per-site key, the firmware on MicroPython with `site_key`
 in its config). A card blocked in the ledger while the lunch queue runs is refused at the
-next tap; the terminal reports its table version; the backend's signed acks are accepted;
+next tap; the terminal reports its table version (sync requests and its
+health report on up/health); the backend's signed acks are accepted;
 the last delta includes every purchase."""
 import asyncio
 
@@ -29,6 +30,15 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
             await r.play()
             await task
             await asyncio.sleep(0.5)
+            # The terminal's health report (up/health) says which table version it holds.
+            led = r.site.ledger
+            for _ in range(100):
+                held = led.db.execute("SELECT version FROM dl_streams WHERE terminal = 1").fetchone()[0]
+                seen["health"] = led.health(1)
+                if seen["health"] is not None and seen["health"][1] == held:
+                    break
+                await asyncio.sleep(0.05)
+            seen["held"] = held
             text, problems = r.summary()
             events = list(r.terminals["till1"].events)
             recs = r.journal_records("till1")
@@ -40,6 +50,9 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     r, text, problems, events, recs = asyncio.run(go())
     assert problems == [], text
     assert reasons_seen(r, "till1") == ["approved", "approved", "blocked", "approved"], text
+    health = seen["health"]
+    assert health is not None and health[1] == seen["held"] >= seen["version"] + 1, (health, seen)
+    assert health[2]["synced"] is True and health[2]["table_state"] == 1 and health[2]["v"] == 1, health
     synced = [e for e in events if e["ev"] == "synced"]
     assert synced and synced[-1]["table_version"] >= seen["version"] + 1, synced[-3:]
     # Every record reached the ledger, and the last delta told the terminal its table

@@ -65,6 +65,7 @@ def topic(site, tid, leaf):
 
 BATCH = "up/batch"
 STATUS = "up/status"
+HEALTH = "up/health"  # terminal -> backend: the health report (QoS 0), card-table version included
 ACK = "down/ack"
 SYNC_UP = "up/sync"  # terminal -> backend: the card-table version it holds (a sync request)
 SYNC_DOWN = "down/sync"  # backend -> terminal: deltas, snapshot chunks, "current" (cpos.downlink)
@@ -140,6 +141,22 @@ def decode_status(payload):
     m = _message(payload, "status")
     if not isinstance(m.get("online"), bool):
         raise ProtocolError("bad status")
+    return m
+
+
+def encode_health(h, t):
+    """A health report: the app's figures (a dict of JSON values, `table_version` among
+    them) with the protocol version and the time (UTC s). Adds "v" and "t" to `h`."""
+    h["v"] = VERSION
+    h["t"] = t
+    return json.dumps(h).encode()
+
+
+def decode_health(payload):
+    """The health report as a dict; ProtocolError unless it says which table version it holds."""
+    m = _message(payload, "health report")
+    _int(m, "table_version", 0, 0xFFFFFFFF)
+    _int(m, "t", 0, 0xFFFFFFFF)
     return m
 
 

@@ -1,7 +1,8 @@
 """The reference backend's ledger: the card system's state in SQLite (stdlib sqlite3).
 
 Owns the schema (accounts, cards, allowed places, limits, top-up enrolments, terminals,
-received journal records, the ledger, top-up triggers, rejected batches), applying one
+received journal records, the ledger, top-up triggers, rejected batches, the terminals'
+latest health reports), applying one
 uplink batch in one transaction with exactly-once effect, the per-terminal watermark,
 and the per-card statement in the portal guide's shape. Portal actions (top up, block,
 replace, ...) are methods here so that issue 8 can extend the same object.
@@ -11,6 +12,7 @@ and every approved purchase in `ledger` under UNIQUE (terminal, seq); a repeated
 reordered batch inserts nothing twice. The watermark is the highest seq W such that
 every batch range covering 1..W has been applied (docs/protocol.md).
 """
+import json
 import sqlite3
 import time
 
@@ -60,6 +62,12 @@ CREATE TABLE IF NOT EXISTS terminals (
     watermark INTEGER NOT NULL DEFAULT 0,
     online INTEGER,
     status_t INTEGER
+);
+CREATE TABLE IF NOT EXISTS health (               -- each terminal's latest health report (up/health)
+    terminal INTEGER PRIMARY KEY,
+    t INTEGER NOT NULL,                           -- the terminal's clock (UTC s)
+    table_version INTEGER NOT NULL,               -- the card-table version it holds
+    report TEXT NOT NULL                          -- the whole report (JSON)
 );
 CREATE TABLE IF NOT EXISTS ranges (               -- applied batch ranges above the watermark
     terminal INTEGER NOT NULL,
@@ -337,7 +345,19 @@ class Ledger:
         with self._tx():
             self.db.execute("UPDATE terminals SET online = ?, status_t = ? WHERE number = ?", (int(online), t, number))
 
+    def set_health(self, tid, report):
+        """Keep a terminal's latest health report (a dict decoded by protocol.decode_health)."""
+        number = protocol.terminal_number(tid)
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO health (terminal, t, table_version, report) VALUES (?, ?, ?, ?)",
+                            (number, report["t"], report["table_version"], json.dumps(report, sort_keys=True)))
+
     # --- reading ------------------------------------------------------------------------
+
+    def health(self, number):
+        """(t, table_version, report dict) of the terminal's latest health report, or None."""
+        row = self.db.execute("SELECT t, table_version, report FROM health WHERE terminal = ?", (number,)).fetchone()
+        return None if row is None else (row[0], row[1], json.loads(row[2]))
 
     def watermark(self, number):
         row = self.db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()

@@ -39,6 +39,7 @@ class Backend:
                                  max_packet=protocol.MAX_PAYLOAD + 1024, log=self.log)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
+        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
         self.downlink = None
         self.poll_ms = poll_ms
         if site_keys:
@@ -174,6 +175,13 @@ class Backend:
             self.ledger.set_status(tid, m["online"], m.get("t", 0))
         except (protocol.ProtocolError, ValueError) as e:
             self.log("backend: bad status on %s: %s" % (topic, e))
+
+    def _on_health(self, topic, payload, retained):
+        try:
+            site, tid, _ = protocol.split_topic(topic)
+            self.ledger.set_health(tid, protocol.decode_health(payload))
+        except (protocol.ProtocolError, ValueError) as e:
+            self.log("backend: bad health report on %s: %s" % (topic, e))
 
     async def stop(self):
         await self.client.stop()
