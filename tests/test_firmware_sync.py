@@ -62,3 +62,33 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     # The backend's acks are signed with the site key too, and the firmware took them.
     acked = [e for e in events if e["ev"] == "acked"]
     assert acked and acked[-1]["watermark"] == top, acked[-3:]
+
+
+def test_automatic_top_up_end_to_end(tmp_path):
+    """The till's top-up trigger travels up in the journal record, the backend charges the
+    stored payment card (simulated provider), books the deposit, and the new balance flows
+    down: the next tap at the same till is decided on it (and triggers nothing)."""
+    sc = base_scenario([{"id": "till1", "kind": "till"}],
+                       purchases("till1", 1.0, [("topup", 1000)]) + purchases("till1", 7.0, [("topup", 1000)]),
+                       uplink=True)
+
+    async def go():
+        r = Run(sc, str(tmp_path), quiet=True)
+        try:
+            r.prepare()
+            await r.boot_all()
+            await r.play()
+            await asyncio.sleep(0.5)
+            text, problems = r.summary()
+            return r, text, problems, r.journal_records("till1"), r.site.topups(), r.site.ledger.balance(9)
+        finally:
+            await r.stop()
+
+    r, text, problems, recs, topups, balance = asyncio.run(go())
+    assert problems == [], text
+    assert reasons_seen(r, "till1") == ["approved", "approved"], text
+    # 40 kr. is under the 50 kr. threshold: the first purchase carries the trigger; the second
+    # is decided on the synced balance after the 200 kr. top-up (40 - 10 + 200 - 10).
+    assert [(x["topup"], x["balance_after"]) for x in recs] == [(True, 3000), (False, 22000)], recs
+    assert topups == (1, 20000, {"done": 1}), topups
+    assert balance == 22000
