@@ -40,8 +40,12 @@ def terminal_id(n):
 
 
 def new_password():
-    """A fresh random password (each broker run gets its own credentials)."""
-    return secrets.token_urlsafe(18)
+    """A fresh random password (each broker run gets its own credentials). Never starts with
+    '-': passed as `--password PW` on a command line, argparse would take it for an option."""
+    while True:
+        pw = secrets.token_urlsafe(18)
+        if pw[0] != "-":
+            return pw
 
 
 def backend_acl():

@@ -30,7 +30,7 @@ def seed(led, site, terminals=(1,), balance=10000):
 
 def start_backend(broker, db, poll_ms=20):
     cmd = [sys.executable, "-m", "simulator.backend", "--db", db, "--port", str(broker.port),
-           "--password", broker.users["backend"], "--site-key", "%s=%s" % (broker.site, KEY.hex()),
+           "--password=" + broker.users["backend"], "--site-key", "%s=%s" % (broker.site, KEY.hex()),
            "--poll-ms", str(poll_ms)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "backend up", p.stderr.read()
