@@ -56,7 +56,9 @@ def _merge(fresh):
     except OSError:
         return fresh
     doc = old.rstrip("\n") + "\n"
-    for part in fresh[1:]:
+    for part in fresh:
+        if not part.startswith("<!-- bench:"):
+            continue  # the document's title and run line stay as they were
         name = part.split(" -->", 1)[0][len("<!-- bench:"):]
         start, end = "<!-- bench:%s -->" % name, "<!-- /bench:%s -->\n" % name
         i = doc.find(start)
