@@ -35,7 +35,7 @@ def parse_kr(text):
     if neg:
         s = s[1:]
     whole, _, frac = s.partition(".")
-    if not whole or not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > 2:
+    if not _digits(whole) or (frac and not _digits(frac)) or len(frac) > 2:
         raise ValueError("bad amount: %r" % text)
     if _ and not frac:
         raise ValueError("bad amount: %r" % text)
@@ -43,6 +43,17 @@ def parse_kr(text):
     if ore > MAX_ORE:
         raise ValueError("amount too large: %r" % text)
     return -ore if neg else ore
+
+
+def _digits(s):
+    """True if `s` is one or more ASCII digits. Not str.isdigit(): CPython counts other
+    scripts' digits (which int() then accepts), MicroPython does not."""
+    if not s:
+        return False
+    for ch in s:
+        if not "0" <= ch <= "9":
+            return False
+    return True
 
 
 def format_kr(ore):

@@ -17,7 +17,8 @@ def test_parse_kr():
     assert money.parse_kr("12.50") == 1250
     assert money.parse_kr(" 0.05 ") == 5
     assert money.parse_kr("-3.10") == -310
-    for bad in ("", "12.", ".5", "1.234", "1,50", "abc", "1e3", "--1", "12.5x"):
+    for bad in ("", "12.", ".5", "1.234", "1,50", "abc", "1e3", "--1", "12.5x",
+                "\u0661\u0662", "1.\u0665", "1\u00b2", "+5", "1 000"):
         raises(ValueError, money.parse_kr, bad)
     raises(ValueError, money.parse_kr, 12)
 

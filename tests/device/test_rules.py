@@ -96,7 +96,11 @@ def test_weekly_and_monthly_limits_at_till():
 
 def test_order_day_before_week_before_month():
     lim = limits(school=(1000, 1000, 1000))
-    check([("all exceeded: day reported", case(card(limits=lim), 2000), reasons.DAY_LIMIT, False)])
+    week_and_month = limits(school=(5000, 1000, 1000))
+    check([
+        ("all exceeded: day reported", case(card(limits=lim), 2000), reasons.DAY_LIMIT, False),
+        ("week and month exceeded: week reported", case(card(limits=week_and_month), 2000), reasons.WEEK_LIMIT, False),
+    ])
 
 
 def test_limits_never_apply_at_vending_machines():
