@@ -138,7 +138,15 @@ def test_compaction_folds_deltas_and_a_full_overlay_compacts_itself():
     for d in _deltas(ref, rng, 6, 10):
         assert t.apply_delta(d) == APPLIED
     slot = t.slot
+    pages = [0]
+
+    def progress():
+        pages[0] += 1
+    t.progress = progress  # the app feeds its watchdog here: once per page read
+    n_pages = t.n_pages
     assert t.compact() == cardtable.INSTALL_OK
+    assert pages[0] == n_pages >= 1
+    t.progress = None
     assert t.slot != slot and t.version == 15 and t.included_seq == 115
     check_all(t, ref)
     check_all(CardTable(dev, log_blocks=1), ref)
