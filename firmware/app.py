@@ -68,6 +68,9 @@ class App:
         slots = (_ACC_SLOTS, _CARD_SLOTS) if cfg.site_key is not None else (16, 24)
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
                                          acc_slots=slots[0], card_slots=slots[1])
+        self.table.progress = self._compacting
+        self._wdt = None
+        self._fed = ticks_ms()
         self.pending = pending.Pending()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
@@ -371,11 +374,22 @@ class App:
         return h
 
     async def watchdog_task(self):
-        wdt = self.board.watchdog(self.cfg.watchdog_ms)
+        self._wdt = wdt = self.board.watchdog(self.cfg.watchdog_ms)
         while True:
             if self._failed is None and ticks_diff(ticks_ms(), self._beat_reader) < _READER_STALL_MS:
                 wdt.feed()
+                self._fed = ticks_ms()
             await sleep_ms(_WDT_FEED_MS)
+
+    def _compacting(self):
+        """Called per page while the card table compacts, which holds the event loop for
+        seconds on a large table (tens on an ESP32 at 100,000 cards, past the watchdog's
+        8 s): the watchdog is fed while the compaction makes progress, at most once a
+        second, so it does not reset the terminal in the middle of one, again and again."""
+        now = ticks_ms()
+        if self._wdt is not None and self._failed is None and ticks_diff(now, self._fed) >= _WDT_FEED_MS:
+            self._fed = now
+            self._wdt.feed()
 
     async def _guard(self, name, coro):
         try:

@@ -3,7 +3,7 @@ import pytest
 
 from cpos import pn532_frame as F
 from pn532_rig import INTERFACES, Rig
-from simulator.pn532_emu import Card, T_ATTEMPT
+from simulator.pn532_emu import Card, T_ATTEMPT, VirtualClock
 
 UID4 = bytes.fromhex("04a1b2c3")
 UID7 = bytes.fromhex("04112233445566")
@@ -114,3 +114,55 @@ def test_one_tap_per_presentation_against_the_emulator(iface):
     assert [u for _, u in taps] == [UID4.hex(), UID4.hex(), UID10.hex()]
     assert 300 <= taps[0][0] < 300 + 80  # noticed within one poll period and a poll
     assert rig.reader.errors == 0
+
+
+class _BlockingClock(VirtualClock):
+    """Virtual time that tells the blocking part apart from the sleeping part.
+
+    The fake buses advance the clock synchronously for each transfer (bytes on the
+    wire, clock stretching): that is time the event loop cannot run. The driver's
+    `sleep_ms` is where it yields. `longest_us` is the longest stretch of bus time
+    without a yield in between."""
+
+    def __init__(self, start_us=0):
+        VirtualClock.__init__(self, start_us)
+        self.run_us = 0
+        self.longest_us = 0
+
+    def advance_us(self, d):
+        self.us += int(d)
+        self.run_us += int(d)
+        if self.run_us > self.longest_us:
+            self.longest_us = self.run_us
+
+    sleep_us = advance_us
+
+    async def sleep_ms(self, ms):
+        self.run_us = 0
+        await VirtualClock.sleep_ms(self, ms)
+
+
+@pytest.mark.parametrize("iface", INTERFACES)
+def test_no_call_holds_the_event_loop_longer_than_one_frame(monkeypatch, iface):
+    # Taps, transient faults, a chip reset and a lock-up cured by the reset pin: through
+    # all of it the driver never spends longer on the bus between two yields than one
+    # full-size frame takes on that bus (its wire time, frame overhead included).
+    import pn532_rig
+
+    monkeypatch.setattr(pn532_rig, "VirtualClock", _BlockingClock)
+    rig = Rig(iface)
+    rig.emu.script([(200, "place", UID7), (1500, "remove"), (2600, "place", UID10), (4000, "remove"),
+                    (6500, "place", UID4)])
+    faults = {1000: "noise", 1200: "bad_dcs", 2000: "reset", 3000: "garbage", 3500: "mute"}
+
+    def inject(r, _step):
+        for t in sorted(faults):
+            if r.ms() >= t:
+                r.emu.inject(faults.pop(t))
+    taps = rig.taps(8000, on_step=inject)
+    assert [u for _, u in taps] == [UID7.hex(), UID10.hex(), UID4.hex()]
+    assert rig.reader.health()["reinits"] >= 2
+    frame_us = F.frame_size(F.MAX_DATA) * rig.emu.byte_us
+    assert rig.clock.longest_us <= frame_us, (rig.clock.longest_us, frame_us)
+    if iface != "uart":  # a UART write goes to its buffer: only I2C and SPI hold the CPU
+        assert rig.clock.longest_us > 0

@@ -133,6 +133,8 @@ def compact(t):
                     t.ov.acc_apply(ai, card, spends)
                 packer.add(cardfmt.encode_record(uid, card.account, card.status,
                                                  cardfmt.card_account(card, spends), keys))
+            if t.progress is not None:
+                t.progress()
         while j < len(news):
             packer.add(news[j][1])
             j += 1

@@ -78,6 +78,9 @@ class CardTable:
         self._tag = bytearray(4)
         self.ref_keys = [0, 0, 0]
         self._inst = None
+        # called once per page read while compacting (seconds on a large table, all in
+        # one call): the app feeds its watchdog from it
+        self.progress = None
         self.mount()
 
     # -- geometry -------------------------------------------------------------------

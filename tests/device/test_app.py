@@ -12,7 +12,7 @@ board through the emulator). What is shown here:
 """
 import asyncio
 
-from cpos import cardfmt, cardtable, config, log, purchase, reasons, rules
+from cpos import cardfmt, carddelta, cardtable, config, log, purchase, reasons, rules
 from cpos.blockfile import BlockFile
 from cpos.compat import ticks_ms
 from cpos.journal import Journal
@@ -193,6 +193,29 @@ def test_watchdog_is_fed_only_while_the_reader_reports():
     assert board.feeds == 0
     asyncio.run(watch(False))
     assert board.feeds == 1
+    board.close()
+
+
+def test_a_long_compaction_feeds_the_watchdog_while_it_progresses():
+    # A compaction holds the event loop (tens of seconds on an ESP32 at 100,000 cards):
+    # the watchdog task cannot run, so the table's progress hook feeds it, at most once
+    # a second, and not once a task has failed.
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    assert app.table.progress == app._compacting
+    app._wdt = board
+    app._fed = ticks_ms() - 1500
+    d = carddelta.encode(2, 0, carddelta.BALANCE, account=1, value=500)
+    assert app.table.apply_delta(d) == cardtable.APPLIED
+    assert app.table.compact() == cardtable.INSTALL_OK
+    assert board.feeds == 1  # one page, a second and a half after the last feed
+    app._compacting()
+    assert board.feeds == 1  # not again within the second
+    app._fed = ticks_ms() - 1500
+    app._failed = "pos"
+    app._compacting()
+    assert board.feeds == 1  # a failed app is left to the watchdog
     board.close()
 
 
