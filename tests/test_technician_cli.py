@@ -187,6 +187,16 @@ def test_wrong_port_says_so(bundles):
         failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
 
 
+def test_wrong_port_for_provision_and_rescue_writes_nothing(tmp_path):
+    site = tmp_path / "site"
+    p = cpos("provision", "-p", "/dev/ttyCPOS-none", "--number", 7, "--site", SITE, "--place", "school",
+             "--kind", "till", "--broker-host", "127.0.0.1", "--site-dir", site, "--ledger", site / "ledger.sqlite")
+    failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
+    failed_in_one_line(cpos("rescue", "-p", "/dev/ttyCPOS-none", "--ledger", site / "ledger.sqlite"),
+                       "cannot open /dev/ttyCPOS-none", "port name")
+    assert not os.path.exists(site)  # no key, broker login or ledger entry for a terminal never reached
+
+
 def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_path):
     v = plug("plain", "--no-partitions")
     before = v.tree()
