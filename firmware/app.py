@@ -392,14 +392,19 @@ class App:
             self._wdt.feed()
 
     async def _guard(self, name, coro):
+        """Run one task. Every task runs for ever: one that raises, or that returns
+        (a loop that ended), is dead, so the watchdog stops being fed and the app stops
+        for a clean restart."""
         try:
             await coro
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - every task failure restarts the app
             self.log.error("task %s failed" % name, e)
-            self._failed = name
-            self._stop.set()
+        else:
+            self.log.error("task %s ended" % name)
+        self._failed = name
+        self._stop.set()
 
     async def run(self):
         """Run every task until one fails; then stop them all and return its name."""

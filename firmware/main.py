@@ -2,8 +2,9 @@
 
 Thin on purpose. A configuration error stops here with one line naming the field
 (the technician fixes config.json; the watchdog is never started, so the REPL stays
-reachable). Any other failure is logged and the app starts over from journal
-recovery: on an ESP32 through machine.reset(), on the unix board in-process.
+reachable). Any other failure (a task that raised or ended) is logged and the app
+starts over from journal recovery through board.restart(): machine.reset() on an
+ESP32; on the unix board the process exits (status 70) and the simulator boots it again.
 """
 import asyncio
 import time

@@ -101,7 +101,22 @@ def cmd_provision(a):
 
 def _status(port):
     device.require_terminal(port)
-    return device.run(port, "from cpos import status\nstatus.main()", "CPOS-STATUS")
+    s = device.run(port, "from cpos import status\nstatus.main()", "CPOS-STATUS")
+    # The table records no install time: its age is how long ago the sync last heard
+    # authentic news from the backend, as of the app's last health report.
+    last = _health(s.get("health")).get("last_contact")
+    if isinstance(last, int) and last > 0:
+        s["cardtable_age_s"] = s["now"] - last
+    return s
+
+
+def _health(text):
+    """The health report's dict (App.health(), logged with %r), or {}."""
+    try:
+        h = ast.literal_eval(text) if text else {}
+    except (ValueError, SyntaxError):
+        return {}
+    return h if isinstance(h, dict) else {}
 
 
 def cmd_status(a):
@@ -130,6 +145,12 @@ def cmd_status(a):
     t = s.get("cardtable")
     if t:
         print("cardtable v%d (%s), %d cards, includes own seq %d" % (t["version"], t["state"], t["cards"], t["included_seq"]))
+        last = _health(s.get("health")).get("last_contact")
+        if "cardtable_age_s" in s:
+            print("          last news from the backend %d s ago (table age, per the last health report)"
+                  % s["cardtable_age_s"])
+        elif last == 0:
+            print("          no news from the backend since the last boot (per the last health report)")
     for k in ("journal_error", "table_error"):
         if k in s:
             print("%-9s %s" % (k.split("_")[0], s[k]))
@@ -146,10 +167,7 @@ def cmd_status(a):
 
 def _print_health(text):
     """The figures of App.health() that a technician looks at first, then all of them."""
-    try:
-        h = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        h = {}
+    h = _health(text)
     if "reader_errors" in h:
         print("reader    %s, %d errors, %d re-inits" % ("ok" if h.get("reader_ok") else "NOT READY",
                                                        h["reader_errors"], h.get("reader_reinits", 0)))

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import socket
 import subprocess
 import sys
@@ -186,6 +187,16 @@ def test_wrong_port_says_so(bundles):
         failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
 
 
+def test_wrong_port_for_provision_and_rescue_writes_nothing(tmp_path):
+    site = tmp_path / "site"
+    p = cpos("provision", "-p", "/dev/ttyCPOS-none", "--number", 7, "--site", SITE, "--place", "school",
+             "--kind", "till", "--broker-host", "127.0.0.1", "--site-dir", site, "--ledger", site / "ledger.sqlite")
+    failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
+    failed_in_one_line(cpos("rescue", "-p", "/dev/ttyCPOS-none", "--ledger", site / "ledger.sqlite"),
+                       "cannot open /dev/ttyCPOS-none", "port name")
+    assert not os.path.exists(site)  # no key, broker login or ledger entry for a terminal never reached
+
+
 def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_path):
     v = plug("plain", "--no-partitions")
     before = v.tree()
@@ -308,7 +319,7 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
             "l = log.Log(devlog.FileSink(lambda s: None, board.log_path(), lambda: t[0]))\n"
             "t[0] = 5090\nl.info('health %r' % ({'reader_ok': True, 'reader_errors': 2, 'reader_reinits': 1,"
             " 'broker_connected': False, 'broker_connects': 3, 'broker_error': 'ECONNREFUSED',"
-            " 'uplink_acked': 5, 'uplink_batches': 2, 'uplink_resends': 0},))\n"
+            " 'uplink_acked': 5, 'uplink_batches': 2, 'uplink_resends': 0, 'last_contact': board.now() - 120},))\n"
             "l.error('reader: no answer')\n")
     assert subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True).returncode == 0
     s = json.loads(cpos("status", "-p", v.port, "--json").stdout)
@@ -322,6 +333,10 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
     assert "7 pending, oldest unacked: seq 6" in text.stdout and "uptime    90 s" in text.stdout
     assert "reader    ok, 2 errors, 1 re-inits" in text.stdout
     assert "broker    DOWN (ECONNREFUSED), 3 connects; uplink acked to seq 5" in text.stdout
+    # the card table's age: the sync's last authentic news, as the last health report gave it
+    assert 120 <= s["cardtable_age_s"] < 180
+    age = re.search(r"last news from the backend (\d+) s ago \(table age", text.stdout)
+    assert age and 120 <= int(age.group(1)) < 180, text.stdout
     logs = cpos("logs", "-p", v.port)
     assert logs.returncode == 0
     assert logs.stdout.splitlines()[-1] == "5090 E reader: no answer"

@@ -83,10 +83,11 @@ class Sync:
         return self.table.version
 
     def status(self):
-        """For the health message."""
+        """For the health message; `last_contact` (UTC s, 0 = none since boot) gives
+        `cpos status` the card table's age."""
         return {"table_version": self.table.version, "included_seq": self.table.included_seq,
                 "synced": self.synced, "sync_applied": self.applied, "sync_snapshots": self.snapshots,
-                "sync_rejected": self.rejected}
+                "sync_rejected": self.rejected, "last_contact": self.last_contact}
 
     def _reject(self, why):
         self.rejected += 1

@@ -311,3 +311,45 @@ def test_without_an_offline_section_nothing_is_capped():
     pay(app, w, 3000, ref="r2")
     assert w.lines == ["APPROVED r1 1 6000 4000", "APPROVED r2 2 3000 1000"]
     board.close()
+
+
+class EndingApp(FailingApp):
+    def extra_tasks(self):
+        return (("quitter", self._quit()),)
+
+    async def _quit(self):
+        await asyncio.sleep(0.05)  # a loop that ends without raising: the task is dead all the same
+
+
+def test_a_task_that_ends_stops_the_app_and_the_watchdog_feeds():
+    import gc
+
+    asyncio.new_event_loop()  # as main.py does after a run: drop tasks an earlier test left queued
+    gc.collect()
+    fresh_flash()
+    board = Board()
+    lines = []
+    app = EndingApp(board, _cfg(), log.Log(lines.append))
+    app.recover()
+
+    async def bounded():
+        try:
+            return await asyncio.wait_for(app.run(), 2)
+        except asyncio.TimeoutError:
+            return None  # the ended task went unnoticed
+
+    assert asyncio.run(bounded()) == "quitter"
+    assert "E task quitter ended" in lines
+    # with a task dead, a fresh reader beat does not feed the watchdog any more
+    board.feeds = 0
+
+    async def watch():
+        app._beat_reader = ticks_ms()
+        task = asyncio.create_task(app.watchdog_task())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(watch())
+    assert board.feeds == 0
+    board.close()

@@ -113,6 +113,7 @@ def test_snapshot_in_chunks_then_deltas_in_order():
     assert _look(t) == (cardtable.FOUND, BLOCKED, 9000)
     assert (t.version, t.included_seq, seen, s.applied) == (6, 12, [10, 12], 2)
     assert s.status()["table_version"] == 6
+    assert s.status()["last_contact"] == 1764072000  # cpos status shows the table's age from it
 
 
 def test_forged_replayed_out_of_order_and_malformed_change_nothing():
