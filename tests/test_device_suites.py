@@ -1,8 +1,11 @@
 """Run every tests/device/test_*.py module on MicroPython and on CPython.
 
-Each device test function becomes two pytest tests, one per runtime. A module is
-run once per runtime (session cache); each pytest test then reads its own result,
-so a failure on either runtime fails the run with the runtime's own traceback.
+Each device test function becomes two pytest tests, one per runtime, so a failure
+on either runtime fails the run with the runtime's own traceback. On CPython a module
+runs once (session cache) and each pytest test reads its own result. On MicroPython
+each test runs in a fresh process under the heap cap, as a freshly booted device
+would: tests run one after another in one capped heap fail on the fragmentation their
+predecessors left behind, which says nothing about the firmware.
 """
 import ast
 import os
@@ -31,10 +34,11 @@ _CASES = _device_tests()
 _cache = {}
 
 
-def _results(runtime, module):
-    key = (runtime, module)
+def _results(runtime, module, name):
+    target = module + "." + name if runtime == "micropython" else module
+    key = (runtime, target)
     if key not in _cache:
-        code, out = run_device_modules(runtime, [module])
+        code, out = run_device_modules(runtime, [target])
         results, current = {}, None
         for line in out.splitlines():
             if line.startswith(("PASS ", "FAIL ")):
@@ -54,7 +58,7 @@ def test_device_tests_were_found():
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("module,name", _CASES, ids=["%s.%s" % c for c in _CASES])
 def test_device(runtime, module, name):
-    code, out, results = _results(runtime, module)
+    code, out, results = _results(runtime, module, name)
     if name not in results:
         pytest.fail("%s did not report %s.%s; output:\n%s" % (runtime, module, name, out[-4000:]))
     status, trace = results[name]

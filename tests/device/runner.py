@@ -1,6 +1,7 @@
 """Run one device test module's `test_*` functions; works on MicroPython and CPython.
 
-Usage: runner.py MODULE [MODULE ...]
+Usage: runner.py MODULE[.NAME] [MODULE[.NAME] ...]
+MODULE runs every test of the module in this process; MODULE.NAME runs that one test.
 Prints one line per test, `PASS module.name` or `FAIL module.name`, with the
 traceback indented beneath a failure, then `N passed, N failed`. Exit status 1 if
 anything failed. The pytest side (tests/test_device_suites.py) reads these lines.
@@ -10,7 +11,7 @@ import sys
 from cpos.compat import format_exception
 
 
-def run_module(modname):
+def run_module(modname, only=None):
     passed = failed = 0
     try:
         mod = __import__(modname)
@@ -19,7 +20,7 @@ def run_module(modname):
         for line in format_exception(e).split("\n"):
             print("    " + line)
         return 0, 1
-    names = sorted(n for n in dir(mod) if n.startswith("test_"))
+    names = [only] if only else sorted(n for n in dir(mod) if n.startswith("test_"))
     for n in names:
         fn = getattr(mod, n)
         if not callable(fn):
@@ -39,8 +40,9 @@ def run_module(modname):
 
 def main(argv):
     passed = failed = 0
-    for modname in argv:
-        p, f = run_module(modname)
+    for arg in argv:
+        modname, _, only = arg.partition(".")
+        p, f = run_module(modname, only)
         passed += p
         failed += f
     print("%d passed, %d failed" % (passed, failed))
