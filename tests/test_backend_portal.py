@@ -161,7 +161,8 @@ def test_limits_and_places():
     assert led.db.execute("SELECT place, window, amount FROM limits ORDER BY place, window").fetchall() == [
         (0, 0, 2500), (1, 0, 2000)]
     assert led.db.execute("SELECT place FROM places WHERE account = ?", (a,)).fetchall() == [(0,)]
-    assert changes(led, mark) == [("limits", a, None, None)] * 4 + [("places", a, None, None)]
+    # A limit change also re-sends the window totals it counts against (none were sent without a limit).
+    assert changes(led, mark) == [("limits", a, None, None), ("totals", a, None, None)] * 4 + [("places", a, None, None)]
     portal.set_places(a, ["club", "school", "club"])
     assert led.db.execute("SELECT place FROM places WHERE account = ? ORDER BY place", (a,)).fetchall() == [(0,), (1,)]
     portal.set_places(a, [])

@@ -12,7 +12,9 @@ snapshots) and reboots. It checks, always:
 - the journal never released a record above included_seq;
 and whenever a terminal has received everything the backend has made for it:
 - its view of each account (synced balance - pending) equals the ledger's balance
-  minus this terminal's purchases the ledger does not have yet (in flight).
+  minus this terminal's purchases the ledger does not have yet (in flight);
+- its day total for an account with a limit (synced window totals + pending) equals every
+  till purchase the ledger has for it, from any terminal, plus its own in flight.
 The network in between is modelled as queues (the broker tests cover the real one).
 """
 import os
@@ -32,6 +34,7 @@ SITE = "skole-nord"
 KEY = b"\x42" * 32
 TERMINALS = (1, 2, 3)
 CARDS = {1: "04000001", 2: "04000002"}  # account -> its card
+LIMITED = 2  # has a day limit at school, so the backend sends its window totals
 T0 = 1764072000
 
 
@@ -81,6 +84,14 @@ class Terminal:
             return None
         return card.balance - self.pending.amount(account)
 
+    def spent_today(self, account):
+        """What the tap path counts against a day limit: synced totals + own pending."""
+        card, spends = rules.CardRecord(), rules.Spends()
+        if self.table.lookup(bytes.fromhex(CARDS[account]), card, spends) != cardtable.FOUND:
+            return None
+        self.pending.apply_to(card, spends, T0)
+        return spends.spent(rules.PLACE_SCHOOL, rules.WINDOW_DAY, T0)
+
 
 def record(seq, terminal, account, amount):
     return {"seq": seq, "t": T0, "uid": CARDS[account], "account": account, "amount": amount, "place": 0,
@@ -96,6 +107,7 @@ class Site(RuleBasedStateMachine):
             self.led.add_account("acc %d" % acc, 20000, account_id=acc)
             self.led.allow_place(acc, 0)
             self.led.add_card(uid, "card%d" % acc, acc)
+        self.led.set_limit(LIMITED, rules.PLACE_SCHOOL, rules.WINDOW_DAY, 10 ** 7)  # window totals go down
         for n in TERMINALS:
             self.led.add_terminal(n, SITE, 0, 0)
         self.dl = Downlink(self.led, {SITE: KEY})
@@ -231,6 +243,15 @@ class Site(RuleBasedStateMachine):
             for acc in CARDS:
                 in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
                 assert t.view(acc) == self.led.balance(acc) - in_flight, (t.number, acc)
+            # Window totals the same way: every till purchase the ledger has (any terminal)
+            # plus this terminal's own in flight, each counted once.
+            everywhere = sum(a for u in self.terms.values() for seq, (ac, a) in u.history.items()
+                             if ac == LIMITED and seq in set(self.led.purchase_seqs(u.number)))
+            own_in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == LIMITED and seq not in booked)
+            assert t.spent_today(LIMITED) == everywhere + own_in_flight, (t.number, t.spent_today(LIMITED))
+            # No limit, no totals sent: only this terminal's own pending purchases count.
+            own = sum(a for seq, (ac, a) in t.history.items() if ac == 1 and seq > t.table.included_seq)
+            assert t.spent_today(1) == own, (t.number, t.spent_today(1), own)
             self.checked += 1
 
 

@@ -92,3 +92,37 @@ def test_automatic_top_up_end_to_end(tmp_path):
     assert [(x["topup"], x["balance_after"]) for x in recs] == [(True, 3000), (False, 22000)], recs
     assert topups == (1, 20000, {"done": 1}), topups
     assert balance == 22000
+
+
+def test_day_limit_counts_what_the_card_spent_at_another_till(tmp_path):
+    """Spending limits hold across terminals: the backend sends each till the account's
+    window totals (TOTALS deltas), so what a card spent at one till counts at the next.
+    Vending purchases count towards no limit (limits are for tills only)."""
+    sc = base_scenario([{"id": "till1", "kind": "till"}, {"id": "till2", "kind": "till"},
+                        {"id": "vend1", "kind": "vending"}],
+                       purchases("till1", 1.0, [("day", 2000)])
+                       + purchases("vend1", 1.5, [("week", 2500)])
+                       + purchases("till2", 5.0, [("day", 1500), ("day", 1000), ("week", 2500), ("week", 600)],
+                                   every=1.0),
+                       uplink=True)
+
+    async def go():
+        r = Run(sc, str(tmp_path), quiet=True)
+        try:
+            r.prepare()
+            await r.boot_all()
+            await r.play()
+            await asyncio.sleep(0.5)
+            text, problems = r.summary()
+            return r, text, problems
+        finally:
+            await r.stop()
+
+    r, text, problems = asyncio.run(go())
+    assert problems == [], text
+    assert reasons_seen(r, "till1") == ["approved"], text
+    assert reasons_seen(r, "vend1") == ["approved"], text
+    # Day limit 30 kr. at school: 20 kr. spent at till1, so 15 kr. at till2 is over it and
+    # 10 kr. is exactly at it. Week limit 30 kr.: the 25 kr. at the vending machine does not
+    # count, so 25 kr. passes at till2, and 6 kr. more is over it.
+    assert reasons_seen(r, "till2") == ["day_limit", "approved", "approved", "week_limit"], text

@@ -14,7 +14,7 @@ service (simulator.backend.service) to publish, after the stream is committed.
 """
 import time
 
-from cpos import carddelta, cardfmt, downlink, protocol, rules
+from cpos import carddelta, cardfmt, downlink, localtime, protocol, rules
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per terminal
@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payl
 
 CHUNK = downlink.MAX_BODY  # one image block per message
 _STATUS = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
-_ACCOUNT_KINDS = ("balance", "limits", "places", "enrol")
+_ACCOUNT_KINDS = ("balance", "limits", "places", "enrol", "totals")
+_LONGEST_WINDOW = 31 * 86400  # no day, ISO week or month spans more than this
+SKIP = b""  # _delta: the change tells this terminal nothing
 
 
 class Downlink:
@@ -60,8 +62,34 @@ class Downlink:
                                 "AND seq > ? AND type = 'withdrawn'", (account, number, w)).fetchone()[0]
         return bal + above
 
+    def _totals(self, account, number, w):
+        """(keys, totals): what the account spent at tills in the day, week and month holding
+        its newest till purchase, per kind of place, less this terminal's purchases above its
+        watermark `w` (the terminal counts those itself, cpos.pending), as the balance does.
+
+        Windows follow the purchases' own times, so a terminal whose clock has moved on to a
+        new day, week or month sees older keys and counts them as zero (rules.Spends).
+        Vending purchases are not counted: limits are about tills only (docs/rules.md)."""
+        keys, totals = [0, 0, 0], [0] * (rules.PLACE_KINDS * rules.WINDOWS)
+        rows = self.db.execute(
+            "SELECT t, place, amount FROM uplink WHERE account = ? AND reason = 0 AND kind = ? "
+            "AND NOT (terminal = ? AND seq > ?) AND t >= (SELECT max(t) FROM uplink WHERE account = ? "
+            "AND reason = 0 AND kind = ? AND NOT (terminal = ? AND seq > ?)) - ? ORDER BY t",
+            (account, rules.TILL, number, w, account, rules.TILL, number, w, _LONGEST_WINDOW)).fetchall()
+        if not rows:
+            return keys, totals
+        newest = rows[-1][0]
+        for win in range(rules.WINDOWS):
+            keys[win] = localtime.window_key(newest, win)
+        for t, place, amount in rows:
+            for win in range(rules.WINDOWS):
+                if localtime.window_key(t, win) == keys[win]:
+                    totals[rules.slot(place, win)] += amount
+        return keys, totals
+
     def _account(self, account, number, w):
-        """The account tuple of cpos.cardfmt (window totals are not sent yet: zeros)."""
+        """The account tuple of cpos.cardfmt. Window totals only where a limit is set:
+        without one they cannot change a decision, and they would cost table bytes."""
         db = self.db
         places = 0
         for (p,) in db.execute("SELECT place FROM places WHERE account = ?", (account,)):
@@ -72,10 +100,14 @@ class Downlink:
         row = db.execute("SELECT amount_kr FROM enrolments WHERE account = ? AND status = 'active'",
                          (account,)).fetchone()
         kr = row[0] if row else 0
-        return (self._balance_for(account, number, w), places, limits, kr > 0, kr, (0, 0, 0), [0] * 6)
+        keys, totals = (0, 0, 0), [0] * 6
+        if any(v != rules.NO_LIMIT for v in limits):
+            keys, totals = self._totals(account, number, w)
+        return (self._balance_for(account, number, w), places, limits, kr > 0, kr, tuple(keys), totals)
 
     def _delta(self, version, inc, number, w, kind, account, uid, uid2):
-        """The delta bytes for one change, from the state now; None when it needs a snapshot."""
+        """The delta bytes for one change, from the state now; None when it needs a snapshot,
+        SKIP when it changes nothing this terminal decides on."""
         if kind == "balance":
             return carddelta.encode(version, inc, carddelta.BALANCE, account=account,
                                     value=self._account(account, number, w)[0])
@@ -98,6 +130,10 @@ class Downlink:
             return carddelta.encode(version, inc, carddelta.PLACES, account=account, value=a[1])
         if kind == "enrol":
             return carddelta.encode(version, inc, carddelta.ENROL, account=account, value=(a[3], a[4]))
+        if kind == "totals":
+            if all(v == rules.NO_LIMIT for v in a[2]):
+                return SKIP  # no limit to count against: nothing a terminal needs to know
+            return carddelta.encode(version, inc, carddelta.TOTALS, account=account, value=(a[5], a[6]))
         raise ValueError("unknown change kind %r" % kind)
 
     def image(self, version, number, w):
@@ -167,6 +203,8 @@ class Downlink:
             d = self._delta(version + 1, w, number, w, kind, account, uid, uid2)
             if d is None:
                 return self._snapshot(number, tid, site, w, version + 1), True
+            if d is SKIP:
+                continue
             version += 1
             msg = self._seal(site, tid, downlink.DELTA, version, d)
             self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, ?)", (number, version, msg[1]))

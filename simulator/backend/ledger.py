@@ -130,7 +130,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_inflight_topup ON topup_attempts (account)
 CREATE TABLE IF NOT EXISTS changes (              -- what the downlink must tell terminals, in order
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,                           -- cpos.carddelta.NAMES: balance, block, unblock,
-                                                  -- new_card, replace, limits, places, enrol
+                                                  -- new_card, replace, limits, places, enrol, totals
     account INTEGER,
     uid TEXT,                                     -- block/unblock/new_card: the card; replace: the old card
     uid2 TEXT,                                    -- replace: the new card (NULL: none issued yet)
@@ -231,6 +231,7 @@ class Ledger:
             else:
                 self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, place, window, amount))
             self._changed("limits", account)
+            self._changed("totals", account)  # a first limit needs the totals it counts against
 
     def enrol_topup(self, account, amount_kr, payment_ref, since=0):
         with self._tx():
@@ -338,6 +339,7 @@ class Ledger:
             db.execute("UPDATE terminals SET watermark = ? WHERE number = ?", (w, number))
             for account in sorted(touched):
                 self._changed("balance", account)
+                self._changed("totals", account)  # window totals for the limits at other tills
         return Applied(w, new, dup, purchases, triggers)
 
     def set_status(self, tid, online, t):

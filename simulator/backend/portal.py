@@ -225,6 +225,7 @@ class Portal:
             else:
                 self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, p, w, amount))
             self.ledger._changed("limits", account)
+            self.ledger._changed("totals", account)  # a first limit needs the totals it counts against
 
     def set_places(self, account, places):
         """Forbrugssteder: exactly the kinds of place in `places` (names or ints) are allowed."""
