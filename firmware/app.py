@@ -29,6 +29,7 @@ _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth
 _WDT_FEED_MS = const(1000)
 _READER_STALL_MS = const(8000)
 _BIND_TRIES = const(20)  # the reader task must report a poll at least this often
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request for this long: compact now
 _ACC_SLOTS = const(64)
 _CARD_SLOTS = const(32)  # the reader task must report a poll at least this often
 
@@ -69,6 +70,8 @@ class App:
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
                                          acc_slots=slots[0], card_slots=slots[1])
         self.table.progress = self._compacting
+        self._last_tap = ticks_ms()
+        self._compact_failed = -1  # the table version an idle compaction last failed on
         self._wdt = None
         self._fed = ticks_ms()
         self.pending = pending.Pending()
@@ -182,6 +185,7 @@ class App:
         return reasons.APPROVED, card.balance
 
     async def on_tap(self, uid, tap_ms):
+        self._last_tap = tap_ms
         now = self.board.now()
         req = self.request
         if not req.open:
@@ -329,6 +333,7 @@ class App:
         topic = None
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
+            self.compact_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -380,6 +385,28 @@ class App:
                 wdt.feed()
                 self._fed = ticks_ms()
             await sleep_ms(_WDT_FEED_MS)
+
+    def compact_if_idle(self):
+        """Fold the card table's deltas into a new image at a quiet moment: the overlay or
+        the delta log is half full, no request is open, no card for 20 s and no snapshot
+        arriving. A compaction holds the loop for seconds on a large table; done here, the
+        next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
+        Returns True when it compacted."""
+        t = self.table
+        if self.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
+            return False
+        if ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
+            return False
+        t0 = ticks_ms()
+        ok = t.compact() == cardtable.INSTALL_OK
+        ms = ticks_diff(ticks_ms(), t0)
+        if ok:
+            self.log.info("card table compacted while idle in %d ms" % ms)
+        else:  # not again until the table changes: a delta or snapshot brings the next try
+            self._compact_failed = t.version
+            self.log.warn("idle compaction of card table v%d failed" % t.version)
+        self.report("compacted", ok=ok, ms=ms, table_version=t.version)
+        return ok
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for

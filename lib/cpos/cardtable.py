@@ -351,6 +351,11 @@ class CardTable:
         return o + 2 + n <= PAGE or s + 1 < self.log_blocks
 
     @property
+    def installing(self):
+        """True while a snapshot is arriving (a compaction now would restart it)."""
+        return self._inst is not None
+
+    @property
     def needs_compaction(self):
         """True when the overlay or the log is more than half full: compact when idle."""
         if self.state != OK:

@@ -219,6 +219,37 @@ def test_a_long_compaction_feeds_the_watchdog_while_it_progresses():
     board.close()
 
 
+def test_the_card_table_compacts_when_the_terminal_is_idle():
+    # Deltas fill the overlay; the health task's tick folds them into a new image once no
+    # card came for 20 s and no payment is open, instead of the next delta doing it
+    # mid-queue. What the deltas said is still there afterwards, and after a reboot.
+    fresh_flash()
+    board = Board()
+    app = new_app(board)
+    t = app.table
+    v, acct = 2, 1
+    while not t.needs_compaction:
+        d = carddelta.encode(v, 0, carddelta.BALANCE, account=acct, value=1000 + acct)
+        assert t.apply_delta(d) == cardtable.APPLIED
+        v, acct = v + 1, acct + 1
+        assert acct < 64, "the overlay never asked for a compaction"
+    app._last_tap = ticks_ms()
+    assert not app.compact_if_idle()  # a card a moment ago: not now
+    app._last_tap = ticks_ms() - 21000
+    app.request.set("r1", 100, "1x Te", None)
+    assert not app.compact_if_idle()  # a payment is open: not now
+    app.request.close()
+    assert app.compact_if_idle()
+    assert not t.needs_compaction and not app.compact_if_idle()  # nothing left to fold
+    card, spends = rules.CardRecord(), rules.Spends()
+    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
+    assert t.lookup(LIMITED, card, spends) == cardtable.FOUND and card.balance == 1002
+    assert t.version == v - 1
+    again = cardtable.CardTable(t.dev)  # after a reboot
+    assert again.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
+    board.close()
+
+
 class FailingApp(App):
     async def reader_task(self):  # no PN532 here: only report in
         while True:
@@ -245,6 +276,8 @@ def test_a_failing_task_stops_the_app_for_a_clean_restart():
     assert asyncio.run(failing.run()) == "boom"
     assert any(line.startswith("E task boom failed") and "a bug" in line for line in lines)
     board.close()
+    app = failing = None  # the reset that follows frees everything: so does this process
+    asyncio.new_event_loop()  # (cancelled tasks of the run stay queued on the old loop)
     board = Board()
     app = new_app(board)  # as after the reset that follows
     assert app.journal.next_seq == 2 and app.pending.count == 1
