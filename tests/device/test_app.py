@@ -245,6 +245,7 @@ def test_a_failing_task_stops_the_app_for_a_clean_restart():
     assert asyncio.run(failing.run()) == "boom"
     assert any(line.startswith("E task boom failed") and "a bug" in line for line in lines)
     board.close()
+    del app, failing  # the reset that follows leaves nothing of either in RAM
     board = Board()
     app = new_app(board)  # as after the reset that follows
     assert app.journal.next_seq == 2 and app.pending.count == 1
