@@ -3,7 +3,8 @@
 Owns the order of things on the device. At start: configuration, journal recovery
 (before the first tap), card table mount, own pending purchases rebuilt from the
 journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
-requests over the line protocol), feedback (LED, buzzer, display), health (figures
+requests over the line protocol, and `LAST`: the newest journaled decision, for a till
+that lost a reply), feedback (LED, buzzer, display), health (figures
 for logs and the uplink), watchdog (fed only while every task is alive), and, when
 configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
 stops every task and returns to main.py, which restarts it (journal recovery again:
@@ -17,7 +18,7 @@ allocates nothing in the steady state on MicroPython except the POS reply line.
 """
 import asyncio
 
-from cpos import cardtable, feedback, pending, posproto, reasons, rules
+from cpos import cardtable, feedback, pending, posproto, purchase, reasons, rules
 from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 from cpos.journal import Journal, JournalFull
 from cpos.pn532 import PN532
@@ -90,6 +91,7 @@ class App:
         self.sync = None
         self.decisions = 0
         self.approvals = 0
+        self._lastrec = bytearray(purchase.SIZE)  # the POS `LAST` request reads into it
 
     # -- start -------------------------------------------------------------------
     def recover(self):
@@ -214,6 +216,19 @@ class App:
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
                     tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
 
+    def last_line(self):
+        """The reply to the POS `LAST` request: the newest journal record, whatever its
+        reason (an approval, or a refusal journaled for its top-up trigger), read back
+        from flash. `LAST - <newest seq>` when there is none to show: nothing was ever
+        recorded (0), or the newest record was acknowledged and its sector erased."""
+        j = self.journal
+        newest = j.next_seq - 1
+        buf = self._lastrec
+        if newest < 1 or j.read(newest, buf, True) != newest:
+            return posproto.last_none(newest)
+        seq, t, amount, balance_after, code = purchase.outcome(buf)
+        return posproto.last(seq, amount, balance_after, reasons.name(code), t)
+
     def _show(self, what):
         self._fb_what = what
         self._fb.set()
@@ -302,6 +317,8 @@ class App:
                     continue
                 if verb == posproto.PING:
                     await _send(writer, posproto.pong(self.cfg.terminal_id))
+                elif verb == posproto.LAST:  # leaves an open request open
+                    await _send(writer, self.last_line())
                 elif verb == posproto.CANCEL:
                     if req.open and req.ref == ref:
                         req.close()

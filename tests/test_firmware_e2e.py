@@ -4,6 +4,7 @@ the POS line protocol by the simulator.
 
 - every refusal reason is observed through the firmware;
 - power cuts during a lunch queue lose no approved purchase and charge none twice;
+- after a power cut the till's `LAST` tells which of its unanswered requests was recorded;
 - a configuration error stops the firmware with one line naming the field.
 """
 import asyncio
@@ -209,6 +210,76 @@ def test_power_cuts_lose_no_purchase_and_charge_none_twice(tmp_path, seed):
     # A record may be durable while its reply died with the power: at most one per cut.
     assert len(recs) - len(heard) <= t.power_cuts
     assert len(heard) >= 10, text  # the queue really went through
+
+
+def test_after_a_power_cut_last_tells_the_till_which_unanswered_request_was_recorded(tmp_path):
+    """docs/pos-protocol.md, "After a lost reply", against the real firmware: r2 is
+    decided and journaled but the till is taken not to hear the reply (the power goes
+    right after); r3 dies open, before any tap. After each reboot, CANCEL + LAST."""
+    sc = base_scenario([{"id": "till1", "kind": "till"}], [])
+    ok = bytes.fromhex(CARDS["ok"][0])
+
+    async def ask(t, line, ref):
+        fut = t.expect(ref)
+        await t.send(line)
+        return (await asyncio.wait_for(fut, 10))[1]
+
+    async def last(t):
+        n = len(t.stray_replies)  # a LAST reply names no ref: it lands among the strays
+        await t.send("LAST")
+        for _ in range(500):
+            if len(t.stray_replies) > n:
+                return t.stray_replies[n]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no reply to LAST")
+
+    async def paid(t, ref, amount):
+        assert await ask(t, "PAY %s %d 1x Test" % (ref, amount), ref) == "WAIT " + ref
+        fut = t.expect(ref)
+        t.place(ok)
+        line = (await asyncio.wait_for(fut, 10))[1]
+        t.remove()
+        await asyncio.sleep(0.8)  # gone longer than removal_window_ms: the next tap is new
+        return line
+
+    def verdict(reply, s):
+        w = reply.split()
+        return w[1] != "-" and int(w[1]) > s and w[4] == "approved"
+
+    async def go():
+        r = Run(sc, str(tmp_path), quiet=True)
+        try:
+            r.prepare()
+            await r.boot_all()
+            t = r.terminals["till1"]
+            out = {"first": await last(t)}
+            heard = (await paid(t, "r1", 1000)).split()
+            assert heard[:2] == ["APPROVED", "r1"]
+            s = int(heard[2])
+            await paid(t, "r2", 700)  # durable before the reply; the till is taken not to hear it
+            await t.power_cut()
+            await t.boot()
+            out["r2"] = (await ask(t, "CANCEL r2", "r2"), await last(t), s)
+            s = int(out["r2"][1].split()[1]) if verdict(out["r2"][1], s) else s
+            assert await ask(t, "PAY r3 900 1x Test", "r3") == "WAIT r3"
+            await t.power_cut()  # before any tap
+            await t.boot()
+            out["r3"] = (await ask(t, "CANCEL r3", "r3"), await last(t), s)
+            return r, out
+        finally:
+            await r.stop()
+
+    r, out = asyncio.run(go())
+    assert out["first"] == "LAST - 0"
+    recs = r.journal_records("till1")
+    assert [(x["seq"], x["amount"]) for x in recs] == [(1, 1000), (2, 700)]
+    cancel, reply, s = out["r2"]
+    assert cancel == "ERR r2 not-open" and s == 1
+    assert reply.split()[:5] == ["LAST", "2", "700", str(100000 - 1000 - 700), "approved"]
+    assert verdict(reply, s)  # r2: recorded, paid
+    cancel, reply, s = out["r3"]
+    assert cancel == "ERR r3 not-open" and s == 2  # the reboot closed it
+    assert reply == out["r2"][1] and not verdict(reply, s)  # r3: not recorded, not paid
 
 
 def test_bad_config_stops_with_one_line_naming_the_field(tmp_path):

@@ -8,11 +8,14 @@ Requests (POS -> terminal):
     VEND <ref> <amount_ore> <item text>    vending machine: vend request, wait for a tap
     CANCEL <ref>                           withdraw the open request
     PING                                   liveness
+    LAST                                   the newest journaled decision (after a lost reply)
 Replies (terminal -> POS):
     WAIT <ref>                             request open, waiting for a card
     APPROVED <ref> <seq> <amount_ore> <balance_after_ore>
     REFUSED <ref> <reason_name>
     CANCELLED <ref> | EXPIRED <ref> | PONG <terminal_id>
+    LAST <seq> <amount_ore> <balance_after_ore> <reason_name> <t>
+    LAST - <newest_seq>                    no record left to show (newest_seq 0: none ever)
     ERR <ref or -> <what>                  the request was not understood or not allowed
 """
 MAX_LINE = 200
@@ -23,6 +26,7 @@ PAY = "PAY"
 VEND = "VEND"
 CANCEL = "CANCEL"
 PING = "PING"
+LAST = "LAST"
 
 
 class ProtoError(ValueError):
@@ -62,6 +66,10 @@ def parse(line):
     verb = parts[0]
     if verb == PING and len(parts) == 1:
         return (PING, "-", 0, "")
+    if verb == LAST:
+        if len(parts) != 1:
+            raise ProtoError("-", "bad-last")
+        return (LAST, "-", 0, "")
     if verb not in (PAY, VEND, CANCEL):
         raise ProtoError("-", "unknown-request")
     if len(parts) < 2 or not _ref(parts[1]):
@@ -102,6 +110,16 @@ def expired(ref):
 
 def pong(terminal_id):
     return "PONG %s\n" % terminal_id
+
+
+def last(seq, amount, balance_after, reason_name, t):
+    """The newest journaled decision: its seq, amount, balance after, reason and time."""
+    return "LAST %d %d %d %s %d\n" % (seq, amount, balance_after, reason_name, t)
+
+
+def last_none(newest_seq):
+    """No record to show: none was ever written (0), or the newest is gone from flash."""
+    return "LAST - %d\n" % newest_seq
 
 
 def error(ref, what):

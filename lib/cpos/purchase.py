@@ -2,7 +2,8 @@
 
 Owns the byte layout of a purchase record (docs/formats.md, "Purchase journal"):
 encoding into a caller's preallocated buffer, checking, and decoding to a dict
-(for the uplink, the rescue tool and tests). No I/O; runs on both runtimes.
+(for the uplink, the rescue tool and tests) or to the few fields the POS `LAST`
+reply names (`outcome`). No I/O; runs on both runtimes.
 
 Layout (little-endian, 64 bytes, CRC-32 over bytes 0..59 at 60):
   0 u8  type (0x50 'P')        1 u8  flags: bit0 place, bit1 kind, bit2 topup, bits4-7 uid length
@@ -91,6 +92,13 @@ def is_valid(buf):
 def seq_of(buf):
     """The sequence number of a record (check `is_valid` first)."""
     return struct.unpack_from("<I", buf, 4)[0]
+
+
+def outcome(buf):
+    """(seq, t, amount, balance_after, reason) of a record (check `is_valid` first);
+    uid and item are left undecoded."""
+    _, _, reason, _, seq, t, _, _, amount, balance_after = struct.unpack_from(_HEAD, buf, 0)
+    return seq, t, amount, balance_after, reason
 
 
 def decode(buf):

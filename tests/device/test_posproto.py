@@ -16,6 +16,8 @@ def test_requests_parse():
     assert pp.parse("PAY r2 100\n") == ("PAY", "r2", 100, "")
     assert pp.parse("CANCEL r1\n") == ("CANCEL", "r1", 0, "")
     assert pp.parse("PING\n") == ("PING", "-", 0, "")
+    assert pp.parse(b"LAST\r\n") == ("LAST", "-", 0, "")
+    assert pp.parse("LAST") == ("LAST", "-", 0, "")
     assert pp.parse("PAY r3 100 " + "x" * 100)[3] == "x" * pp.MAX_ITEM
     assert pp.parse("PAY r4 250 1x Æblegrød".encode("utf-8"))[3] == "1x Æblegrød"
 
@@ -32,6 +34,10 @@ def test_garbage_is_refused_with_a_reason():
     assert refused(b"PAY r1 12.50 x") == "bad-amount"
     assert refused(b"PAY r1 9999999999 x") == "bad-amount"
     assert refused(b"CANCEL r1 extra") == "bad-cancel"
+    assert refused(b"LAST r1") == "bad-last"
+    assert refused(b"LAST ") == "bad-last"
+    assert refused(b"LAST 17 x") == "bad-last"
+    assert refused(b"last") == "unknown-request"
     assert refused(b"PAY r1 100 " + b"x" * 300) == "line-too-long"
 
 
@@ -40,3 +46,12 @@ def test_replies_format():
     assert pp.refused("r1", "blocked") == "REFUSED r1 blocked\n"
     assert pp.error("-", "bad-ref") == "ERR - bad-ref\n"
     assert pp.wait("r1") == "WAIT r1\n"
+
+
+def test_last_replies_format_and_split_into_their_fields():
+    assert pp.last(912, 4500, 7550, "approved", 1764068400) == "LAST 912 4500 7550 approved 1764068400\n"
+    assert pp.last(7, 2500, -300, "insufficient_funds", 5) == "LAST 7 2500 -300 insufficient_funds 5\n"
+    assert pp.last_none(0) == "LAST - 0\n"
+    assert pp.last_none(41) == "LAST - 41\n"
+    words = pp.last(3, 100, 900, "approved", 9).split()
+    assert words == ["LAST", "3", "100", "900", "approved", "9"]

@@ -1,0 +1,231 @@
+"""The POS `LAST` request in the firmware application, on both runtimes.
+
+The till that lost a reply (power cut, link down) asks `LAST` and compares the seq with
+the last APPROVED it heard (docs/pos-protocol.md, "After a lost reply"). Shown here:
+- after a purchase is journaled and its reply lost, a fresh App on the same flash (a
+  reboot) answers LAST with that purchase; a request that died before any tap adds none;
+- a refusal journaled for its top-up trigger is the newest record, with its reason;
+- LAST reads acknowledged records still on flash;
+- LAST while a payment is open leaves it open; LAST with arguments is ERR.
+A module of its own, with lean fakes (tests/device/test_app.py has the full ones): a
+test here runs in a fresh capped heap that the app's modules already fill by half.
+"""
+import asyncio
+import os
+
+from cpos import cardfmt, cardtable, config, log, rules
+from cpos.blockfile import BlockFile
+from cpos.compat import ticks_ms
+
+from app import App
+
+NOW = 1764068400
+UID = b"\x04\x11\x22\x33"  # 100 kr
+LOW = b"\x04\x11\x22\x55"  # 10 kr, enrolled in automatic top-up
+_DIR = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_app_last_"
+
+
+def _cfg(kind="till"):
+    return config.validate({
+        "terminal_id": "t9", "terminal_no": 9, "site": "test", "place": "school", "kind": kind,
+        "pn532": {"link": "tcp", "host": "127.0.0.1", "port": 1}, "pos": {"link": "none"},
+        "storage": {"journal": {"file": _DIR + "journal.bin", "size": 4 * 4096},
+                    "cardtable": {"file": _DIR + "cards.bin", "size": 16 * 4096}}})
+
+
+class Board:
+    def __init__(self):
+        self.t = NOW
+        self.devs = []
+
+    def block_device(self, spec):
+        d = BlockFile(spec["file"], spec["size"])
+        self.devs.append(d)
+        return d
+
+    def outputs(self, spec):
+        return self
+
+    def led(self, c):
+        pass
+
+    def buzzer(self, on):
+        pass
+
+    def display(self, a, b):
+        pass
+
+    def now(self):
+        return self.t
+
+    def close(self):
+        for d in self.devs:
+            d.close()
+
+
+def fresh_flash():
+    import gc
+
+    gc.collect()
+    for name in ("journal.bin", "cards.bin"):
+        try:
+            os.remove(_DIR + name)
+        except OSError:
+            pass
+    spec = _cfg().storage["cardtable"]
+    dev = BlockFile(spec["file"], spec["size"])
+    free = [rules.NO_LIMIT] * 6
+    accounts = {1: (10000, rules.ALL_PLACES, free, False, 0, (0, 0, 0), [0] * 6),
+                3: (1000, rules.ALL_PLACES, free, True, 200, (0, 0, 0), [0] * 6)}
+    image = cardfmt.build_image([(UID, 1, rules.ACTIVE), (LOW, 3, rules.ACTIVE)], accounts, 1, 0)
+    t = cardtable.CardTable(dev)
+    t.mount()
+    assert t.install_begin(1, 0, 1) == cardtable.INSTALL_OK
+    assert t.install_chunk(0, image) == cardtable.INSTALL_OK
+    assert t.install_commit() == cardtable.INSTALL_OK
+    dev.close()
+
+
+def boot(board, kind="till"):
+    import gc
+
+    gc.collect()
+    app = App(board, _cfg(kind), log.Log(lambda line: None))
+    app.recover()
+    return app
+
+
+class Writer:
+    """The till's end of the link: the lines it heard."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, data):
+        self.lines.append(bytes(data).decode().strip())
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class LostWriter(Writer):
+    """A link that died: the reply never reaches the till."""
+
+    def write(self, data):
+        raise OSError("link down")
+
+
+def pay(app, writer, amount, uid=UID, ref="r1"):
+    app.request.set(ref, amount, "1x Test", writer)
+    asyncio.run(app.on_tap(memoryview(uid), ticks_ms()))
+
+
+class Script:
+    """A POS link's incoming side: the lines in order; a callable in between runs first
+    (a tap, a check), as if it happened while the terminal waited for the next line."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    async def readline(self):
+        while self.items:
+            item = self.items.pop(0)
+            if callable(item):
+                await item()
+            else:
+                return item
+        return b""
+
+
+def test_after_a_power_cut_last_names_the_purchase_whose_reply_was_lost():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    assert app.last_line() == "LAST - 0\n"  # nothing ever recorded
+    w = Writer()
+    pay(app, w, 2500)
+    assert w.lines == ["APPROVED r1 1 2500 7500"]  # the till remembers seq 1
+    assert app.last_line() == "LAST 1 2500 7500 approved %d\n" % NOW
+    board.t = NOW + 30
+    pay(app, LostWriter(), 700, ref="r2")  # durable, but the reply is lost ...
+    assert app.journal.next_seq == 3
+    board.close()  # ... and the power goes
+    del app
+    board = Board()
+    app = boot(board)
+    # seq 2 > 1 and approved: r2 was recorded and will be charged
+    assert app.last_line() == "LAST 2 700 6800 approved %d\n" % (NOW + 30)
+    # the till now knows seq 2; a request that dies before any tap records nothing
+    app.request.set("r3", 900, "1x Test", LostWriter())
+    board.close()
+    del app
+    board = Board()
+    app = boot(board)
+    assert app.last_line() == "LAST 2 700 6800 approved %d\n" % (NOW + 30)  # 2 <= 2: r3 not recorded
+    board.close()
+
+
+def test_last_reports_a_journaled_refusal_with_its_reason():
+    # A refusal is journaled when it triggers the automatic top-up: it is the newest
+    # record then, refused (the till charges nothing for it).
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    w = Writer()
+    pay(app, w, 500)
+    pay(app, w, 2000, LOW, "r2")
+    assert w.lines == ["APPROVED r1 1 500 9500", "REFUSED r2 insufficient_funds"]
+    assert app.journal.next_seq == 3
+    assert app.last_line() == "LAST 2 2000 1000 insufficient_funds %d\n" % NOW
+    pay(app, w, 300, ref="r3")
+    assert app.last_line() == "LAST 3 300 9200 approved %d\n" % NOW
+    board.close()
+
+
+def test_last_reads_a_record_that_was_acknowledged_but_is_still_on_flash():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    w = Writer()
+    pay(app, w, 500)
+    pay(app, w, 600, ref="r2")
+    assert app.journal.ack(2)  # uploaded and released; its sector is not erased yet
+    assert app.last_line() == "LAST 2 600 8900 approved %d\n" % NOW
+    board.close()
+
+
+def test_last_while_a_payment_is_open_leaves_it_open():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    w = Writer()
+    pay(app, w, 400)
+    seen = []
+
+    async def still_open():
+        seen.append((app.request.open, app.request.ref))
+
+    async def tap():
+        await app.on_tap(memoryview(UID), ticks_ms())
+
+    asyncio.run(app.pos_session(Script([
+        b"PAY r2 1500 1x Pasta\n", b"LAST\n", still_open, b"LAST r2\n", still_open, tap,
+        b"LAST\r\n", b"CANCEL r2\n"]), w))
+    assert seen == [(True, "r2"), (True, "r2")]
+    assert w.lines == ["APPROVED r1 1 400 9600", "WAIT r2", "LAST 1 400 9600 approved %d" % NOW,
+                       "ERR - bad-last", "APPROVED r2 2 1500 8100", "LAST 2 1500 8100 approved %d" % NOW,
+                       "ERR r2 not-open"]
+    board.close()
+
+
+def test_last_at_a_vending_terminal_too():
+    fresh_flash()
+    board = Board()
+    app = boot(board, "vending")
+    w = Writer()
+    asyncio.run(app.pos_session(Script([b"LAST\n", b"PAY r1 100 x\n", b"LAST\n"]), w))
+    assert w.lines == ["LAST - 0", "ERR r1 wrong-kind", "LAST - 0"]
+    board.close()
