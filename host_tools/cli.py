@@ -207,12 +207,17 @@ def cmd_rescue(a):
         raise Fail("a journal needs at least two 4096-byte sectors; this dump has %d bytes" % len(data))
     ledger = Ledger(a.ledger)
     try:
-        sent, new, dup = rescue.submit(ledger, site, number, data, a.all)
+        sent, new, dup, conflicts = rescue.submit(ledger, site, number, data, a.all)
     except ValueError as e:
         raise Fail(str(e))
     finally:
         ledger.close()
-    print("rescued %d records of t%04d (site %s): %d new in the ledger, %d already there" % (sent, number, site, new, dup))
+    print("rescued %d records of t%04d (site %s): %d new in the ledger, %d already there, %d conflicting"
+          % (sent, number, site, new, dup, conflicts))
+    if conflicts:
+        print("cpos rescue: %d record(s) reuse a seq the ledger holds with a different purchase (a wiped or "
+              "replaced journal): kept, not booked; list them with python -m simulator.backend conflicts --db %s "
+              "--terminal %d" % (conflicts, a.ledger, number), file=sys.stderr)
 
 
 def parser():

@@ -111,8 +111,11 @@ def read_device(port):
 
 
 def submit(ledger, site, number, data, include_acked=False, block=4096):
-    """Hand the journal's records to the backend ledger in protocol batches; idempotent
-    (the ledger keeps each terminal+seq once). Returns (records sent, new, duplicates)."""
+    """Hand the journal's records to the backend ledger in protocol batches, through the
+    same apply_batch as the uplink; idempotent (the ledger keeps each terminal+seq once).
+    A record whose seq the ledger already holds with different content (the terminal's
+    journal was wiped or replaced since) is kept there as a conflict, not booked.
+    Returns (records sent, new, duplicates, conflicts)."""
     from cpos import protocol
 
     tid = protocol.terminal_id(number)
@@ -122,15 +125,16 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
             raise ValueError("the journal holds records of terminal %d, not %d: check --terminal"
                              % (r["terminal"], number))
     lo = summary(data, block)["watermark"] + 1 if not include_acked else (recs[0]["seq"] if recs else 1)
-    new = dup = 0
+    new = dup = conflicts = 0
     per = 40  # records per batch: well under protocol.MAX_PAYLOAD with 64-character items
     for i in range(0, len(recs), per):
         part = recs[i:i + per]
         applied = ledger.apply_batch(site, tid, protocol.encode_batch(lo, part[-1]["seq"], part))
         new += applied.new_records
         dup += applied.duplicates
+        conflicts += applied.conflicts
         lo = part[-1]["seq"] + 1
-    return len(recs), new, dup
+    return len(recs), new, dup, conflicts
 
 
 def main(argv=None):

@@ -2,6 +2,7 @@
 status, nothing changed on refusal), and the service started by `serve` answering a
 terminal's automatic top-up trigger end to end through the real broker."""
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -111,9 +112,12 @@ def _serve(broker, db, *extra):
     return be
 
 
-def _send_trigger(broker, seq):
-    """Terminal t0001 publishes one refused purchase carrying the top-up trigger; returns its acks."""
+def _send_trigger(broker, seq, recs=None):
+    """Terminal t0001 publishes one refused purchase carrying the top-up trigger (or the
+    records `recs`, ending at `seq`) until acknowledged up to `seq`; returns its acks."""
     acks = []
+    if recs is None:
+        recs = [dict(make_record(seq), account=1001, amount=1200, reason=8, topup=True, balance_after=1000)]
 
     async def terminal():
         c = MQTTClient("t0001", broker.host, broker.port, "t0001", broker.users["t0001"], keepalive=10)
@@ -121,10 +125,9 @@ def _send_trigger(broker, seq):
                     lambda t, p, r: acks.append(protocol.decode_ack(p)))
         task = asyncio.create_task(c.run())
         assert await c.wait_connected(5000)
-        rec = dict(make_record(seq), account=1001, amount=1200, reason=8, topup=True, balance_after=1000)
         for _ in range(5):  # resend until acknowledged, as a terminal does (the backend may not be subscribed yet)
             assert await c.publish(protocol.topic(broker.site, "t0001", protocol.BATCH),
-                                   protocol.encode_batch(seq, seq, [rec]))
+                                   protocol.encode_batch(recs[0]["seq"], seq, recs))
             for _ in range(50):
                 if seq in acks:
                     break
@@ -197,3 +200,56 @@ def test_backend_killed_after_the_charge_books_it_once_after_restart(broker, tmp
     assert led.db.execute("SELECT count(*) FROM ledger WHERE text = '1x Automatisk optankning'").fetchone() == (1,)
     led.close()
     assert [o[4] for o in prov.orders()] == ["approved"] and prov.funds("visa-9") == 100000 - 15000
+
+
+def _conflict_world(db):
+    """t0001 sent seq 1..3; then, its journal replaced, seq 2..3 again holding other purchases."""
+    led = Ledger(db)
+    old = [dict(make_record(s), account=1, amount=1000, reason=0, topup=False, item="1x Toast") for s in (1, 2, 3)]
+    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 3, old))
+    new = [dict(r, t=r["t"] + 86400, amount=2550, item="1x Ny journal") for r in old[1:]]
+    assert led.apply_batch("skole-nord", "t0001", protocol.encode_batch(2, 3, new)).conflicts == 2
+    led.close()
+    return old, new
+
+
+def test_conflicts_are_listed_for_staff(db, capsys):
+    assert cli(capsys, "conflicts", "--db", db) == (0, "no conflicts", "")
+    old, new = _conflict_world(db)
+    code, out, err = cli(capsys, "conflicts", "--db", db)
+    lines = out.splitlines()
+    assert code == 0 and err == "" and len(lines) == 7 and lines[-1] == "2 conflict(s)"
+    assert lines[0].startswith("conflict 1: t0001 seq 2, received ")
+    assert lines[1].startswith("  kept, not booked: ") and "account 1  card %s  25.50 kr.  approved  1x Ny journal" % (
+        new[0]["uid"]) in lines[1]
+    assert lines[2].startswith("  seq 2 holds: ") and "10.00 kr.  approved  1x Toast" in lines[2]
+    assert lines[3].startswith("conflict 2: t0001 seq 3, ")
+    code, out, _ = cli(capsys, "conflicts", "--db", db, "--json", "--terminal", "1")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["seq"], r["amount"], r["item"], r["stored"]["amount"]) for r in rows] == [
+        (2, 2550, "1x Ny journal", 1000), (3, 2550, "1x Ny journal", 1000)]
+    assert cli(capsys, "conflicts", "--db", db, "--terminal", "2") == (0, "no conflicts", "")
+    code, out, _ = cli(capsys, "account", "--db", db, "--account", "1")
+    assert "balance -30.00 kr." in out  # the three first purchases only: conflicts are not booked
+
+
+def test_serve_keeps_logs_and_acknowledges_a_conflicting_batch(broker, tmp_path, capsys):
+    db = str(tmp_path / "l.db")
+    _enrolled_world(capsys, db)
+    be = _serve(broker, db, "--payments", "off")
+    try:
+        rec = dict(make_record(1), account=1001, amount=300, reason=0, topup=False, item="1x Æble")
+        assert _send_trigger(broker, 1, [rec])[-1] == 1
+        other = dict(rec, t=rec["t"] + 86400, item="1x Juice")  # the same seq from a replaced journal
+        new = dict(make_record(2), account=1001, amount=200, reason=0, topup=False, item="1x Te")
+        assert _send_trigger(broker, 2, [other, new])[-1] == 2  # the batch with the conflict is acknowledged
+        led = Ledger(db)
+        try:
+            assert [c["item"] for c in led.conflicts()] == ["1x Juice"]
+            assert led.balance(1001) == 1000 - 300 - 200  # the conflict is kept, not booked
+        finally:
+            led.close()
+    finally:
+        stop(be)
+    err = be.stderr.read()
+    assert "backend: CONFLICT: t0001 sent 1 record(s)" in err and ": 1; kept in uplink_conflicts" in err

@@ -155,3 +155,91 @@ def test_health_report_keeps_the_table_version_and_refuses_malformed(tmp_path):
         with pytest.raises(protocol.ProtocolError):
             protocol.decode_health(bad)
     led.close()
+
+
+# --- a reused (terminal, seq): duplicate only when identical --------------------------
+
+def _money(led):
+    return (led.db.execute("SELECT id, balance FROM accounts ORDER BY id").fetchall(),
+            led.db.execute("SELECT account, card, t, type, amount, text, terminal, seq FROM ledger ORDER BY id").fetchall(),
+            led.topup_triggers())
+
+
+def test_replayed_identical_batch_is_a_duplicate_not_a_conflict():
+    recs, batches = batches_of(20, 10)
+    led = Ledger(":memory:")
+    for b in batches:
+        led.apply_batch("skole-nord", "t0001", b)
+    before = (snapshot(led), _money(led))
+    # The same records again, one uid in upper case (the ledger keeps uids in lower case).
+    again = [dict(r, uid=r["uid"].upper()) if r["seq"] == 3 else r for r in recs[:10]]
+    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 10, again))
+    assert (res.new_records, res.duplicates, res.purchases, res.conflicts) == (0, 10, 0, 0)
+    assert (snapshot(led), _money(led)) == before
+    assert led.conflicts() == []
+
+
+def _wiped_journal_record(seq):
+    """What a terminal with a wiped journal writes under an old seq: another purchase."""
+    return dict(make_record(seq, t0=T0 + 86400), item="1x Ny journal %d" % seq, reason=0, topup=False)
+
+
+def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tmp_path):
+    path = str(tmp_path / "l.db")
+    recs, batches = batches_of(10, 10)
+    led = Ledger(path)
+    led.apply_batch("skole-nord", "t0001", batches[0])
+    before = _money(led)
+    # The terminal's journal was replaced: its seqs start at 1 again, under new purchases.
+    fresh = [_wiped_journal_record(s) for s in range(1, 6)]
+    payload = protocol.encode_batch(1, 5, fresh)
+    res = led.apply_batch("skole-nord", "t0001", payload)
+    assert (res.new_records, res.duplicates, res.purchases, res.triggers) == (0, 0, 0, 0)
+    assert (res.conflicts, res.conflict_seqs) == (5, [1, 2, 3, 4, 5])
+    assert res.watermark == 10  # acknowledged: stored as a conflict, not lost
+    assert _money(led) == before  # nothing booked twice, old records untouched
+    assert led.received_seqs(1) == list(range(1, 11))
+    # At-least-once: the conflicting batch again keeps nothing twice.
+    res = led.apply_batch("skole-nord", "t0001", payload)
+    assert (res.new_records, res.duplicates, res.conflicts) == (0, 5, 0)
+    assert len(led.conflicts()) == 5 and _money(led) == before
+    led.close()
+
+    led = Ledger(path)  # the backend restarted: the conflicts are in the file
+    kept = led.conflicts()
+    assert [(c["terminal"], c["seq"]) for c in kept] == [(1, s) for s in range(1, 6)]
+    for c, r, old in zip(kept, fresh, recs):
+        assert {k: c[k] for k in r if k not in ("terminal", "seq")} == {
+            k: v for k, v in r.items() if k not in ("terminal", "seq")}
+        assert c["stored"] == {k: v for k, v in old.items() if k not in ("terminal", "seq")}
+        assert c["received"] > 0
+    assert led.conflicts(terminal=1) == kept and led.conflicts(terminal=2) == []
+    assert _money(led) == before
+    led.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("t", T0 + 1), ("uid", "04ffffffffffff"), ("account", 4242), ("amount", 1), ("place", 1), ("kind", 1),
+    ("item", "1x Andet"), ("balance_after", 1), ("reason", 5), ("topup", True),
+])
+def test_any_differing_field_is_a_conflict(field, value):
+    r = dict(make_record(1), reason=0, topup=False, kind=0)
+    led = Ledger(":memory:")
+    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 1, [r]))
+    before = _money(led)
+    other = dict(r, **{field: value})
+    assert other != r
+    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 1, [other]))
+    assert (res.duplicates, res.conflicts) == (0, 1)
+    assert led.conflicts()[0][field] == value and _money(led) == before
+
+
+def test_conflicts_and_new_records_in_one_batch():
+    recs, batches = batches_of(4, 4)
+    led = Ledger(":memory:")
+    led.apply_batch("skole-nord", "t0001", batches[0])
+    # seq 1 the same record, 2..4 other ones, 5..6 new: one batch from a half-rebuilt journal
+    mixed = [recs[0]] + [_wiped_journal_record(s) for s in range(2, 7)]
+    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 6, mixed))
+    assert (res.new_records, res.duplicates, res.conflict_seqs, res.watermark) == (2, 1, [2, 3, 4], 6)
+    assert led.purchase_seqs(1) == [r["seq"] for r in recs if r["reason"] == 0] + [5, 6]

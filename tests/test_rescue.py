@@ -107,3 +107,45 @@ def test_rescue_of_garbage_prints_nothing(tmp_path):
     dump.write_bytes(os.urandom(3 * 4096))
     code, recs, err = run_rescue(dump)
     assert code == 0 and recs == [] and "0 records" in err
+
+
+def _terminal7_journal(n, shift=0):
+    """A journal of terminal 7 with n purchases; `shift` moves every purchase in time, as a
+    replaced journal whose seqs restart at 1 holds other purchases under the same seqs."""
+    f = NorFlash(4 * 4096)
+    j = Journal(f)
+    j.recover()
+    for i in range(n):
+        fields = list(jc.fields(i))
+        fields[0] += shift
+        fields[6] = 7
+        j.append(*fields)
+    return bytes(f.mem)
+
+
+def test_rescue_submits_through_apply_batch_and_keeps_conflicts(tmp_path, capsys):
+    from host_tools import cli, rescue
+    from simulator.backend import Ledger
+
+    path = str(tmp_path / "ledger.sqlite")
+    led = Ledger(path)
+    assert rescue.submit(led, "skole-nord", 7, _terminal7_journal(12)) == (12, 12, 0, 0)
+    money = led.db.execute("SELECT account, amount, terminal, seq FROM ledger ORDER BY id").fetchall()
+    led.close()
+    # The terminal's journal was replaced; its new one reused seq 1..8 for other purchases.
+    dump = tmp_path / "journal-t0007.bin"
+    dump.write_bytes(_terminal7_journal(8, shift=86400))
+    assert cli.main(["rescue", "--dump", str(dump), "--site", "skole-nord", "--number", "7",
+                     "--ledger", path]) == 0
+    out, err = capsys.readouterr()
+    assert "rescued 8 records of t0007 (site skole-nord): 0 new in the ledger, 0 already there, 8 conflicting" in out
+    assert "kept, not booked" in err and "conflicts --db %s --terminal 7" % path in err
+    assert cli.main(["rescue", "--dump", str(dump), "--site", "skole-nord", "--number", "7",
+                     "--ledger", path]) == 0  # again: nothing kept twice
+    assert "0 new in the ledger, 8 already there, 0 conflicting" in capsys.readouterr()[0]
+    led = Ledger(path)
+    kept = led.conflicts(7)
+    assert [c["seq"] for c in kept] == list(range(1, 9))
+    assert [c["t"] - c["stored"]["t"] for c in kept] == [86400] * 8
+    assert led.db.execute("SELECT account, amount, terminal, seq FROM ledger ORDER BY id").fetchall() == money
+    led.close()

@@ -4,16 +4,20 @@
     python -m simulator.backend --db FILE --port N --password PW [...]      (same: the old form)
     python -m simulator.backend top-up --db FILE --account 7 --kr 200
     python -m simulator.backend block --db FILE --card 884263sae
+    python -m simulator.backend conflicts --db FILE [--terminal 7] [--json]
     ...  (`python -m simulator.backend -h` lists every action; docs/portal.md describes them)
 
 A refused action prints one line `error: ...` on stderr and exits 2; nothing changed.
 """
 import argparse
 import asyncio
+import json
 import os
 import sqlite3
 import sys
 
+from cpos import reasons
+from cpos.localtime import format_local
 from cpos.money import format_kr, parse_kr
 from simulator.backend.ledger import Ledger, format_statement
 from simulator.backend.payments import PaymentProvider
@@ -80,6 +84,28 @@ def _account_summary(led, account):
     return "\n".join(out)
 
 
+def _record_line(r):
+    """One journal record (a dict of the ledger's RECORD_FIELDS) on one line, for staff."""
+    return "%s  account %d  card %s  %s  %s%s  %s" % (
+        format_local(r["t"]), r["account"], r["uid"], format_kr(r["amount"]), reasons.name(r["reason"]),
+        " (top-up trigger)" if r["topup"] else "", r["item"])
+
+
+def _conflicts(led, terminal, as_json):
+    """The records kept in uplink_conflicts, each with the record that holds its seq."""
+    rows = led.conflicts(terminal)
+    if as_json:
+        return "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows)
+    out = []
+    for r in rows:
+        out.append("conflict %d: t%04d seq %d, received %s" % (r["id"], r["terminal"], r["seq"],
+                                                              format_local(r["received"])))
+        out.append("  kept, not booked: %s" % _record_line(r))
+        out.append("  seq %d holds:     %s" % (r["seq"], _record_line(r["stored"])))
+    out.append("%d conflict(s)" % len(rows) if rows else "no conflicts")
+    return "\n".join(out)
+
+
 def _payments(a):
     return a.payments or a.db + ".payments"
 
@@ -129,6 +155,8 @@ def _do(a, led):
             raise PortalError("no card with number %r (card numbers are case-sensitive)" % a.card)
     if c == "account":
         return _account_summary(led, a.account)
+    if c == "conflicts":
+        return _conflicts(led, a.terminal, a.json)
     if c == "payment-card":
         prov = PaymentProvider(_payments(a))
         prov.add_card(a.ref, a.expiry, a.funds_kr * 100)
@@ -218,6 +246,10 @@ def _parser():
     p.add_argument("--card", required=True)
     p = action("account", "show an account: balance, cards, places, limits, enrolment")
     p.add_argument("--account", type=int, required=True)
+    p = action("conflicts", "uplink records kept because their (terminal, seq) already held a different "
+                            "record (a wiped or replaced journal): not booked, for staff to settle")
+    p.add_argument("--terminal", type=int, help="only this terminal's (number, e.g. 7 for t0007)")
+    p.add_argument("--json", action="store_true", help="one JSON object per conflict")
     payments = argparse.ArgumentParser(add_help=False)
     payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default DB.payments)")
     p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")

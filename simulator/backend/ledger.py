@@ -1,16 +1,20 @@
 """The reference backend's ledger: the card system's state in SQLite (stdlib sqlite3).
 
 Owns the schema (accounts, cards, allowed places, limits, top-up enrolments, terminals,
-received journal records, the ledger, top-up triggers, rejected batches, the terminals'
-latest health reports), applying one
+received journal records, records that conflict with them, the ledger, top-up triggers,
+rejected batches, the terminals' latest health reports), applying one
 uplink batch in one transaction with exactly-once effect, the per-terminal watermark,
 and the per-card statement in the portal guide's shape. Portal actions (top up, block,
 replace, ...) are methods here so that issue 8 can extend the same object.
 
 Exactly once: every journal record lands in `uplink` under PRIMARY KEY (terminal, seq)
 and every approved purchase in `ledger` under UNIQUE (terminal, seq); a repeated or
-reordered batch inserts nothing twice. The watermark is the highest seq W such that
-every batch range covering 1..W has been applied (docs/protocol.md).
+reordered batch inserts nothing twice. A record is a duplicate only if it is identical to
+the one stored under its (terminal, seq); a different record under a seq already taken (the
+terminal's journal was wiped or replaced and its seqs restarted at 1) is a conflict: it is
+kept in `uplink_conflicts`, booked nowhere, and listed for staff (`conflicts()`). The
+watermark is the highest seq W such that every batch range covering 1..W has been applied
+(docs/protocol.md).
 """
 import json
 import sqlite3
@@ -91,6 +95,23 @@ CREATE TABLE IF NOT EXISTS uplink (               -- every journal record as rec
     received INTEGER NOT NULL,
     PRIMARY KEY (terminal, seq)
 );
+CREATE TABLE IF NOT EXISTS uplink_conflicts (     -- records whose (terminal, seq) holds a different record
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    terminal INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    account INTEGER NOT NULL,
+    amount INTEGER NOT NULL,                      -- øre
+    place INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    item TEXT NOT NULL,
+    balance_after INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    topup INTEGER NOT NULL,
+    received INTEGER NOT NULL,                    -- when it first arrived (UTC s)
+    UNIQUE (terminal, seq, t, uid, account, amount, place, kind, item, balance_after, reason, topup)
+);
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     account INTEGER NOT NULL,
@@ -148,21 +169,37 @@ CREATE TABLE IF NOT EXISTS rejected (
 TYPE_TEXT = {"withdrawn": "Hævet", "deposited": "Indsat"}
 
 
+# The fields of a journal record as stored in `uplink` and `uplink_conflicts`, in column order.
+RECORD_FIELDS = ("t", "uid", "account", "amount", "place", "kind", "item", "balance_after", "reason", "topup")
+
+
+def _stored(r):
+    """A decoded record's fields as the database holds them (RECORD_FIELDS order)."""
+    return (r["t"], r["uid"].lower(), r["account"], r["amount"], r["place"], r["kind"], r["item"],
+            r["balance_after"], r["reason"], int(r["topup"]))
+
+
 class Applied:
-    """What apply_batch did: the new watermark and counts."""
+    """What apply_batch did: the new watermark and counts.
 
-    __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers")
+    `conflicts` counts the records newly kept in `uplink_conflicts` (their seq held a
+    different record), `conflict_seqs` lists their seqs; a resent conflict already kept
+    counts as a duplicate."""
 
-    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0):
+    __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers", "conflicts", "conflict_seqs")
+
+    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0, conflict_seqs=()):
         self.watermark = watermark
         self.new_records = new_records
         self.duplicates = duplicates
         self.purchases = purchases
         self.triggers = triggers  # new automatic top-up triggers
+        self.conflict_seqs = list(conflict_seqs)
+        self.conflicts = len(self.conflict_seqs)
 
     def __repr__(self):
-        return "Applied(w=%d, new=%d, dup=%d, purchases=%d)" % (
-            self.watermark, self.new_records, self.duplicates, self.purchases)
+        return "Applied(w=%d, new=%d, dup=%d, purchases=%d, conflicts=%d)" % (
+            self.watermark, self.new_records, self.duplicates, self.purchases, self.conflicts)
 
 
 class Ledger:
@@ -284,6 +321,13 @@ class Ledger:
 
         Raises protocol.ProtocolError (nothing changed) for a malformed batch or records that
         name another terminal; the caller records it with reject() and does not ack it.
+
+        A record whose (terminal, seq) already holds a different record is a conflict: it is
+        kept in `uplink_conflicts` (once, however often it is resent), books no money and
+        raises no top-up trigger, and is counted in the result's `conflicts`. The batch still
+        counts as applied for the watermark, so the caller acknowledges it: the record is
+        durably stored for staff to settle (`conflicts()`), and withholding the ack would
+        wedge the terminal, whose every resend would conflict again.
         """
         number = protocol.terminal_number(tid)
         lo, hi, recs = protocol.decode_batch(payload)
@@ -293,6 +337,7 @@ class Ledger:
         now = int(time.time())
         db = self.db
         new = dup = purchases = triggers = 0
+        conflicts = []
         touched = set()
         with self._tx():
             row = db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
@@ -302,12 +347,20 @@ class Ledger:
             else:
                 w = row[0]
             for r in recs:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO uplink VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (number, r["seq"], r["t"], r["uid"].lower(), r["account"], r["amount"], r["place"], r["kind"],
-                     r["item"], r["balance_after"], r["reason"], int(r["topup"]), now))
+                fields = _stored(r)
+                cur = db.execute("INSERT OR IGNORE INTO uplink VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (number, r["seq"]) + fields + (now,))
                 if cur.rowcount == 0:
-                    dup += 1
+                    held = db.execute("SELECT %s FROM uplink WHERE terminal = ? AND seq = ?" % ", ".join(RECORD_FIELDS),
+                                      (number, r["seq"])).fetchone()
+                    if tuple(held) == fields:
+                        dup += 1  # the same record again: at-least-once delivery
+                    elif db.execute("INSERT OR IGNORE INTO uplink_conflicts (terminal, seq, %s, received) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % ", ".join(RECORD_FIELDS),
+                                    (number, r["seq"]) + fields + (now,)).rowcount:
+                        conflicts.append(r["seq"])  # another record under a seq already taken
+                    else:
+                        dup += 1  # a conflict already kept, resent
                     continue
                 new += 1
                 if r["topup"]:
@@ -340,7 +393,7 @@ class Ledger:
             for account in sorted(touched):
                 self._changed("balance", account)
                 self._changed("totals", account)  # window totals for the limits at other tills
-        return Applied(w, new, dup, purchases, triggers)
+        return Applied(w, new, dup, purchases, triggers, conflicts)
 
     def set_status(self, tid, online, t):
         number = protocol.terminal_number(tid)
@@ -378,6 +431,30 @@ class Ledger:
 
     def received_seqs(self, terminal):
         return [r[0] for r in self.db.execute("SELECT seq FROM uplink WHERE terminal = ? ORDER BY seq", (terminal,))]
+
+    def conflicts(self, terminal=None):
+        """Records kept in `uplink_conflicts`, oldest first: dicts with `id`, `terminal`,
+        `seq`, `received` and the record's fields (RECORD_FIELDS, `topup` a bool), and under
+        `stored` the fields of the different record that holds that (terminal, seq) in `uplink`."""
+        cols = ", ".join("c." + f for f in RECORD_FIELDS)
+        held = ", ".join("u." + f for f in RECORD_FIELDS)
+        q = ("SELECT c.id, c.terminal, c.seq, c.received, %s, %s FROM uplink_conflicts c "
+             "LEFT JOIN uplink u ON u.terminal = c.terminal AND u.seq = c.seq" % (cols, held))
+        args = ()
+        if terminal is not None:
+            q += " WHERE c.terminal = ?"
+            args = (terminal,)
+        out = []
+        n = len(RECORD_FIELDS)
+        for row in self.db.execute(q + " ORDER BY c.id", args):
+            d = {"id": row[0], "terminal": row[1], "seq": row[2], "received": row[3]}
+            d.update(zip(RECORD_FIELDS, row[4:4 + n]))
+            d["topup"] = bool(d["topup"])
+            stored = dict(zip(RECORD_FIELDS, row[4 + n:]))
+            stored["topup"] = bool(stored["topup"])
+            d["stored"] = stored
+            out.append(d)
+        return out
 
     def topup_triggers(self, terminal=None):
         q = "SELECT terminal, seq, account, t, status FROM topup_triggers"

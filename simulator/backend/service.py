@@ -6,6 +6,8 @@ exactly-once in effect: apply the batch in one SQLite transaction, commit, publi
 terminal's watermark (retained, QoS 1), and only then PUBACK the batch to the broker.
 A crash anywhere in between leaves either nothing applied (the broker or the terminal
 resends) or the batch applied without an ack (the resent batch is a no-op and is acked).
+Records that conflict with a different record under the same (terminal, seq) are kept
+by the ledger (`uplink_conflicts`), logged here as CONFLICT, and acknowledged.
 
 Automatic top-up: with `payments` (the simulated provider's SQLite file), a batch that
 brought new top-up triggers, once acknowledged, wakes a worker thread that runs the
@@ -26,6 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cpos import downlink, protocol
 from cpos.mqtt import Fatal, MQTTClient
+
+
+def _seqs(seqs, most=10):
+    """`1, 2, 3` or `1, 2, ... (25 in all)`: seqs for a log line of bounded length."""
+    if len(seqs) <= most:
+        return ", ".join(map(str, seqs))
+    return "%s, ... (%d in all)" % (", ".join(map(str, seqs[:most])), len(seqs))
 
 
 class Backend:
@@ -51,6 +60,7 @@ class Backend:
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
+        self.conflicts = 0  # records kept in uplink_conflicts by this process
         self.apply_seconds = 0.0
         self.records_applied = 0
         self.topups = None
@@ -156,6 +166,12 @@ class Backend:
         self.apply_seconds += time.perf_counter() - t0
         self.records_applied += res.new_records
         self.applied += 1
+        if res.conflicts:
+            self.conflicts += res.conflicts
+            self.log("backend: CONFLICT: %s sent %d record(s) under seq(s) already holding different records "
+                     "(journal wiped or replaced?): %s; kept in uplink_conflicts, not booked, acknowledged; "
+                     "list them with `python -m simulator.backend conflicts`"
+                     % (tid, res.conflicts, _seqs(res.conflict_seqs)))
         if self.crash_after_apply and self.applied >= self.crash_after_apply:
             os.kill(os.getpid(), signal.SIGKILL)  # committed, not acknowledged: the fault test
         ack = protocol.encode_ack(res.watermark, int(time.time()))
