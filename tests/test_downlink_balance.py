@@ -259,3 +259,24 @@ Site.TestCase.settings = settings(max_examples=int(os.environ.get("CPOS_DOWNLINK
                                       stateful_step_count=40, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
 TestBalanceWithoutDoubleCounting = Site.TestCase
+
+
+def test_a_purchase_booked_before_the_watermark_reaches_it_is_resent_once_it_does():
+    """Found by the machine above: a later batch arrives first and is booked above the
+    watermark (the terminal still counts it as its own, in flight); when the earlier batch
+    fills the hole, the watermark passes it, and the backend must send that purchase's
+    account again with the new included_seq, or the terminal forgets the purchase."""
+    site = Site()
+    try:
+        site.purchase(3, 1, 1)  # seq 1, account 1
+        site.purchase(3, LIMITED, 1)  # seq 2, account 2
+        site.later_batch_arrives_first(3, 1)  # seq 2 is booked; the watermark stays at 0
+        site.ask(3)
+        site.upload(3, 1)  # seq 1: the watermark jumps to 2
+        site.settle(3)
+        site.pending_counts_each_purchase_above_included_once()
+        checked = site.checked
+        site.view_is_truth_minus_in_flight()
+        assert site.checked == checked + 1  # the terminal had everything: the views were compared
+    finally:
+        site.teardown()

@@ -346,6 +346,7 @@ class Ledger:
                 w = 0
             else:
                 w = row[0]
+            w0 = w
             for r in recs:
                 fields = _stored(r)
                 cur = db.execute("INSERT OR IGNORE INTO uplink VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -390,6 +391,12 @@ class Ledger:
             elif hi > w:
                 db.execute("INSERT OR IGNORE INTO ranges VALUES (?, ?, ?)", (number, lo, hi))
             db.execute("UPDATE terminals SET watermark = ? WHERE number = ?", (w, number))
+            # Purchases booked earlier, above the old watermark (a later batch that came
+            # first), stop being this terminal's own in-flight ones now: their accounts'
+            # balances and totals as this terminal sees them change too.
+            touched.update(a for (a,) in db.execute(
+                "SELECT DISTINCT account FROM ledger WHERE terminal = ? AND seq > ? AND seq <= ?",
+                (number, w0, w)))
             for account in sorted(touched):
                 self._changed("balance", account)
                 self._changed("totals", account)  # window totals for the limits at other tills
