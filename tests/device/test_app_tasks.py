@@ -1,0 +1,171 @@
+"""The firmware application's supervision, on both runtimes: the watchdog, failing
+and ending tasks, and the card table's compactions (long ones feed the watchdog; the
+app compacts at quiet moments).
+
+Fakes: tests/device/app_world.py. What is shown here:
+- the watchdog is fed only while the reader task reports in, and while a long
+  compaction makes progress, never once a task has failed;
+- the card table's deltas are folded into a new image only when the terminal is idle;
+- a task that raises or returns stops the app for a clean restart, with nothing
+  recorded lost.
+"""
+import asyncio
+
+from cpos import carddelta, cardtable, log, rules
+from cpos.compat import ticks_ms
+
+from app import App
+from app_world import UID, LIMITED, Board, CheckingWriter, boot, cfg, fresh_flash, pay
+
+
+def test_watchdog_is_fed_only_while_the_reader_reports():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+
+    async def watch(stale):
+        app._beat_reader = ticks_ms() - (20000 if stale else 0)
+        task = asyncio.create_task(app.watchdog_task())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(watch(True))
+    assert board.feeds == 0
+    asyncio.run(watch(False))
+    assert board.feeds == 1
+    board.close()
+
+
+def test_a_long_compaction_feeds_the_watchdog_while_it_progresses():
+    # A compaction holds the event loop (tens of seconds on an ESP32 at 100,000 cards):
+    # the watchdog task cannot run, so the table's progress hook feeds it, at most once
+    # a second, and not once a task has failed.
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    assert app.table.progress == app._compacting
+    app._wdt = board
+    app._fed = ticks_ms() - 1500
+    d = carddelta.encode(2, 0, carddelta.BALANCE, account=1, value=500)
+    assert app.table.apply_delta(d) == cardtable.APPLIED
+    assert app.table.compact() == cardtable.INSTALL_OK
+    assert board.feeds == 1  # one page, a second and a half after the last feed
+    app._compacting()
+    assert board.feeds == 1  # not again within the second
+    app._fed = ticks_ms() - 1500
+    app._failed = "pos"
+    app._compacting()
+    assert board.feeds == 1  # a failed app is left to the watchdog
+    board.close()
+
+
+def test_the_card_table_compacts_when_the_terminal_is_idle():
+    # Deltas fill the overlay; the health task's tick folds them into a new image once no
+    # card came for 20 s and no payment is open, instead of the next delta doing it
+    # mid-queue. What the deltas said is still there afterwards, and after a reboot.
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    t = app.table
+    v, acct = 2, 1
+    while not t.needs_compaction:
+        d = carddelta.encode(v, 0, carddelta.BALANCE, account=acct, value=1000 + acct)
+        assert t.apply_delta(d) == cardtable.APPLIED
+        v, acct = v + 1, acct + 1
+        assert acct < 64, "the overlay never asked for a compaction"
+    app._last_tap = ticks_ms()
+    assert not app.compact_if_idle()  # a card a moment ago: not now
+    app._last_tap = ticks_ms() - 21000
+    app.request.set("r1", 100, "1x Te", None)
+    assert not app.compact_if_idle()  # a payment is open: not now
+    app.request.close()
+    assert app.compact_if_idle()
+    assert not t.needs_compaction and not app.compact_if_idle()  # nothing left to fold
+    card, spends = rules.CardRecord(), rules.Spends()
+    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
+    assert t.lookup(LIMITED, card, spends) == cardtable.FOUND and card.balance == 1002
+    assert t.version == v - 1
+    board.close()
+    app = t = None  # a reboot
+    board = Board()
+    t = boot(board).table
+    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
+    assert t.version == v - 1 and not t.needs_compaction
+    board.close()
+
+
+class FailingApp(App):
+    async def reader_task(self):  # no PN532 here: only report in
+        while True:
+            self._beat_reader = ticks_ms()
+            await asyncio.sleep(0.01)
+
+    def extra_tasks(self):
+        return (("boom", self._boom()),)
+
+    async def _boom(self):
+        await asyncio.sleep(0.05)
+        raise ValueError("a bug")
+
+
+def test_a_failing_task_stops_the_app_for_a_clean_restart():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    w = CheckingWriter()
+    pay(app, w, 500)
+    lines = []
+    failing = FailingApp(board, cfg(), log.Log(lines.append))
+    failing.recover()
+    assert asyncio.run(failing.run()) == "boom"
+    assert any(line.startswith("E task boom failed") and "a bug" in line for line in lines)
+    board.close()
+    app = failing = None  # the reset that follows frees everything: so does this process
+    asyncio.new_event_loop()  # (cancelled tasks of the run stay queued on the old loop)
+    board = Board()
+    app = boot(board)  # as after the reset that follows
+    assert app.journal.next_seq == 2 and app.pending.count == 1
+    board.close()
+
+
+class EndingApp(FailingApp):
+    def extra_tasks(self):
+        return (("quitter", self._quit()),)
+
+    async def _quit(self):
+        await asyncio.sleep(0.05)  # a loop that ends without raising: the task is dead all the same
+
+
+def test_a_task_that_ends_stops_the_app_and_the_watchdog_feeds():
+    import gc
+
+    asyncio.new_event_loop()  # as main.py does after a run: drop tasks an earlier test left queued
+    gc.collect()
+    fresh_flash()
+    board = Board()
+    lines = []
+    app = EndingApp(board, cfg(), log.Log(lines.append))
+    app.recover()
+
+    async def bounded():
+        try:
+            return await asyncio.wait_for(app.run(), 2)
+        except asyncio.TimeoutError:
+            return None  # the ended task went unnoticed
+
+    assert asyncio.run(bounded()) == "quitter"
+    assert "E task quitter ended" in lines
+    # with a task dead, a fresh reader beat does not feed the watchdog any more
+    board.feeds = 0
+
+    async def watch():
+        app._beat_reader = ticks_ms()
+        task = asyncio.create_task(app.watchdog_task())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(watch())
+    assert board.feeds == 0
+    board.close()
