@@ -502,8 +502,9 @@ class App:
 
     def _on_included(self, seq):
         """The synced table now includes own purchases up to `seq`: count only those above
-        it as pending, and let the journal release what both the ack and the table cover."""
-        self.rebuild_pending()
+        it as pending (reading only the newly included records), and let the journal
+        release what both the ack and the table cover."""
+        self.pending.advance(self.journal, seq)
         self.feed.release()
         self.report("synced", table_version=self.table.version, included_seq=seq, pending=self.pending.count)
 

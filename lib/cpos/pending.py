@@ -7,14 +7,17 @@ up to which of this terminal's sequence numbers the backend has included
 (`included_seq`); every journaled approval above it counts here, exactly once.
 
 Memory: one entry per account with pending purchases (a balance sum and a 6-slot
-window Spends), bounded by the journal's capacity; rebuilt from the journal at boot.
+window Spends), bounded by the journal's capacity; rebuilt from the journal at boot,
+and moved forward record by record as the synced table includes more (`advance`).
 """
 from cpos import purchase, reasons, rules
+from cpos.localtime import window_key
 
 
 class _Entry:
     def __init__(self):
         self.amount = 0
+        self.n = 0
         self.spends = rules.Spends()
 
 
@@ -57,8 +60,48 @@ class Pending:
         if e is None:
             e = self._by_account[account] = _Entry()
         e.amount += amount
+        e.n += 1
         e.spends.add(place, amount, t)
         self.count += 1
+
+    def advance(self, journal, included_seq):
+        """The synced table now includes own purchases up to `included_seq`: stop counting
+        those. Reads only the newly included records, where `rebuild` reads every pending
+        one: a drain after an outage moves included_seq once per batch, and rebuilding
+        each time would cost the backlog squared (seconds per delta on an ESP32, in the
+        task that also serves taps). Call before the journal may release them. Moving
+        backwards (a restored backend) counts everything again."""
+        if included_seq < self.included_seq:
+            self.rebuild(journal, included_seq)
+            return
+        if self._buf is None:
+            self._buf = bytearray(purchase.SIZE)
+        buf = self._buf
+        seq = self.included_seq + 1
+        while seq <= included_seq:
+            s = journal.read(seq, buf, True)
+            if s is None or s > included_seq:
+                break
+            rec = purchase.decode(buf)
+            if rec["reason"] == reasons.APPROVED:
+                self._forget(rec["account"], rec["place"], rec["amount"], rec["t"])
+            seq = s + 1
+        self.included_seq = included_seq
+
+    def _forget(self, account, place, amount, t):
+        e = self._by_account.get(account)
+        if e is None:
+            return
+        e.amount -= amount
+        e.n -= 1
+        self.count -= 1
+        if e.n <= 0:
+            del self._by_account[account]
+            return
+        sp = e.spends
+        for w in range(rules.WINDOWS):
+            if sp.keys[w] == window_key(t, w):  # a total rolled past its window forgot it already
+                sp.totals[rules.slot(place, w)] -= amount
 
     def amount(self, account):
         e = self._by_account.get(account)

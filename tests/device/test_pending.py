@@ -35,3 +35,56 @@ def test_stale_windows_do_not_count_and_clear_forgets():
     assert s.spent(rules.PLACE_SCHOOL, 1, NOW) == 1500  # same ISO week
     p.clear(included_seq=1)
     assert p.amount(7) == 0
+
+
+def _state(p, now):
+    """What the tap path can see of `p`: per account, the money and the window totals."""
+    out = []
+    for acct in (1, 2, 3):
+        card, s = rules.CardRecord(), rules.Spends()
+        card.account = acct
+        p.apply_to(card, s, now)
+        out.append((acct, -card.balance, [s.spent(pl, w, now) for pl in (0, 1) for w in range(3)]))
+    return p.count, p.accounts(), out
+
+
+def test_advance_forgets_what_a_rebuild_would_and_reads_only_the_new_records():
+    from cpos import reasons
+    from cpos.journal import Journal
+    from simulator.norflash import NorFlash
+
+    j = Journal(NorFlash(8 * 4096))
+    j.recover()
+    p = pending.Pending()
+    p.clear(0)
+    t = NOW - 86400 - 3600  # yesterday, then today: window totals roll between them
+    for i in range(40):
+        acct, place, amount = 1 + i % 3, (i // 3) % 2, 100 + 7 * i
+        reason = reasons.INSUFFICIENT_FUNDS if i % 9 == 4 else reasons.APPROVED
+        t += 2700
+        seq = j.append(t, b"\x04\x00\x00\x01", acct, amount, place, rules.TILL, 1, "1x Te", 0, reason, False)
+        if reason == reasons.APPROVED:
+            p.add(seq, acct, place, amount, t)
+    now = t
+    reads = [0]
+    orig = j.read
+
+    def counting(seq, buf, acked=False):
+        reads[0] += 1
+        return orig(seq, buf, acked)
+
+    j.read = counting
+    done = 0
+    for inc in (0, 3, 4, 11, 12, 25, 25, 39, 40):
+        reads[0] = 0
+        p.advance(j, inc)
+        assert reads[0] <= inc - done + 1, (inc, reads[0])  # the new records, and one look past
+        done = inc
+        fresh = pending.Pending()
+        fresh.rebuild(j, inc)
+        assert _state(p, now) == _state(fresh, now), inc
+    assert p.count == 0 and p.accounts() == 0
+    p.advance(j, 7)  # backwards (a restored backend): everything above 7 counts again
+    fresh = pending.Pending()
+    fresh.rebuild(j, 7)
+    assert p.included_seq == 7 and _state(p, now) == _state(fresh, now) and p.count > 0

@@ -27,8 +27,8 @@ class Terminal:
         self.client = FakeClient()
         self.sync = Sync(self.table, self.client, "skole-nord", "t0001", KEY, on_included=self.included)
 
-    def included(self, seq):
-        self.pending.rebuild(self.journal, seq)
+    def included(self, seq):  # what firmware/app.py does
+        self.pending.advance(self.journal, seq)
         self.feed.release()
 
     def buy(self, amount):
