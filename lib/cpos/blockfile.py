@@ -54,8 +54,9 @@ class BlockFile:
                 raise ValueError("file smaller than the partition size")
             if size % block:
                 raise ValueError("size must be whole blocks")
+            blank = memoryview(self._blank)  # a slice of bytes would copy 4 KB each time
             while have < size:
-                self.f.write(self._blank[:min(block, size - have)])
+                self.f.write(blank[:min(block, size - have)])
                 have = min(size, have + block)
             self.f.flush()
         self.size = size if size is not None else have - have % block
