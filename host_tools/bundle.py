@@ -161,8 +161,15 @@ def code_heap_cost(bundle_dir, micropython, env=None):
     names = [m for m in modules(bundle_dir) if m not in ("board",)]
     e = dict(env or os.environ)
     e["MICROPYPATH"] = ".frozen:" + bundle_dir
+    return import_heap_cost(names, micropython, e)
+
+
+def import_heap_cost(names, micropython, env, cwd=None):
+    """Heap bytes that importing modules `names` takes on this MicroPython (`env` holds
+    its MICROPYPATH): their code, and whatever they make at import."""
     proc = subprocess.run([micropython, "-X", "heapsize=2M", "-c", _PROBE.replace("sys.argv[1:]", repr(names))],
-                          env=e, capture_output=True, text=True, timeout=60)
+                          env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
     if proc.returncode:
-        raise BundleError("could not import the bundle on MicroPython: %s" % (proc.stdout + proc.stderr)[-500:])
+        raise BundleError("could not import %s on MicroPython: %s" % (", ".join(names),
+                                                                      (proc.stdout + proc.stderr)[-500:]))
     return int(proc.stdout.strip().splitlines()[-1])

@@ -110,11 +110,30 @@ def cpython_env(*extra_paths):
     return env
 
 
+_code_kb = {}
+
+
+def code_kb(module):
+    """KB of unix-port heap that importing device test `module` takes (its code and the
+    code of all it imports), measured once per process. A WROOM keeps that code frozen in
+    flash (docs/heap.md), so a test process gets HEAP_CAP for data plus this, as the
+    simulator's terminals do: counting code in the cap tested the unix port's heap
+    fragmentation around 100 KB of bytecode, not the firmware."""
+    if module not in _code_kb:
+        from host_tools.bundle import import_heap_cost
+
+        _code_kb[module] = (import_heap_cost([module], micropython_path(), micropython_env(), cwd=ROOT) + 1023) // 1024
+    return _code_kb[module]
+
+
 def run_device_modules(runtime, modules, timeout=600):
-    """Run tests/device/runner.py for `modules` on 'micropython' or 'cpython'."""
+    """Run tests/device/runner.py for `modules` on 'micropython' or 'cpython'. On
+    MicroPython each target (`module` or `module.test`) gets HEAP_CAP for its data."""
     runner = os.path.join(DEVICE_TESTS, "runner.py")
     if runtime == "micropython":
-        cmd, env = micropython_cmd(runner, *modules), micropython_env()
+        extra = sum(code_kb(m.split(".")[0]) for m in modules)
+        heap = "%dK" % (int(HEAP_CAP[:-1]) + extra)
+        cmd, env = micropython_cmd(runner, *modules, heap=heap), micropython_env()
     else:
         cmd, env = [sys.executable, runner] + list(modules), cpython_env()
     import tempfile

@@ -3,8 +3,9 @@
 Each device test function becomes two pytest tests, one per runtime, so a failure
 on either runtime fails the run with the runtime's own traceback. On CPython a module
 runs once (session cache) and each pytest test reads its own result. On MicroPython
-each test runs in a fresh process under the heap cap, as a freshly booted device
-would: tests run one after another in one capped heap fail on the fragmentation their
+each test runs in a fresh process, as on a freshly booted device, with the heap cap for
+its data plus the measured room of its code (tests/runtimes.py `code_kb`, docs/heap.md):
+tests run one after another in one capped heap failed on the fragmentation their
 predecessors left behind, which says nothing about the firmware.
 """
 import ast
