@@ -7,7 +7,7 @@ the last delta includes every purchase."""
 import asyncio
 
 from simulator.run import Run
-from test_firmware_e2e import base_scenario, purchases, reasons_seen
+from test_firmware_e2e import base_scenario, purchases, reasons_seen, run
 
 
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
@@ -105,20 +105,7 @@ def test_day_limit_counts_what_the_card_spent_at_another_till(tmp_path):
                        + purchases("till2", 5.0, [("day", 1500), ("day", 1000), ("week", 2500), ("week", 600)],
                                    every=1.0),
                        uplink=True)
-
-    async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
-            await r.play()
-            await asyncio.sleep(0.5)
-            text, problems = r.summary()
-            return r, text, problems
-        finally:
-            await r.stop()
-
-    r, text, problems = asyncio.run(go())
+    r, text, problems = run(sc, workdir=str(tmp_path))
     assert problems == [], text
     assert reasons_seen(r, "till1") == ["approved"], text
     assert reasons_seen(r, "vend1") == ["approved"], text
