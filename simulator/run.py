@@ -186,6 +186,11 @@ class Run:
             elif kind == "boot":
                 self._say("%s: boot" % term.id)
                 await term.boot()
+            elif kind == "reboot":  # the reset button or a technician: RAM lost, flash kept, up again
+                self._say("%s: reboot" % term.id)
+                await term.power_cut()
+                self._open.pop(term.id, None)
+                await term.boot()
             elif kind == "cancel":
                 req = self._open.pop(term.id, None)
                 if req:

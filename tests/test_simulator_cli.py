@@ -2,7 +2,7 @@
 
 One till of the real firmware (a `micropython` process on the virtual board) plays a
 small scenario file with a purchase, a refusal, a balance tap, a card removal and a
-power cut followed by a boot. stdout must be one JSON line per tap with terminal,
+power cut followed by a boot, and a reboot. stdout must be one JSON line per tap with terminal,
 card, amount, decision, reason and tap-to-decision time; the summary goes to stderr;
 the exit status says whether the invariants held. A bad scenario exits 2 with one line.
 """
@@ -29,6 +29,9 @@ SCENARIO = {
         {"at": 4.0, "terminal": "till1", "boot": True},
         {"at": 4.5, "terminal": "till1", "pay": 1000, "item": "1x Frugt"},
         {"at": 4.6, "terminal": "till1", "tap": "884263sae", "hold": 0.3},
+        {"at": 5.5, "terminal": "till1", "reboot": True},
+        {"at": 6.0, "terminal": "till1", "pay": 500, "item": "1x Te"},
+        {"at": 6.1, "terminal": "till1", "tap": "884263sae", "hold": 0.3},
     ],
 }
 
@@ -50,11 +53,13 @@ def test_run_json_prints_one_line_per_tap_and_the_summary(tmp_path):
     assert got == [("till1", "884263sae", 4500, "approved", "approved"),
                    ("till1", "728F9661", 2500, "refused", "blocked"),
                    ("till1", "884263sae", 0, "balance", "approved"),
-                   ("till1", "884263sae", 1000, "approved", "approved")], p.stdout
+                   ("till1", "884263sae", 1000, "approved", "approved"),
+                   ("till1", "884263sae", 500, "approved", "approved")], p.stdout
     assert taps[0]["balance_after"] == 5500 and taps[2]["balance_after"] == 5500
     assert taps[3]["seq"] == 2 and taps[3]["balance_after"] == 4500  # after the power cut, counted once
+    assert taps[4]["seq"] == 3 and taps[4]["balance_after"] == 4000  # after the reboot too
     assert all(0 < t["tap_to_decision_ms"] < 2000 for t in taps if t["decision"] != "balance")
-    assert "invariants: all hold" in p.stderr and "power cuts 1" in p.stderr, p.stderr
+    assert "invariants: all hold" in p.stderr and "power cuts 2" in p.stderr and "boots 3" in p.stderr, p.stderr
 
 
 def test_a_bad_scenario_exits_2_with_one_line(tmp_path):
