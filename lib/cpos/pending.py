@@ -39,18 +39,7 @@ class Pending:
         snapshot moves the table's included_seq (cpos.sync), so a purchase the backend
         has included stops counting at the same moment the synced balance starts to."""
         self.clear(included_seq)
-        if self._buf is None:
-            self._buf = bytearray(purchase.SIZE)
-        buf = self._buf
-        seq = included_seq + 1
-        while True:
-            s = journal.read(seq, buf, True)
-            if s is None:
-                break
-            rec = purchase.decode(buf)
-            if rec["reason"] == reasons.APPROVED:
-                self.add(s, rec["account"], rec["place"], rec["amount"], rec["t"])
-            seq = s + 1
+        self._approved(journal, included_seq, 0xFFFFFFFF, self.add)
 
     def add(self, seq, account, place, amount, t):
         """Count an approved purchase with journal sequence `seq` (ignored if included)."""
@@ -74,21 +63,26 @@ class Pending:
         if included_seq < self.included_seq:
             self.rebuild(journal, included_seq)
             return
+        self._approved(journal, self.included_seq, included_seq, self._forget)
+        self.included_seq = included_seq
+
+    def _approved(self, journal, after, upto, fn):
+        """Call fn(seq, account, place, amount, t) for each approved purchase in `journal`
+        with after < seq <= upto, oldest first (torn records are skipped by the journal)."""
         if self._buf is None:
             self._buf = bytearray(purchase.SIZE)
         buf = self._buf
-        seq = self.included_seq + 1
-        while seq <= included_seq:
+        seq = after + 1
+        while seq <= upto:
             s = journal.read(seq, buf, True)
-            if s is None or s > included_seq:
+            if s is None or s > upto:
                 break
             rec = purchase.decode(buf)
             if rec["reason"] == reasons.APPROVED:
-                self._forget(rec["account"], rec["place"], rec["amount"], rec["t"])
+                fn(s, rec["account"], rec["place"], rec["amount"], rec["t"])
             seq = s + 1
-        self.included_seq = included_seq
 
-    def _forget(self, account, place, amount, t):
+    def _forget(self, seq, account, place, amount, t):
         e = self._by_account.get(account)
         if e is None:
             return

@@ -87,6 +87,13 @@ class Downlink:
                     totals[rules.slot(place, win)] += amount
         return keys, totals
 
+    def _limits(self, account):
+        limits = [rules.NO_LIMIT] * 6
+        for p, win, amount in self.db.execute("SELECT place, window, amount FROM limits WHERE account = ?",
+                                              (account,)):
+            limits[rules.slot(p, win)] = amount
+        return limits
+
     def _account(self, account, number, w):
         """The account tuple of cpos.cardfmt. Window totals only where a limit is set:
         without one they cannot change a decision, and they would cost table bytes."""
@@ -94,9 +101,7 @@ class Downlink:
         places = 0
         for (p,) in db.execute("SELECT place FROM places WHERE account = ?", (account,)):
             places |= 1 << p
-        limits = [rules.NO_LIMIT] * 6
-        for p, win, amount in db.execute("SELECT place, window, amount FROM limits WHERE account = ?", (account,)):
-            limits[rules.slot(p, win)] = amount
+        limits = self._limits(account)
         row = db.execute("SELECT amount_kr FROM enrolments WHERE account = ? AND status = 'active'",
                          (account,)).fetchone()
         kr = row[0] if row else 0
@@ -123,6 +128,11 @@ class Downlink:
             return carddelta.encode(version, inc, carddelta.REPLACE, uid=bytes.fromhex(uid),
                                     uid2=bytes.fromhex(uid2), account=account,
                                     value=self._account(account, number, w))
+        if kind == "totals":
+            if all(v == rules.NO_LIMIT for v in self._limits(account)):
+                return SKIP  # no limit to count against: nothing a terminal needs to know
+            return carddelta.encode(version, inc, carddelta.TOTALS, account=account,
+                                    value=self._totals(account, number, w))
         a = self._account(account, number, w)
         if kind == "limits":
             return carddelta.encode(version, inc, carddelta.LIMITS, account=account, value=a[2])
@@ -130,10 +140,6 @@ class Downlink:
             return carddelta.encode(version, inc, carddelta.PLACES, account=account, value=a[1])
         if kind == "enrol":
             return carddelta.encode(version, inc, carddelta.ENROL, account=account, value=(a[3], a[4]))
-        if kind == "totals":
-            if all(v == rules.NO_LIMIT for v in a[2]):
-                return SKIP  # no limit to count against: nothing a terminal needs to know
-            return carddelta.encode(version, inc, carddelta.TOTALS, account=account, value=(a[5], a[6]))
         raise ValueError("unknown change kind %r" % kind)
 
     def image(self, version, number, w):
