@@ -9,8 +9,8 @@ installed beside the live table and switched to atomically, and the backend's
 replayed or out of order changes nothing and is counted and logged.
 
 When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` is
-called at once, before the next message and before any tap can run: the app rebuilds
-its pending purchases (cpos.pending) to count only those above that seq, and lets the
+called at once, before the next message and before any tap can run: the app moves its
+pending purchases (cpos.pending) on to count only those above that seq, and lets the
 journal release records up to min(backend ack, included_seq) (cpos.uplink_feed).
 `last_contact` (UTC seconds, with a `clock`) is when authentic news last arrived: what
 an offline-exposure policy (cpos.offline) measures staleness from. Runs in its own

@@ -262,13 +262,18 @@ class Ledger:
 
     def set_limit(self, account, place, window, amount):
         with self._tx():
-            if amount is None:
-                self.db.execute("DELETE FROM limits WHERE account = ? AND place = ? AND window = ?",
-                                (account, place, window))
-            else:
-                self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, place, window, amount))
-            self._changed("limits", account)
-            self._changed("totals", account)  # a first limit needs the totals it counts against
+            self._set_limit(account, place, window, amount)
+
+    def _set_limit(self, account, place, window, amount):
+        """Inside the caller's transaction: the limit set (None: removed), and the changes
+        terminals must learn noted."""
+        if amount is None:
+            self.db.execute("DELETE FROM limits WHERE account = ? AND place = ? AND window = ?",
+                            (account, place, window))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, place, window, amount))
+        self._changed("limits", account)
+        self._changed("totals", account)  # a first limit needs the totals it counts against
 
     def enrol_topup(self, account, amount_kr, payment_ref, since=0):
         with self._tx():

@@ -220,12 +220,7 @@ class Portal:
             raise PortalError("a limit must be a non-negative amount in øre, or none, not %r" % (amount,))
         with self.ledger._tx():
             self._account(account)
-            if amount is None:
-                self.db.execute("DELETE FROM limits WHERE account = ? AND place = ? AND window = ?", (account, p, w))
-            else:
-                self.db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?)", (account, p, w, amount))
-            self.ledger._changed("limits", account)
-            self.ledger._changed("totals", account)  # a first limit needs the totals it counts against
+            self.ledger._set_limit(account, p, w, amount)
 
     def set_places(self, account, places):
         """Forbrugssteder: exactly the kinds of place in `places` (names or ints) are allowed."""
