@@ -1,7 +1,7 @@
 """Card table (issue 3): lookups, RAM, flash per card, deltas and installs on the MicroPython
 unix port under the WROOM heap cap, beside the naive dict-in-RAM cache measured in the same run.
 
-CPython builds each table image with the shared builder (cpos.cardfmt.ImageBuilder, streamed to
+CPython builds each table image with the shared builder (cpos.cards.layout.ImageBuilder, streamed to
 a file) plus a file of UIDs to look up and a file of deltas; MicroPython opens an empty file
 partition through cpos.blockfile.BlockFile (esp32.Partition's interface), installs the image in
 4 KB chunks, looks up, applies the deltas and compacts. Prints Markdown.
@@ -16,8 +16,9 @@ import time
 from benchlib import ROOT, run_micropython, table
 
 sys.path[:0] = [os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests", "device")]
-from cpos import cardfmt, carddelta  # noqa: E402
-from cpos.cardtable import LOG_BLOCKS  # noqa: E402
+from cpos.cards import layout  # noqa: E402
+from cpos.cards import delta
+from cpos.cards.table import LOG_BLOCKS  # noqa: E402
 from cardtable_model import Rng, make_snapshot, make_uid  # noqa: E402
 
 SIZES = (1000, 10000, 100000)
@@ -31,7 +32,7 @@ def build(n, workdir):
     rng = Rng(n)
     cards, accounts = make_snapshot(rng, n)
     t0 = time.time()
-    b = cardfmt.ImageBuilder(cards, accounts, 1, 1, KEYS)
+    b = layout.ImageBuilder(cards, accounts, 1, 1, KEYS)
     img_path = os.path.join(workdir, "image_%d.bin" % n)
     with open(img_path, "wb") as f:
         b.write(f.write)
@@ -46,7 +47,7 @@ def build(n, workdir):
     with open(deltas_path, "w") as f:
         for v in range(2, 2 + N_DELTAS):
             acct = accts[rng.below(len(accts))]
-            f.write(carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=rng.below(90000)).hex() + "\n")
+            f.write(delta.encode(v, v, delta.BALANCE, account=acct, value=rng.below(90000)).hex() + "\n")
     # a partition with room for this table in both slots (log blocks, header, pages)
     blocks = 2 + 2 * (LOG_BLOCKS + 1 + b.n_pages + max(2, b.n_pages // 20))
     return b, img_path, uids_path, deltas_path, blocks, build_s
@@ -80,7 +81,7 @@ def main():
 
     print("## Card table (issue 3)\n")
     print("MicroPython unix port, heap capped at the WROOM stand-in (docs/heap.md); the table on a file"
-          " partition through `BlockFile`; the image built on CPython by `cpos.cardfmt.ImageBuilder`."
+          " partition through `BlockFile`; the image built on CPython by `cpos.cards.layout.ImageBuilder`."
           " %d lookups per size (3 of 4 known cards, 1 of 4 unknown UIDs).\n" % N_LOOKUPS)
     print(table(["cards", "pages", "image B/card", "partition B/card (2 slots)", "lookup p50 µs",
                  "lookup p99 µs", "block reads/lookup", "heap allocated by 200 lookups (B)"], rows))

@@ -2,7 +2,7 @@
 
 Real mosquitto on loopback (per-terminal users and ACL), the reference backend as its own
 process (SQLite; it looks for new changes every 50 ms, its default), and three stand-in
-sync terminals (cpos.sync + cpos.mqtt, tests/device/standin_sync.py) on the MicroPython
+sync terminals (cpos.net.sync + cpos.net.mqtt, tests/device/standin_sync.py) on the MicroPython
 unix port under the WROOM heap cap. A trial blocks the card in the ledger (as the portal
 does, from another process) and times, per terminal, until a lookup of that card on the
 terminal says blocked (the stand-in reports its state every 5 ms); then re-activates it.
@@ -21,7 +21,7 @@ from benchlib import ROOT, percentile, table  # noqa: E402
 sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "device"), os.path.join(ROOT, "lib"), ROOT]
 from cpos import reasons  # noqa: E402
 from cpos.rules import ACTIVE, BLOCKED  # noqa: E402
-from simulator.backend import Ledger  # noqa: E402
+from backend import Ledger  # noqa: E402
 from simulator.broker import Broker  # noqa: E402
 from support.downlink_world import Link, Standin, seed, start_backend  # noqa: E402
 from support.uplink_world import stop  # noqa: E402

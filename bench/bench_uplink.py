@@ -1,8 +1,8 @@
 """Uplink: time to drain 10,000 journal records after an outage, and the backend's apply rate.
 
 Real mosquitto on loopback (generated config, per-terminal ACL), the reference backend as its
-own process (SQLite, WAL, synchronous=FULL), and the stand-in terminal (cpos.uplink +
-cpos.mqtt over a file-backed journal) on the MicroPython unix port under the WROOM heap cap.
+own process (SQLite, WAL, synchronous=FULL), and the stand-in terminal (cpos.net.uplink +
+cpos.net.mqtt over a file-backed journal) on the MicroPython unix port under the WROOM heap cap.
 Batch size 1 is the naive approach (one message and one transaction per record).
 """
 import os
@@ -16,9 +16,9 @@ sys.path.insert(0, HERE)
 from benchlib import ROOT, table  # noqa: E402
 
 sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "device"), os.path.join(ROOT, "lib"), ROOT]
-from cpos import protocol  # noqa: E402
+from cpos.net import messages  # noqa: E402
 from fake_journal import make_record  # noqa: E402
-from simulator.backend import Ledger  # noqa: E402
+from backend import Ledger  # noqa: E402
 from simulator.broker import Broker  # noqa: E402
 from support.uplink_world import assert_exactly_once, finish, prefill, start_backend, start_terminal, stop  # noqa: E402
 
@@ -98,7 +98,7 @@ def apply_rate(batch, n):
     try:
         led = Ledger(os.path.join(d, "ledger.db"))
         recs = [make_record(s) for s in range(1, n + 1)]
-        payloads = [protocol.encode_batch(lo, min(n, lo + batch - 1), recs[lo - 1:lo - 1 + batch])
+        payloads = [messages.encode_batch(lo, min(n, lo + batch - 1), recs[lo - 1:lo - 1 + batch])
                     for lo in range(1, n + 1, batch)]
         t0 = time.perf_counter()
         for p in payloads:
@@ -120,7 +120,7 @@ def main():
     print("%d journal records waiting when the link comes back; terminal on the MicroPython unix port "
           "(heap cap), broker mosquitto on loopback, backend SQLite WAL synchronous=FULL. "
           "Batch size 1 is the naive one-record-per-message approach. The docs recommend %d.\n"
-          % (N, protocol.RECOMMENDED_BATCH))
+          % (N, messages.RECOMMENDED_BATCH))
     rows = []
     for size in SIZES:
         n = N if size > 1 else 2000  # the naive run on a fifth of the records, rate extrapolated
@@ -134,7 +134,7 @@ def main():
           "cpos.journal read and JSON-encoded per record, the firmware's own tasks running), "
           "seconds from power-on until the ledger holds every record:\n")
     rows = []
-    for size in (10, protocol.RECOMMENDED_BATCH):
+    for size in (10, messages.RECOMMENDED_BATCH):
         secs = drain_firmware(size, N)
         rows.append([size, N, "%.2f" % secs, "%.0f" % (N / secs)])
     print(table(["batch size", "records", "boot-to-drained s", "records/s"], rows))

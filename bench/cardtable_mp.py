@@ -31,9 +31,9 @@ def table(part, blocks, image, uids_path, deltas_path):
     out = {}
     a = alloc()
     from cpos.blockfile import BlockFile
-    from cpos.cardtable import CardTable, FOUND, APPLIED
+    from cpos.cards.table import CardTable, FOUND, APPLIED
     from cpos.rules import CardRecord, Spends
-    import cpos.cardinstall  # noqa: F401  (loaded by the first install or compaction; code, not table RAM)
+    import cpos.cards.install  # noqa: F401  (loaded by the first install or compaction; code, not table RAM)
     out["code_heap"] = alloc() - a
     dev = BlockFile(part, blocks * 4096)
     card = CardRecord()

@@ -7,9 +7,9 @@ try:
 except ImportError:
     import uasyncio as asyncio
 
-from cpos import pn532_frame as F
-from cpos.pn532 import PN532
-from cpos.pn532_link import StreamLink
+from cpos.reader import frame as F
+from cpos.reader.pn532 import PN532
+from cpos.reader.link import StreamLink
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 ACK = F.ACK_FRAME

@@ -18,11 +18,14 @@ allocates nothing in the steady state on MicroPython except the POS reply line.
 """
 import asyncio
 
-from cpos import cardtable, feedback, pending, posproto, purchase, reasons, rules
+from cpos import feedback, purchase, reasons, rules
+from cpos.cards import table as cardtable
+from cpos.cards import unincluded
+from cpos.pos import lines as posproto
 from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 from cpos.journal import Journal, JournalFull
-from cpos.pn532 import PN532
-from cpos.tap import CardReader, TAP
+from cpos.reader.pn532 import PN532
+from cpos.reader.tap import CardReader, TAP
 
 _REQUEST_TIMEOUT_MS = const(60000)
 _HEALTH_EVERY_MS = const(30000)
@@ -75,7 +78,7 @@ class App:
         self._compact_failed = -1  # the table version an idle compaction last failed on
         self._wdt = None
         self._fed = ticks_ms()
-        self.pending = pending.Pending()
+        self.unincluded = unincluded.Unincluded()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
         self.request = Request()
@@ -95,20 +98,20 @@ class App:
 
     # -- start -------------------------------------------------------------------
     def recover(self):
-        """Journal first (before the first tap), then the card table, then pending."""
+        """Journal first (before the first tap), then the card table, then the own purchases not yet included."""
         nxt = self.journal.recover()
         self.table.mount()
-        self.rebuild_pending()
+        self.rebuild_unincluded()
         used, total = self.journal.fill()
         self.log.info("recovered: next seq %d, acked %d, journal %d/%d, table v%d (%s), %d pending" % (
             nxt, self.journal.watermark, used, total, self.table.version,
-            ("empty", "ok", "broken")[self.table.state], self.pending.count))
+            ("empty", "ok", "broken")[self.table.state], self.unincluded.count))
         self.report("boot", next_seq=nxt, acked=self.journal.watermark, table_version=self.table.version,
-                    pending=self.pending.count)
+                    pending=self.unincluded.count)
 
-    def rebuild_pending(self):
+    def rebuild_unincluded(self):
         """Count every approved own purchase above the table's included_seq, once."""
-        self.pending.rebuild(self.journal, self.table.included_seq)
+        self.unincluded.rebuild(self.journal, self.table.included_seq)
 
     def report(self, kind, **fields):
         """An event for the simulator (unix board only; nothing on a real board)."""
@@ -132,7 +135,7 @@ class App:
         elif found == cardtable.NOT_FOUND:
             d = rules.authorize(None, spends, self.profile, amount, now)
         else:
-            self.pending.apply_to(card, spends, now)
+            self.unincluded.apply_to(card, spends, now)
             d = rules.authorize(card, spends, self.profile, amount, now)
         t2 = ticks_us()
         code = rules.reason(d)
@@ -154,7 +157,7 @@ class App:
                     balance_after += amount
                 self.log.warn("journal full: purchase refused")
             if seq and code == reasons.APPROVED:
-                self.pending.add(seq, card.account, self.profile.place, amount, now)
+                self.unincluded.add(seq, card.account, self.profile.place, amount, now)
                 self.approvals += 1
             if seq and self.uplink is not None:
                 self.uplink.kick()
@@ -169,7 +172,7 @@ class App:
         spend since the last sync is its pending sum. Without the downlink, or before the
         first authentic downlink news since boot, the last sync is unknown (0): capped."""
         last = self.sync.last_contact if self.sync is not None else 0
-        return amount > self.cfg.offline.limit(card.balance, self.pending.amount(card.account), now, last)
+        return amount > self.cfg.offline.limit(card.balance, self.unincluded.amount(card.account), now, last)
 
     def balance_of(self, uid, now):
         """For a tap without a request: (reason code, available balance)."""
@@ -183,7 +186,7 @@ class App:
             return reasons.REPLACED, 0
         if card.status == rules.BLOCKED:
             return reasons.BLOCKED, 0
-        self.pending.apply_to(card, spends, now)
+        self.unincluded.apply_to(card, spends, now)
         return reasons.APPROVED, card.balance
 
     async def on_tap(self, uid, tap_ms):
@@ -361,12 +364,12 @@ class App:
                 last = ticks_ms()
                 self.log.info("health %r" % (h,))
             if c is not None and c.connected:
-                from cpos import protocol  # loaded already by the uplink: no heap without a broker
+                from cpos.net import messages  # loaded already by the uplink: no heap without a broker
 
                 if topic is None:
-                    topic = protocol.topic(self.cfg.site, self.cfg.terminal_id, protocol.HEALTH)
+                    topic = messages.topic(self.cfg.site, self.cfg.terminal_id, messages.HEALTH)
                 gen, version = c.generation, self.table.version
-                if await c.publish(topic, protocol.encode_health(h, self.board.now()), 0):
+                if await c.publish(topic, messages.encode_health(h, self.board.now()), 0):
                     sent_gen, sent_version = gen, version
 
     def health(self):
@@ -472,9 +475,9 @@ class App:
         m = self.cfg.mqtt
         if m is None:
             return ()
-        from cpos.mqtt import MQTTClient
-        from cpos.uplink import Uplink
-        from cpos.uplink_feed import JournalFeed
+        from cpos.net.mqtt import MQTTClient
+        from cpos.net.uplink import Uplink
+        from cpos.net.journal_feed import JournalFeed
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
                                keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
@@ -491,7 +494,7 @@ class App:
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
         if self.cfg.site_key is None:
             return tasks
-        from cpos.sync import Sync
+        from cpos.net.sync import Sync
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
                          on_included=self._on_included, log=self.log.info, clock=self.board.now)
@@ -504,9 +507,9 @@ class App:
         """The synced table now includes own purchases up to `seq`: count only those above
         it as pending (reading only the newly included records), and let the journal
         release what both the ack and the table cover."""
-        self.pending.advance(self.journal, seq)
+        self.unincluded.advance(self.journal, seq)
         self.feed.release()
-        self.report("synced", table_version=self.table.version, included_seq=seq, pending=self.pending.count)
+        self.report("synced", table_version=self.table.version, included_seq=seq, pending=self.unincluded.count)
 
     async def _network(self):
         up = getattr(self.board, "network_up", None)

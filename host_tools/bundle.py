@@ -5,7 +5,7 @@ Owns the bundle's layout and manifest. A bundle is a folder:
     manifest.json        {"format": 1, "version": ..., "board": ..., "files": {path: sha256}}
     boot.py, main.py     kept as source (the device runs them from its filesystem)
     app.mpy, board.mpy   the application and the board module
-    cpos/*.mpy           the shared library
+    cpos/**/*.mpy        the shared library, its subpackages as folders
     esp32_board.mpy      ESP32 boards only
 
 The simulator runs the unix board from a bundle, as a device runs a deployed one
@@ -21,6 +21,30 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMAT = 1
+
+
+def source_dirs():
+    """(firmware, boards, lib) folders that device code is built from: this checkout's, or,
+    for a `cpos` installed from a wheel, the copies it installs (`cpos_firmware`,
+    `cpos_boards` and `cpos` in site-packages, pyproject.toml)."""
+    if os.path.isfile(os.path.join(ROOT, "firmware", "app.py")):
+        return os.path.join(ROOT, "firmware"), os.path.join(ROOT, "boards"), os.path.join(ROOT, "lib")
+    import cpos
+    import cpos_boards
+    import cpos_firmware
+
+    return (list(cpos_firmware.__path__)[0], list(cpos_boards.__path__)[0],
+            os.path.dirname(os.path.dirname(os.path.abspath(cpos.__file__))))
+
+
+def board_file(board):
+    """boards/<board>/board.py, or BundleError naming the boards there are."""
+    boards = source_dirs()[1]
+    path = os.path.join(boards, board, "board.py")
+    if not os.path.isfile(path):
+        known = sorted(d for d in os.listdir(boards) if os.path.isfile(os.path.join(boards, d, "board.py")))
+        raise BundleError("unknown board %r (known: %s)" % (board, ", ".join(known)))
+    return path
 
 
 class BundleError(Exception):
@@ -44,21 +68,17 @@ def mpy_cross():
 
 def sources(board):
     """(source path, path in the bundle, compile?) for everything `board` runs."""
-    bdir = os.path.join(ROOT, "boards", board)
-    if not os.path.isfile(os.path.join(bdir, "board.py")):
-        known = sorted(d for d in os.listdir(os.path.join(ROOT, "boards"))
-                       if os.path.isfile(os.path.join(ROOT, "boards", d, "board.py")))
-        raise BundleError("unknown board %r (known: %s)" % (board, ", ".join(known)))
-    out = [(os.path.join(ROOT, "firmware", "boot.py"), "boot.py", False),
-           (os.path.join(ROOT, "firmware", "main.py"), "main.py", False),
-           (os.path.join(ROOT, "firmware", "app.py"), "app.mpy", True),
-           (os.path.join(bdir, "board.py"), "board.mpy", True)]
+    firmware, boards, lib = source_dirs()
+    out = [(os.path.join(firmware, "boot.py"), "boot.py", False),
+           (os.path.join(firmware, "main.py"), "main.py", False),
+           (os.path.join(firmware, "app.py"), "app.mpy", True),
+           (board_file(board), "board.mpy", True)]
     if board.startswith("esp32"):
-        out.append((os.path.join(ROOT, "boards", "esp32", "esp32_board.py"), "esp32_board.mpy", True))
-    lib = os.path.join(ROOT, "lib", "cpos")
-    for name in sorted(os.listdir(lib)):
-        if name.endswith(".py"):
-            out.append((os.path.join(lib, name), "cpos/" + name[:-3] + ".mpy", True))
+        out.append((os.path.join(boards, "esp32", "esp32_board.py"), "esp32_board.mpy", True))
+    for base, dirs, names in os.walk(os.path.join(lib, "cpos")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(base, lib).replace(os.sep, "/")
+        out += [(os.path.join(base, n), rel + "/" + n[:-3] + ".mpy", True) for n in sorted(names) if n.endswith(".py")]
     return out
 
 
@@ -92,16 +112,15 @@ def build(board, out_dir, version=None, frozen=False):
     tmp = out_dir.rstrip("/") + ".building"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    if not frozen:
-        os.makedirs(os.path.join(tmp, "cpos"))
     cross = mpy_cross()
     manifest = {"format": FORMAT, "version": version or source_version(), "board": board, "files": {}}
     if frozen:
         manifest["frozen"] = True
     for src, dst, compile_it in files:
         target = os.path.join(tmp, dst)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         if compile_it:
-            rel = os.path.relpath(src, ROOT)
+            rel = os.path.relpath(src, os.path.dirname(source_dirs()[0]))
             proc = subprocess.run([cross, "-o", target, "-s", rel, src], capture_output=True, text=True)
             if proc.returncode:
                 raise BundleError("mpy-cross failed on %s: %s" % (rel, proc.stderr.strip()))

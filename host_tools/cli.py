@@ -186,7 +186,7 @@ def cmd_logs(a):
 
 
 def cmd_rescue(a):
-    from simulator.backend.ledger import Ledger
+    from backend.ledger import Ledger
 
     if a.dump:
         if a.site is None or a.number is None:
@@ -216,7 +216,7 @@ def cmd_rescue(a):
           % (sent, number, site, new, dup, conflicts))
     if conflicts:
         print("cpos rescue: %d record(s) reuse a seq the ledger holds with a different purchase (a wiped or "
-              "replaced journal): kept, not booked; list them with python -m simulator.backend conflicts --db %s "
+              "replaced journal): kept, not booked; list them with python -m backend conflicts --db %s "
               "--terminal %d" % (conflicts, a.ledger, number), file=sys.stderr)
 
 

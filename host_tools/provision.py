@@ -17,10 +17,11 @@ import secrets
 import subprocess
 import tempfile
 
-from cpos import config, protocol
+from cpos import config
+from cpos.net import messages as protocol
 from host_tools import device
-from host_tools.bundle import ROOT
-from simulator import broker as site_broker
+from host_tools.bundle import source_dirs
+from backend import broker_users
 
 MQTT_DEFAULTS = {"port": 1883}
 
@@ -47,7 +48,7 @@ class ProvisionError(Exception):
 
 def board_link(board):
     """The PN532 link a board is wired for, read from its PINS table (boards/<board>/board.py)."""
-    path = os.path.join(ROOT, "boards", board, "board.py")
+    path = os.path.join(source_dirs()[1], board, "board.py")
     try:
         text = open(path).read()
     except OSError:
@@ -130,15 +131,15 @@ def broker_entries(site_dir, site, tid, password):
     with os.fdopen(fd, "w") as f:
         f.write("%s:%s\n" % (tid, password))
     try:
-        subprocess.run([site_broker.find_tool("mosquitto_passwd"), "-U", tmp], check=True, capture_output=True)
+        subprocess.run([broker_users.find_tool("mosquitto_passwd"), "-U", tmp], check=True, capture_output=True)
         hashed = open(tmp).read()
     finally:
         os.remove(tmp)
     _replace_entry(os.path.join(site_dir, "passwd"), tid, hashed, "passwd")
     acl = os.path.join(site_dir, "acl")
     if not os.path.exists(acl):
-        _replace_entry(acl, site_broker.BACKEND_USER, site_broker.backend_acl(), "acl")
-    _replace_entry(acl, tid, site_broker.terminal_acl(site, tid), "acl")
+        _replace_entry(acl, broker_users.BACKEND_USER, broker_users.backend_acl(), "acl")
+    _replace_entry(acl, tid, broker_users.terminal_acl(site, tid), "acl")
 
 
 def write_config(port, cfg):
@@ -149,7 +150,7 @@ def write_config(port, cfg):
 
 
 def provision(port, number, site, place, kind, board, broker_host, site_dir, ledger_path, sets=(), say=print):
-    password = site_broker.new_password()
+    password = broker_users.new_password()
     key = site_key(site_dir)
     new_key = key is None
     if new_key:
@@ -162,7 +163,7 @@ def provision(port, number, site, place, kind, board, broker_host, site_dir, led
         _save_site_key(site_dir, key)
     tid = cfg["terminal_id"]
     broker_entries(site_dir, site, tid, password)
-    from simulator.backend.ledger import Ledger
+    from backend.ledger import Ledger
 
     ledger = Ledger(ledger_path)
     try:

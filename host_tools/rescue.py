@@ -116,9 +116,9 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
     A record whose seq the ledger already holds with different content (the terminal's
     journal was wiped or replaced since) is kept there as a conflict, not booked.
     Returns (records sent, new, duplicates, conflicts)."""
-    from cpos import protocol
+    from cpos.net import messages
 
-    tid = protocol.terminal_id(number)
+    tid = messages.terminal_id(number)
     recs = [r for r, _ in rescue(data, include_acked, block)]
     for r in recs:
         if r["terminal"] != number:
@@ -126,10 +126,10 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
                              % (r["terminal"], number))
     lo = summary(data, block)["watermark"] + 1 if not include_acked else (recs[0]["seq"] if recs else 1)
     new = dup = conflicts = 0
-    per = 40  # records per batch: well under protocol.MAX_PAYLOAD with 64-character items
+    per = 40  # records per batch: well under messages.MAX_PAYLOAD with 64-character items
     for i in range(0, len(recs), per):
         part = recs[i:i + per]
-        applied = ledger.apply_batch(site, tid, protocol.encode_batch(lo, part[-1]["seq"], part))
+        applied = ledger.apply_batch(site, tid, messages.encode_batch(lo, part[-1]["seq"], part))
         new += applied.new_records
         dup += applied.duplicates
         conflicts += applied.conflicts

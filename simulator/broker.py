@@ -3,59 +3,23 @@
 Used by the simulator (`python -m simulator run` with an uplink) and by every test that
 needs a broker (tests/conftest.py `broker` fixture).
 
-Each terminal gets its own username (its terminal id, e.g. `t0001`) and password, and an
-ACL that lets it publish only under `cpos/v1/<site>/<its id>/up/...` and read only its own
-`.../down/...`; the backend user reads every uplink and writes every downlink. Passwords
-are hashed with `mosquitto_passwd -U` (Debian package `mosquitto`, installed by
+Each terminal gets its own username (its terminal id, e.g. `t0001`), password and ACL
+block, as backend/broker_users.py writes them for a real site (mosquitto installed by
 scripts/ensure-mosquitto.sh). Persistence is off unless asked for. stop()/start()/kill()
 let a test take the broker away and bring it back on the same port.
 """
 import os
 import pwd
-import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import time
+
+from backend.broker_users import BACKEND_USER, backend_acl, find_tool, new_password, terminal_acl
+from cpos.net.messages import terminal_id
 from simulator.terminal import free_port
 
 SITE = "skole-nord"
-BACKEND_USER = "backend"
-
-
-def find_tool(name):
-    for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
-        p = os.path.join(d, name)
-        if os.path.exists(p):
-            return p
-    p = shutil.which(name)
-    if p:
-        return p
-    raise RuntimeError("%s not found: run `make test` (scripts/ensure-mosquitto.sh installs it)" % name)
-
-
-def terminal_id(n):
-    return "t%04d" % n
-
-
-def new_password():
-    """A fresh random password (each broker run gets its own credentials). Never starts with
-    '-': passed as `--password PW` on a command line, argparse would take it for an option."""
-    while True:
-        pw = secrets.token_urlsafe(18)
-        if pw[0] != "-":
-            return pw
-
-
-def backend_acl():
-    """The backend's ACL block: reads every uplink, writes every downlink."""
-    return "user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % BACKEND_USER
-
-
-def terminal_acl(site, tid):
-    """One terminal's ACL block: publish only its own uplink, read only its own downlink."""
-    return "user %s\ntopic write cpos/v1/%s/%s/up/#\ntopic read cpos/v1/%s/%s/down/#\n\n" % (tid, site, tid, site, tid)
 
 
 class Broker:

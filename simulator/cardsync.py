@@ -1,11 +1,12 @@
 """Put a scenario's cards and accounts into a terminal's card table, as a sync would.
 
 Owns the translation from scenario data to the card table's snapshot format
-(cpos.cardfmt) and installing it through the table's own chunked install path, the
+(cpos.cards.layout) and installing it through the table's own chunked install path, the
 same one the downlink uses. Until the MQTT downlink exists, the simulator provisions
 every terminal's table this way before it boots.
 """
-from cpos import cardfmt, cardtable
+from cpos.cards import layout
+from cpos.cards import table as cardtable
 
 CHUNK = 4096
 
@@ -16,7 +17,7 @@ def snapshot(scenario, version=1, included_seq=0):
         accounts[acc] = (a["balance"], a["places"], list(a["limits"]), a["topup_kr"] > 0, a["topup_kr"],
                          (0, 0, 0), [0] * 6)
     cards = [(c["uid"], c["account"], c["status"]) for c in scenario.cards]
-    return cardfmt.build_image(cards, accounts, version, included_seq)
+    return layout.build_image(cards, accounts, version, included_seq)
 
 
 def install(dev, image, version=1, included_seq=0):

@@ -43,7 +43,7 @@ REV = bytes(_rev(i) for i in range(256))
 
 
 class EmuStreamPort:
-    """Non-blocking stream for cpos.pn532_link.StreamLink."""
+    """Non-blocking stream for cpos.reader.link.StreamLink."""
 
     def __init__(self, emu):
         self.emu = emu

@@ -74,7 +74,7 @@ class VirtualClock:
 
     sleep_us = advance_us
 
-    # the driver-side clock interface (cpos.pn532_link.SystemClock)
+    # the driver-side clock interface (cpos.reader.link.SystemClock)
     def ticks_ms(self):
         return self.us // 1000
 

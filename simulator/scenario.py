@@ -24,7 +24,8 @@ into a sorted list of timed events. A scenario is JSON:
 import json
 import random
 
-from cpos import protocol, rules
+from cpos import rules
+from cpos.net import messages
 
 PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
 KINDS = {"till": rules.TILL, "vending": rules.VENDING}
@@ -51,7 +52,7 @@ class Scenario:
         self.name = d.get("name", "scenario")
         self.start = int(_need(d, "start", "scenario", int))
         self.site = d.get("site", "sim")
-        if not protocol.valid_site(self.site):
+        if not messages.valid_site(self.site):
             raise ScenarioError("site must be 1-32 of a-z, 0-9 and '-', got %r" % (self.site,))
         self.uplink = d.get("uplink", True)
         if not isinstance(self.uplink, bool):

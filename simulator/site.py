@@ -12,16 +12,18 @@ import asyncio
 import os
 import secrets
 
-from cpos import protocol, rules
-from simulator.backend import Backend, Ledger
-from simulator.backend.payments import PaymentProvider
-from simulator.broker import BACKEND_USER, Broker
+from cpos import rules
+from cpos.net import messages
+from backend import Backend, Ledger
+from backend.payments import PaymentProvider
+from backend.broker_users import BACKEND_USER
+from simulator.broker import Broker
 
 STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED: "replaced"}
 
 
 class Site:
-    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=protocol.RECOMMENDED_BATCH):
+    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH):
         self.scenario = scenario
         self.dir = os.path.join(workdir, "site")
         self.numbers = [t["no"] for t in scenario.terminals]
@@ -67,7 +69,7 @@ class Site:
 
     def terminal_config(self, spec):
         """What a terminal's config.json needs to reach this site's broker."""
-        tid = protocol.terminal_id(spec["no"])
+        tid = messages.terminal_id(spec["no"])
         return {"terminal_id": tid, "site": self.scenario.site, "site_key": self.site_key.hex(),
                 "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
                          "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
@@ -149,7 +151,7 @@ class Site:
         led, problems = self.ledger, []
         spent = {}
         for n, recs in journals.items():
-            tid = protocol.terminal_id(n)
+            tid = messages.terminal_id(n)
             if led.received_seqs(n) != [r["seq"] for r in recs]:
                 problems.append("%s: the ledger's records differ from the journal's" % tid)
             booked = led.purchase_seqs(n)

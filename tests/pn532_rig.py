@@ -1,9 +1,9 @@
 """Test rig: our PN532 driver wired to the chip emulator over each interface (CPython)."""
 import asyncio
 
-from cpos.pn532 import PN532
-from cpos.pn532_link import I2CLink, SPILink, StreamLink
-from cpos.tap import TAP, CardReader
+from cpos.reader.pn532 import PN532
+from cpos.reader.link import I2CLink, SPILink, StreamLink
+from cpos.reader.tap import TAP, CardReader
 from simulator.pn532_carriers import EmuCS, EmuI2C, EmuResetPin, EmuSPI, EmuStreamPort
 from simulator.pn532_emu import PN532Emu, VirtualClock
 

@@ -1,4 +1,4 @@
-"""`python -m simulator.backend`: portal actions from the command line (one-line errors, exit
+"""`python -m backend`: portal actions from the command line (one-line errors, exit
 status, nothing changed on refusal), and the service started by `serve` answering a
 terminal's automatic top-up trigger end to end through the real broker."""
 import asyncio
@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from cpos import protocol
-from cpos.mqtt import MQTTClient
+from cpos.net import messages
+from cpos.net.mqtt import MQTTClient
 from fake_journal import make_record
 from runtimes import ROOT, cpython_env
-from simulator.backend import Ledger
-from simulator.backend.__main__ import main
-from simulator.backend.payments import PaymentProvider
+from backend import Ledger
+from backend.__main__ import main
+from backend.payments import PaymentProvider
 from support.uplink_world import stop
 
 
@@ -90,7 +90,7 @@ def test_bad_arguments_and_missing_database_exit_non_zero_without_a_traceback(tm
              (["set-limit", "--db", none, "--account", "1", "--place", "gym", "--window", "day", "--amount", "1"],
               "error: argument --place: invalid choice")]
     for argv, message in cases:
-        p = subprocess.run([sys.executable, "-m", "simulator.backend"] + argv, cwd=ROOT, env=cpython_env(),
+        p = subprocess.run([sys.executable, "-m", "backend"] + argv, cwd=ROOT, env=cpython_env(),
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and "Traceback" not in p.stderr and p.stdout == ""
         assert message in p.stderr.strip().splitlines()[-1]
@@ -105,7 +105,7 @@ def _enrolled_world(capsys, db):
 
 
 def _serve(broker, db, *extra):
-    be = subprocess.Popen([sys.executable, "-m", "simulator.backend", "serve", "--db", db, "--port", str(broker.port),
+    be = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--db", db, "--port", str(broker.port),
                            "--password=" + broker.users["backend"]] + list(extra), cwd=ROOT, env=cpython_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert be.stdout.readline().strip() == "backend up"
@@ -121,13 +121,13 @@ def _send_trigger(broker, seq, recs=None):
 
     async def terminal():
         c = MQTTClient("t0001", broker.host, broker.port, "t0001", broker.users["t0001"], keepalive=10)
-        c.subscribe(protocol.topic(broker.site, "t0001", protocol.ACK), 1,
-                    lambda t, p, r: acks.append(protocol.decode_ack(p)))
+        c.subscribe(messages.topic(broker.site, "t0001", messages.ACK), 1,
+                    lambda t, p, r: acks.append(messages.decode_ack(p)))
         task = asyncio.create_task(c.run())
         assert await c.wait_connected(5000)
         for _ in range(5):  # resend until acknowledged, as a terminal does (the backend may not be subscribed yet)
-            assert await c.publish(protocol.topic(broker.site, "t0001", protocol.BATCH),
-                                   protocol.encode_batch(recs[0]["seq"], seq, recs))
+            assert await c.publish(messages.topic(broker.site, "t0001", messages.BATCH),
+                                   messages.encode_batch(recs[0]["seq"], seq, recs))
             for _ in range(50):
                 if seq in acks:
                     break
@@ -206,9 +206,9 @@ def _conflict_world(db):
     """t0001 sent seq 1..3; then, its journal replaced, seq 2..3 again holding other purchases."""
     led = Ledger(db)
     old = [dict(make_record(s), account=1, amount=1000, reason=0, topup=False, item="1x Toast") for s in (1, 2, 3)]
-    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 3, old))
+    led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 3, old))
     new = [dict(r, t=r["t"] + 86400, amount=2550, item="1x Ny journal") for r in old[1:]]
-    assert led.apply_batch("skole-nord", "t0001", protocol.encode_batch(2, 3, new)).conflicts == 2
+    assert led.apply_batch("skole-nord", "t0001", messages.encode_batch(2, 3, new)).conflicts == 2
     led.close()
     return old, new
 

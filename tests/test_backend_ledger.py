@@ -5,9 +5,9 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cpos import protocol
+from cpos.net import messages
 from fake_journal import make_record
-from simulator.backend import Ledger, format_statement
+from backend import Ledger, format_statement
 
 T0 = 1764000000
 
@@ -18,7 +18,7 @@ def batches_of(n, size, gaps=()):
     lo = 1
     while lo <= n:
         hi = min(n, lo + size - 1)
-        out.append(protocol.encode_batch(lo, hi, [r for r in recs if lo <= r["seq"] <= hi]))
+        out.append(messages.encode_batch(lo, hi, [r for r in recs if lo <= r["seq"] <= hi]))
         lo = hi + 1
     return recs, out
 
@@ -61,9 +61,9 @@ def test_watermark_waits_for_the_missing_range():
     assert led.apply_batch("skole-nord", "t0001", b[1]).watermark == 30
     # A batch that starts one past the watermark leaves a hole: the watermark must not jump it.
     led2 = Ledger(":memory:")
-    led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 10, recs[:10]))
-    assert led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(12, 20, recs[11:20])).watermark == 10
-    assert led2.apply_batch("skole-nord", "t0001", protocol.encode_batch(11, 11, recs[10:11])).watermark == 20
+    led2.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 10, recs[:10]))
+    assert led2.apply_batch("skole-nord", "t0001", messages.encode_batch(12, 20, recs[11:20])).watermark == 10
+    assert led2.apply_batch("skole-nord", "t0001", messages.encode_batch(11, 11, recs[10:11])).watermark == 20
 
 
 BAD = [
@@ -75,19 +75,19 @@ BAD = [
 def _with(**kw):
     r = make_record(1)
     r.update(kw)
-    return protocol.encode_batch(1, 1, [r])
+    return messages.encode_batch(1, 1, [r])
 
 
 @pytest.mark.parametrize("payload", BAD + [
     _with(amount=-5), _with(amount="5"), _with(uid="zz"), _with(uid="04a1"), _with(seq=2), _with(topup=1),
     _with(reason=True), _with(item="x" * 65), _with(terminal=2), _with(place=2),
-    protocol.encode_batch(1, 2, [make_record(2), make_record(1)]),
+    messages.encode_batch(1, 2, [make_record(2), make_record(1)]),
 ])
 def test_malformed_batch_changes_nothing(payload):
     led = Ledger(":memory:")
-    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 0 + 1, [make_record(1)]))
+    led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 0 + 1, [make_record(1)]))
     before = snapshot(led)
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(messages.ProtocolError):
         led.apply_batch("skole-nord", "t0001", payload)
     assert snapshot(led) == before
 
@@ -101,7 +101,7 @@ def test_statement_in_the_guides_shape():
     r1 = dict(make_record(1), uid="04a1b2c3d4e5f6", account=acc, amount=2000, t=T0, item="1x Toast", reason=0)
     r2 = dict(make_record(2), uid="04a1b2c3d4e5f7", account=acc, amount=500, t=T0 + 60, item="1x Æble", reason=0)
     r3 = dict(make_record(3), uid="04a1b2c3d4e5f6", account=acc, amount=1000, t=T0 + 120, item="1x Juice", reason=0)
-    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 3, [r1, r2, r3]))
+    led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 3, [r1, r2, r3]))
     lines = led.statement("884263sae")
     assert [(ln["type"], ln["amount"], ln["balance"], ln["text"]) for ln in lines] == [
         ("Hævet", 1000, 6500, "1x Juice"),     # newest first; the other card's 5 kr. counts in the balance
@@ -136,24 +136,24 @@ def test_schema_holds_cards_limits_places_enrolments():
 
 
 def test_ack_payload_roundtrip_and_refusals():
-    assert protocol.decode_ack(protocol.encode_ack(42, T0)) == 42
+    assert messages.decode_ack(messages.encode_ack(42, T0)) == 42
     for bad in (b"", b"{}", b'{"v":1,"w":-1}', b'{"v":1,"w":true}', b'{"v":2,"w":3}', json.dumps([1]).encode()):
-        with pytest.raises(protocol.ProtocolError):
-            protocol.decode_ack(bad)
+        with pytest.raises(messages.ProtocolError):
+            messages.decode_ack(bad)
 
 
 def test_health_report_keeps_the_table_version_and_refuses_malformed(tmp_path):
     led = Ledger(str(tmp_path / "l.db"))
     assert led.health(1) is None
-    report = protocol.decode_health(protocol.encode_health({"table_version": 41, "synced": True}, 1764000000))
+    report = messages.decode_health(messages.encode_health({"table_version": 41, "synced": True}, 1764000000))
     led.set_health("t0001", report)
-    led.set_health("t0001", protocol.decode_health(protocol.encode_health({"table_version": 42}, 1764000030)))
+    led.set_health("t0001", messages.decode_health(messages.encode_health({"table_version": 42}, 1764000030)))
     t, version, whole = led.health(1)
     assert (t, version, whole) == (1764000030, 42, {"table_version": 42, "v": 1, "t": 1764000030})
     for bad in (b"{}", b'{"v":1,"t":1}', b'{"v":2,"t":1,"table_version":1}', b'{"v":1,"t":1,"table_version":-1}',
                 b"not json"):
-        with pytest.raises(protocol.ProtocolError):
-            protocol.decode_health(bad)
+        with pytest.raises(messages.ProtocolError):
+            messages.decode_health(bad)
     led.close()
 
 
@@ -173,7 +173,7 @@ def test_replayed_identical_batch_is_a_duplicate_not_a_conflict():
     before = (snapshot(led), _money(led))
     # The same records again, one uid in upper case (the ledger keeps uids in lower case).
     again = [dict(r, uid=r["uid"].upper()) if r["seq"] == 3 else r for r in recs[:10]]
-    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 10, again))
+    res = led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 10, again))
     assert (res.new_records, res.duplicates, res.purchases, res.conflicts) == (0, 10, 0, 0)
     assert (snapshot(led), _money(led)) == before
     assert led.conflicts() == []
@@ -192,7 +192,7 @@ def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tm
     before = _money(led)
     # The terminal's journal was replaced: its seqs start at 1 again, under new purchases.
     fresh = [_wiped_journal_record(s) for s in range(1, 6)]
-    payload = protocol.encode_batch(1, 5, fresh)
+    payload = messages.encode_batch(1, 5, fresh)
     res = led.apply_batch("skole-nord", "t0001", payload)
     assert (res.new_records, res.duplicates, res.purchases, res.triggers) == (0, 0, 0, 0)
     assert (res.conflicts, res.conflict_seqs) == (5, [1, 2, 3, 4, 5])
@@ -225,11 +225,11 @@ def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tm
 def test_any_differing_field_is_a_conflict(field, value):
     r = dict(make_record(1), reason=0, topup=False, kind=0)
     led = Ledger(":memory:")
-    led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 1, [r]))
+    led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 1, [r]))
     before = _money(led)
     other = dict(r, **{field: value})
     assert other != r
-    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 1, [other]))
+    res = led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 1, [other]))
     assert (res.duplicates, res.conflicts) == (0, 1)
     assert led.conflicts()[0][field] == value and _money(led) == before
 
@@ -240,6 +240,6 @@ def test_conflicts_and_new_records_in_one_batch():
     led.apply_batch("skole-nord", "t0001", batches[0])
     # seq 1 the same record, 2..4 other ones, 5..6 new: one batch from a half-rebuilt journal
     mixed = [recs[0]] + [_wiped_journal_record(s) for s in range(2, 7)]
-    res = led.apply_batch("skole-nord", "t0001", protocol.encode_batch(1, 6, mixed))
+    res = led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 6, mixed))
     assert (res.new_records, res.duplicates, res.conflict_seqs, res.watermark) == (2, 1, [2, 3, 4], 6)
     assert led.purchase_seqs(1) == [r["seq"] for r in recs if r["reason"] == 0] + [5, 6]

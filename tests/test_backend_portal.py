@@ -1,11 +1,11 @@
-"""Portal actions on the reference ledger (simulator/backend/portal.py): the guide's rules,
+"""Portal actions on the reference ledger (backend/portal.py): the guide's rules,
 the statement lines they leave, the changes terminals must learn, and that a refused
 action changes nothing at all."""
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from simulator.backend import Ledger, format_statement
-from simulator.backend.portal import Portal, PortalError
+from backend import Ledger, format_statement
+from backend.portal import Portal, PortalError
 
 T0 = 1764000000
 

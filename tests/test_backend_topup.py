@@ -6,13 +6,13 @@ import time
 
 import pytest
 
-from cpos import protocol
+from cpos.net import messages
 from fake_journal import make_record
-from simulator.backend import Ledger
-from simulator.backend import payments as pay
-from simulator.backend.payments import PaymentProvider
-from simulator.backend.portal import Portal
-from simulator.backend.topup import TopupProcessor
+from backend import Ledger
+from backend import payments as pay
+from backend.payments import PaymentProvider
+from backend.portal import Portal
+from backend.topup import TopupProcessor
 
 T0 = 1764000000  # 2025-11-24
 
@@ -71,7 +71,7 @@ def test_identical_amount_rejected_within_the_window_and_orders_are_idempotent()
 def _trigger_batch(terminal, seqs, account, uid="04a1b2c3", balance_after=1000):
     recs = [dict(make_record(s, terminal), account=account, uid=uid, topup=True, reason=8, amount=3000,
                  balance_after=balance_after) for s in seqs]
-    return protocol.encode_batch(seqs[0], seqs[-1], recs)
+    return messages.encode_batch(seqs[0], seqs[-1], recs)
 
 
 def _world(path=":memory:", balance=1000, ref="visa", funds=100000, expiry="2030-01", clock=None):

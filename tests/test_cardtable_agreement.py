@@ -10,7 +10,8 @@ import hashlib
 
 from hypothesis import given, settings, strategies as st
 
-from cpos import cardfmt, carddelta
+from cpos.cards import layout
+from cpos.cards import delta
 from test_cardtable_model import snapshots, account_states, uids, keys, limits, totals, amounts
 
 
@@ -28,7 +29,7 @@ def test_image_is_the_same_bytes_on_both_runtimes(mp_worker, snap, version, inc,
     cards, accounts = snap
     if not cards:
         return
-    img = cardfmt.build_image(cards, accounts, version, inc, ref)
+    img = layout.build_image(cards, accounts, version, inc, ref)
     got = mp_worker.call("cardtable_model", "build_digest", _cards_json(cards), _accounts_json(accounts),
                          version, inc, ref)
     assert got == [len(img), hashlib.sha256(img).hexdigest()]
@@ -38,7 +39,7 @@ def test_image_agreement_sees_a_one_byte_difference(mp_worker):
     """The comparison above can fail: a different balance gives a different digest."""
     cards = [(b"\1\2\3\4", 7, 0)]
     a = (100, 3, [-1] * 6, False, 0, [1, 2, 3], [0] * 6)
-    img = cardfmt.build_image(cards, {7: a}, 1, 1, (1, 2, 3))
+    img = layout.build_image(cards, {7: a}, 1, 1, (1, 2, 3))
     b = (101,) + a[1:]
     got = mp_worker.call("cardtable_model", "build_digest", _cards_json(cards), _accounts_json({7: b}), 1, 1,
                          [1, 2, 3])
@@ -47,25 +48,25 @@ def test_image_agreement_sees_a_one_byte_difference(mp_worker):
 
 @st.composite
 def deltas(draw):
-    kind = draw(st.integers(1, carddelta.KINDS))
+    kind = draw(st.integers(1, delta.KINDS))
     uid = uid2 = None
     value = None
-    account = draw(st.integers(0, cardfmt.MAX_ACCOUNT))
-    if kind in (carddelta.BLOCK, carddelta.UNBLOCK, carddelta.NEW_CARD, carddelta.REPLACE):
+    account = draw(st.integers(0, layout.MAX_ACCOUNT))
+    if kind in (delta.BLOCK, delta.UNBLOCK, delta.NEW_CARD, delta.REPLACE):
         uid = draw(uids)
-    if kind == carddelta.REPLACE:
+    if kind == delta.REPLACE:
         uid2 = draw(uids.filter(lambda u: u != uid))
-    if kind in (carddelta.NEW_CARD, carddelta.REPLACE):
+    if kind in (delta.NEW_CARD, delta.REPLACE):
         value = draw(account_states())
-    elif kind == carddelta.BALANCE:
+    elif kind == delta.BALANCE:
         value = draw(amounts)
-    elif kind == carddelta.LIMITS:
+    elif kind == delta.LIMITS:
         value = draw(limits)
-    elif kind == carddelta.PLACES:
+    elif kind == delta.PLACES:
         value = draw(st.integers(0, 3))
-    elif kind == carddelta.ENROL:
+    elif kind == delta.ENROL:
         value = (draw(st.booleans()), draw(st.integers(0, 10000000)))
-    elif kind == carddelta.TOTALS:
+    elif kind == delta.TOTALS:
         value = (draw(keys), draw(totals))
     return (draw(st.integers(0, 0xFFFFFFFF)), draw(st.integers(0, 0xFFFFFFFF)), kind, uid, uid2, account, value)
 
@@ -74,7 +75,7 @@ def deltas(draw):
 @given(d=deltas())
 def test_deltas_are_the_same_bytes_on_both_runtimes(mp_worker, d):
     version, inc, kind, uid, uid2, account, value = d
-    want = binascii.hexlify(carddelta.encode(*d)).decode()
+    want = binascii.hexlify(delta.encode(*d)).decode()
     h = lambda u: binascii.hexlify(u).decode() if u is not None else None  # noqa: E731
     got = mp_worker.call("cardtable_model", "delta_hex", version, inc, kind, h(uid), h(uid2), account,
                          list(value) if isinstance(value, tuple) else value)

@@ -17,8 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import cardtable_model as cpy
 from cardtable_model import Ref
-from cpos import cardfmt, carddelta, cardtable
-from cpos.cardfmt import MAX_AMOUNT, MAX_ACCOUNT
+from cpos.cards import layout
+from cpos.cards import delta as carddelta
+from cpos.cards import table as cardtable
+from cpos.cards.layout import MAX_AMOUNT, MAX_ACCOUNT
 from cpos.rules import NO_LIMIT, ACTIVE, BLOCKED, REPLACED
 
 SECTORS = 16  # 2 commit blocks + 2 slots of (1 log block + header + 5 pages)
@@ -115,7 +117,7 @@ class CardTableMachine(RuleBasedStateMachine):
 
     def _image(self, data, snap, version, inc):
         cards, accounts = snap
-        return cardfmt.build_image(cards, accounts, version, inc, KEYS)
+        return layout.build_image(cards, accounts, version, inc, KEYS)
 
     @rule(data=st.data(), snap=snapshots(), chunk=st.sampled_from((512, 1000, 2048)),
           inc=st.integers(0, 0xFFFFFFFF), older=st.booleans())

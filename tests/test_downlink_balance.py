@@ -23,11 +23,14 @@ import tempfile
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from cpos import cardtable, pending, protocol, rules
-from cpos.sync import Sync
+from cpos import rules
+from cpos.cards import table as cardtable
+from cpos.cards import unincluded
+from cpos.net import messages as protocol
+from cpos.net.sync import Sync
 from downlink_fakes import FakeClient
-from simulator.backend import Ledger
-from simulator.backend.downlink import Downlink
+from backend import Ledger
+from backend.downlink import Downlink
 from simulator.norflash import NorFlash
 
 SITE = "skole-nord"
@@ -39,7 +42,7 @@ T0 = 1764072000
 
 
 class Terminal:
-    """What a terminal holds: flash (table), journal (records not yet released), pending."""
+    """What a terminal holds: flash (table), journal (records not yet released), own purchases not yet included."""
 
     def __init__(self, number):
         self.number = number
@@ -56,7 +59,7 @@ class Terminal:
 
     def boot(self):
         self.table = cardtable.CardTable(self.dev, acc_slots=64, card_slots=32, log_blocks=2)
-        self.pending = pending.Pending()
+        self.pending = unincluded.Unincluded()
         self.client = FakeClient()
         self.sync = Sync(self.table, self.client, SITE, self.tid, KEY, on_included=self.on_included)
         self.rebuild()
@@ -72,7 +75,7 @@ class Terminal:
         self.rebuild()
         self.release()
 
-    def release(self):  # cpos.uplink_feed.JournalFeed with ack_limit = table.included_seq
+    def release(self):  # cpos.net.journal_feed.JournalFeed with ack_limit = table.included_seq
         w = min(self.acked, self.table.included_seq)
         for seq in [s for s in self.journal if s <= w]:
             del self.journal[seq]
@@ -85,7 +88,7 @@ class Terminal:
         return card.balance - self.pending.amount(account)
 
     def spent_today(self, account):
-        """What the tap path counts against a day limit: synced totals + own pending."""
+        """What the tap path counts against a day limit: synced totals + own purchases not yet included."""
         card, spends = rules.CardRecord(), rules.Spends()
         if self.table.lookup(bytes.fromhex(CARDS[account]), card, spends) != cardtable.FOUND:
             return None

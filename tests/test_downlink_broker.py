@@ -1,5 +1,5 @@
 """The downlink end to end through a real mosquitto: the backend process with a site key, and
-the stand-in sync terminal (cpos.sync + cpos.mqtt, tests/device/standin_sync.py) on the
+the stand-in sync terminal (cpos.net.sync + cpos.net.mqtt, tests/device/standin_sync.py) on the
 MicroPython unix port under the heap cap and on CPython.
 
 First start gets a snapshot in chunks; a block reaches the terminal; every malformed,
@@ -10,10 +10,13 @@ import os
 
 import pytest
 
-from cpos import carddelta, downlink, protocol, reasons
+from cpos import reasons
+from cpos.cards import delta as carddelta
+from cpos.net import signing
+from cpos.net import messages as protocol
 from cpos.rules import ACTIVE, BLOCKED, REPLACED
-from simulator.backend import Ledger
-from simulator.backend.portal import Portal
+from backend import Ledger
+from backend.portal import Portal
 from support.downlink_world import KEY, Link, Standin, UID, publish_raw, seed, start_backend
 from support.uplink_world import stop
 
@@ -75,21 +78,21 @@ def test_bad_messages_through_the_broker_change_nothing_and_are_logged(world, br
     s0 = t.wait(lambda s: s["status"] == BLOCKED)
     v = s0["version"]
     topic = protocol.topic(broker.site, "t0001", protocol.SYNC_DOWN)
-    key = downlink.Key(KEY)
+    key = signing.Key(KEY)
     genuine = _sent(led, v)  # the block, exactly as the backend sent it
     unblock = carddelta.encode(v + 1, 0, carddelta.UNBLOCK, uid=bytes.fromhex(UID))
-    tampered = bytearray(downlink.encode(key, topic, downlink.DELTA, v + 1, unblock))
+    tampered = bytearray(signing.encode(key, topic, signing.DELTA, v + 1, unblock))
     tampered[20] ^= 0x01  # flip a bit of the delta: still well formed, tag wrong
     other = protocol.topic(broker.site, "t0002", protocol.SYNC_DOWN)
     cases = [
         ("malformed", b"\x53\x01garbage"),
         ("bad tag", bytes(tampered)),
-        ("bad tag", downlink.encode(downlink.Key(b"\x01" * 32), topic, downlink.DELTA, v + 1, unblock)),  # no key
-        ("bad tag", downlink.encode(key, other, downlink.DELTA, v + 1, unblock)),  # made for terminal 2
+        ("bad tag", signing.encode(signing.Key(b"\x01" * 32), topic, signing.DELTA, v + 1, unblock)),  # no key
+        ("bad tag", signing.encode(key, other, signing.DELTA, v + 1, unblock)),  # made for terminal 2
         ("replayed", genuine),
-        ("out of order", downlink.encode(key, topic, downlink.DELTA, v + 2,
+        ("out of order", signing.encode(key, topic, signing.DELTA, v + 2,
                                           carddelta.encode(v + 2, 0, carddelta.UNBLOCK, uid=bytes.fromhex(UID)))),
-        ("replayed", downlink.encode(key, topic, downlink.CURRENT, v + 5, arg=7)),  # answers no request
+        ("replayed", signing.encode(key, topic, signing.CURRENT, v + 5, arg=7)),  # answers no request
     ]
     for why, payload in cases:
         n = t.state["rejected"]

@@ -1,4 +1,4 @@
-"""cpos.mqtt against a real mosquitto (simulator/broker.py), on MicroPython and CPython.
+"""cpos.net.mqtt against a real mosquitto (simulator/broker.py), on MicroPython and CPython.
 
 The scenarios live in tests/device/mqtt_scenarios.py and run as a subprocess of either
 runtime (the MicroPython one under the WROOM heap cap); this file starts the broker,

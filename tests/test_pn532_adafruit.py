@@ -24,8 +24,8 @@ from adafruit_pn532.i2c import PN532_I2C  # noqa: E402
 from adafruit_pn532.spi import PN532_SPI  # noqa: E402
 from adafruit_pn532.uart import PN532_UART  # noqa: E402
 
-from cpos.pn532 import PN532  # noqa: E402
-from cpos.pn532_link import SYSTEM_CLOCK, I2CLink, SPILink, StreamLink  # noqa: E402
+from cpos.reader.pn532 import PN532  # noqa: E402
+from cpos.reader.link import SYSTEM_CLOCK, I2CLink, SPILink, StreamLink  # noqa: E402
 from simulator.pn532_carriers import (EmuCS, EmuDigitalInOut, EmuI2C, EmuSPI, EmuStreamPort,  # noqa: E402
                                       FakeUART)
 from simulator.pn532_emu import Card, PN532Emu, RealClock  # noqa: E402

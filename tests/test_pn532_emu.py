@@ -1,7 +1,7 @@
 """Our PN532 driver against the chip emulator over UART, I2C and SPI (emulated time)."""
 import pytest
 
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 from pn532_rig import INTERFACES, Rig
 from simulator.pn532_emu import Card, T_ATTEMPT, VirtualClock
 

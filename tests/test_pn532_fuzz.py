@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pn532_probe
-from cpos import pn532_frame as F
-from cpos.pn532 import PN532
-from cpos.pn532_link import StreamLink
+from cpos.reader import frame as F
+from cpos.reader.pn532 import PN532
+from cpos.reader.link import StreamLink
 from simulator.pn532_emu import VirtualClock
 
 SOAK = os.environ.get("CPOS_SOAK") == "1"

@@ -1,6 +1,6 @@
 """`make_link` on a board: the `machine` objects it builds, driven by the chip emulator.
 
-On an ESP32 `cpos.pn532_link.make_link(cfg)` builds machine.UART / I2C / SPI / Pin
+On an ESP32 `cpos.reader.link.make_link(cfg)` builds machine.UART / I2C / SPI / Pin
 objects from the board configuration. There is no ESP32 here, so a stand-in `machine`
 module (CPython only) records how each object was constructed and hands the link the
 emulator's buses. This checks what the firmware would really ask of the hardware: the
@@ -15,9 +15,9 @@ import types
 
 import pytest
 
-from cpos.pn532 import PN532
-from cpos.pn532_link import I2C_TIMEOUT_US, make_link
-from cpos.tap import TAP, CardReader
+from cpos.reader.pn532 import PN532
+from cpos.reader.link import I2C_TIMEOUT_US, make_link
+from cpos.reader.tap import TAP, CardReader
 from simulator.pn532_carriers import EmuCS, EmuI2C, EmuResetPin, EmuSPI, EmuStreamPort
 from simulator.pn532_emu import PN532Emu, VirtualClock
 

@@ -125,7 +125,7 @@ def _terminal7_journal(n, shift=0):
 
 def test_rescue_submits_through_apply_batch_and_keeps_conflicts(tmp_path, capsys):
     from host_tools import cli, rescue
-    from simulator.backend import Ledger
+    from backend import Ledger
 
     path = str(tmp_path / "ledger.sqlite")
     led = Ledger(path)

@@ -16,12 +16,14 @@ import sys
 
 import pytest
 
-from cpos import config, mqtt, protocol
+from cpos import config
+from cpos.net import mqtt
+from cpos.net import messages
 from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle, deploy, partitions
-from simulator import broker as site_broker
-from simulator.backend.ledger import Ledger
+from backend import broker_users
+from backend.ledger import Ledger
 from simulator.terminal import free_port
 
 SITE = "skole-nord"
@@ -219,7 +221,7 @@ def _mosquitto(site_dir, port):
     with open(conf, "w") as f:
         f.write("user %s\nlistener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\n"
                 "persistence false\n" % (pwd.getpwuid(os.geteuid()).pw_name, port, os.path.join(site_dir, "passwd"), os.path.join(site_dir, "acl")))
-    proc = subprocess.Popen([site_broker.find_tool("mosquitto"), "-c", conf], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([broker_users.find_tool("mosquitto"), "-c", conf], stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -256,7 +258,7 @@ def test_provision_writes_config_broker_login_and_backend_entry(plug, bundles, t
     key = open(tmp_path / "site" / "site_key").read().strip()
     assert len(bytes.fromhex(key)) == 32
     acl = open(tmp_path / "site" / "acl").read()
-    assert site_broker.terminal_acl(SITE, "t0007") in acl and site_broker.backend_acl() in acl
+    assert broker_users.terminal_acl(SITE, "t0007") in acl and broker_users.backend_acl() in acl
     led = Ledger(str(tmp_path / "site" / "ledger.sqlite"))
     assert led.db.execute("SELECT tid, site, place, kind FROM terminals").fetchall() == [("t0007", SITE, 0, 0)]
     led.close()
@@ -443,7 +445,7 @@ def test_frozen_manifests_name_every_bundle_module():
         assert 'package("cpos", base_path="../../lib")' in text
         for m in mods - {m for m in mods if m.startswith("cpos/")}:
             assert '"%s.py"' % m[:-4] in text, (board, m)
-    assert protocol.terminal_id(7) == "t0007"
+    assert messages.terminal_id(7) == "t0007"
 
 
 def test_a_frozen_bundle_carries_only_boot_and_main(plug, tmp_path):

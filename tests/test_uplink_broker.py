@@ -2,10 +2,10 @@
 terminal, and duplicated and reordered batches sent through mosquitto are applied once."""
 import asyncio
 
-from cpos import protocol
-from cpos.mqtt import MQTTClient
+from cpos.net import messages
+from cpos.net.mqtt import MQTTClient
 from fake_journal import make_record
-from simulator.backend import Backend, Ledger
+from backend import Backend, Ledger
 
 
 def run(coro):
@@ -22,8 +22,8 @@ async def _world(broker, db):
 
 async def _terminal(broker, tid, acks):
     c = MQTTClient(tid, broker.host, broker.port, tid, broker.users[tid], keepalive=10)
-    c.subscribe(protocol.topic(broker.site, tid, protocol.ACK), 1,
-                lambda t, p, r: acks.append(protocol.decode_ack(p)))
+    c.subscribe(messages.topic(broker.site, tid, messages.ACK), 1,
+                lambda t, p, r: acks.append(messages.decode_ack(p)))
     task = asyncio.create_task(c.run())
     assert await c.wait_connected(5000)
     await asyncio.sleep(0.1)
@@ -45,13 +45,13 @@ def test_terminal_cannot_publish_as_another(broker, tmp_path):
         t1, k1 = await _terminal(broker, "t0001", acks1)
         t2, k2 = await _terminal(broker, "t0002", acks2)
         site = broker.site
-        forged = protocol.encode_batch(1, 3, [make_record(s, terminal=1) for s in (1, 2, 3)])
+        forged = messages.encode_batch(1, 3, [make_record(s, terminal=1) for s in (1, 2, 3)])
         # t0002 publishes terminal 1's records under t0001's topic: the broker drops it.
-        assert await t2.publish(protocol.topic(site, "t0001", protocol.BATCH), forged)
+        assert await t2.publish(messages.topic(site, "t0001", messages.BATCH), forged)
         # t0002 forges an ack for t0001: dropped as well (only the backend may write down/).
-        assert await t2.publish(protocol.topic(site, "t0001", protocol.ACK), protocol.encode_ack(3, 0))
+        assert await t2.publish(messages.topic(site, "t0001", messages.ACK), messages.encode_ack(3, 0))
         # t0002 sends terminal 1's records under its own topic: the backend refuses them.
-        assert await t2.publish(protocol.topic(site, "t0002", protocol.BATCH), forged)
+        assert await t2.publish(messages.topic(site, "t0002", messages.BATCH), forged)
         assert await _until(lambda: be.rejected == 1)
         await asyncio.sleep(0.3)
         assert led.received_seqs(1) == [] and led.received_seqs(2) == []
@@ -60,7 +60,7 @@ def test_terminal_cannot_publish_as_another(broker, tmp_path):
         assert led.db.execute("SELECT tid, error FROM rejected").fetchall() == [
             ("t0002", "record of terminal 1 in t0002's batch")]
         # Positive control: the same batch from t0001 itself is applied and acknowledged.
-        assert await t1.publish(protocol.topic(site, "t0001", protocol.BATCH), forged)
+        assert await t1.publish(messages.topic(site, "t0001", messages.BATCH), forged)
         assert await _until(lambda: acks1 == [3])
         assert led.received_seqs(1) == [1, 2, 3]
         for c in (t1, t2):
@@ -78,13 +78,13 @@ def test_duplicated_and_reordered_batches_applied_once(broker, tmp_path):
         acks = []
         t1, k1 = await _terminal(broker, "t0001", acks)
         recs = [make_record(s) for s in range(1, 101)]
-        b = [protocol.encode_batch(lo, lo + 19, recs[lo - 1:lo + 19]) for lo in range(1, 101, 20)]
+        b = [messages.encode_batch(lo, lo + 19, recs[lo - 1:lo + 19]) for lo in range(1, 101, 20)]
         order = [b[3], b[1], b[1], b[4], b[0], b[3], b[2], b[0], b[4], b[2]]
-        topic = protocol.topic(broker.site, "t0001", protocol.BATCH)
+        topic = messages.topic(broker.site, "t0001", messages.BATCH)
         for p in order:
             assert await t1.publish(topic, p)
         # Overlapping ranges, as a terminal resending with another batch size would send.
-        assert await t1.publish(topic, protocol.encode_batch(11, 50, recs[10:50]))
+        assert await t1.publish(topic, messages.encode_batch(11, 50, recs[10:50]))
         assert await _until(lambda: be.applied == 11)
         assert await _until(lambda: acks and acks[-1] == 100)
         assert acks == sorted(acks)  # the watermark never goes back

@@ -1,6 +1,6 @@
 """Every purchase exactly once through real faults: a real mosquitto (per test, per-terminal
 ACL), the reference backend as its own process, and a stand-in terminal process running
-cpos.uplink + cpos.mqtt on MicroPython (and CPython) over a file-backed journal.
+cpos.net.uplink + cpos.net.mqtt on MicroPython (and CPython) over a file-backed journal.
 
 The broker outage lasts CPOS_OUTAGE_S seconds (3 in `make test`); the soak variant holds
 the broker down for minutes (`make soak`).
@@ -47,7 +47,7 @@ def test_memory_journal_drains_with_live_taps(runtime, world):
     procs.append(term)
     r = finish(term)
     assert r["acked"] == 200 and r["oldest"] is None and r["batches"] >= 13
-    from simulator.backend import Ledger
+    from backend import Ledger
     from support.uplink_world import journal_records
 
     led = Ledger(db)
@@ -101,7 +101,7 @@ def test_terminal_sigkill_mid_upload(runtime, world):
     term.send_signal(signal.SIGKILL)
     term.wait()
     assert acked < n, "killed too late to be mid-upload"
-    from simulator.backend import Ledger
+    from backend import Ledger
 
     led = Ledger(db)
     partial = len(led.received_seqs(1))
@@ -127,7 +127,7 @@ def test_backend_killed_between_apply_and_ack(recovery, world):
     term = start_terminal("micropython", jdir, broker, batch=50, ack_timeout_ms=1000, taps=0)
     procs.append(term)
     assert be.wait(timeout=30) == -signal.SIGKILL
-    from simulator.backend import Ledger
+    from backend import Ledger
 
     led = Ledger(db)
     applied_w = led.watermark(1)

@@ -61,7 +61,7 @@ class Esp32Board:
         return BlockFile(spec["file"], spec["size"])
 
     def pn532_link(self, spec):
-        from cpos.pn532_link import make_link
+        from cpos.reader.link import make_link
 
         cfg = dict(self.pins["pn532"])
         cfg.update(spec)

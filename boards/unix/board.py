@@ -51,7 +51,7 @@ def block_device(spec):
 
 
 def pn532_link(spec):
-    from cpos.pn532_link import make_link
+    from cpos.reader.link import make_link
 
     if spec.get("link") != "tcp":
         raise ValueError("the unix board reaches the PN532 emulator over tcp only")

@@ -71,7 +71,7 @@ def _ident(v, field):
 
 
 def _link(d, field, links):
-    """A PN532 or POS link: `link` plus its settings, as `cpos.pn532_link.make_link` takes them.
+    """A PN532 or POS link: `link` plus its settings, as `cpos.reader.link.make_link` takes them.
 
     tcp needs `host` and `port`; the hardware links take pin numbers and bus settings,
     all whole numbers (uart: uart, tx, rx, baud; i2c: i2c, scl, sda, freq, addr;
@@ -111,7 +111,7 @@ def _mqtt(d, terminal_id, terminal_no, site):
     """The broker connection and uplink settings (docs/protocol.md). Topic levels and the
     broker's ACL use the terminal id `t%04d` of the terminal number, and a site of
     lower-case letters, digits and '-', so the config must agree with them."""
-    from cpos import protocol
+    from cpos.net import messages
 
     for key in d:
         if key not in _MQTT:
@@ -122,18 +122,18 @@ def _mqtt(d, terminal_id, terminal_no, site):
         "user": _get(d, "user", str, "mqtt.user", terminal_id, False),
         "password": _get(d, "password", str, "mqtt.password"),
         "keepalive": _int_in(d, "keepalive", "mqtt.keepalive", 5, 600, 30),
-        "batch": _int_in(d, "batch", "mqtt.batch", 1, protocol.MAX_BATCH_RECORDS, protocol.RECOMMENDED_BATCH),
+        "batch": _int_in(d, "batch", "mqtt.batch", 1, messages.MAX_BATCH_RECORDS, messages.RECOMMENDED_BATCH),
         "ack_timeout_ms": _int_in(d, "ack_timeout_ms", "mqtt.ack_timeout_ms", 1000, 600000, 15000),
         "window": _int_in(d, "window", "mqtt.window", 1, 16, 4),
         "backoff_max_ms": _int_in(d, "backoff_max_ms", "mqtt.backoff_max_ms", 1000, 600000, 30000),
     }
     user = out["user"]
-    if terminal_id != protocol.terminal_id(terminal_no):
+    if terminal_id != messages.terminal_id(terminal_no):
         _fail("terminal_id", "must be %r (t + the 4-digit terminal_no) when mqtt is set, got %r"
-              % (protocol.terminal_id(terminal_no), terminal_id))
+              % (messages.terminal_id(terminal_no), terminal_id))
     if user != terminal_id:
         _fail("mqtt.user", "must be the terminal id %r (the broker's ACL is per terminal)" % terminal_id)
-    if not protocol.valid_site(site):
+    if not messages.valid_site(site):
         _fail("site", "must be 1-32 of a-z, 0-9 and '-' when mqtt is set (it is a topic level), got %r" % site)
     return out
 
@@ -142,7 +142,7 @@ def _site_key(d):
     """The per-site downlink key (docs/protocol.md "Downlink"): 64 hex digits, or absent."""
     if "site_key" not in d:
         return None
-    from cpos.downlink import key_from_hex
+    from cpos.net.signing import key_from_hex
 
     try:
         return key_from_hex(d["site_key"])

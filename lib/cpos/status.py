@@ -41,7 +41,7 @@ def _journal(cfg, out):
 
 
 def _table(cfg, out):
-    from cpos.cardtable import CardTable
+    from cpos.cards.table import CardTable
 
     t = CardTable(board.block_device(cfg.storage["cardtable"]))
     t.mount()

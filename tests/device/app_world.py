@@ -15,7 +15,9 @@ app's own modules already fill by half.
 import asyncio
 import os
 
-from cpos import cardfmt, cardtable, config, log, purchase, rules
+from cpos import config, log, purchase, rules
+from cpos.cards import layout
+from cpos.cards import table as cardtable
 from cpos.blockfile import BlockFile
 from cpos.compat import ticks_ms
 from cpos.journal import Journal
@@ -102,7 +104,7 @@ def fresh_flash():
                 3: (1000, rules.ALL_PLACES, free, True, 200, (0, 0, 0), [0] * 6)}
     # The image streams into the table a block at a time, as snapshots arrive: one 8 KB
     # piece for the whole image would leave the capped heap no room for the app's tests.
-    b = cardfmt.ImageBuilder([(UID, 1, rules.ACTIVE), (LIMITED, 2, rules.ACTIVE), (LOW, 3, rules.ACTIVE)],
+    b = layout.ImageBuilder([(UID, 1, rules.ACTIVE), (LIMITED, 2, rules.ACTIVE), (LOW, 3, rules.ACTIVE)],
                              accounts, 1, 0)
     t = cardtable.CardTable(dev)
     t.mount()

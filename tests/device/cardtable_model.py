@@ -139,7 +139,9 @@ FLASH = flash(10)
 
 import binascii  # noqa: E402
 
-from cpos import cardfmt, carddelta, cardtable
+from cpos.cards import layout
+from cpos.cards import delta as carddelta
+from cpos.cards import table as cardtable
 from cpos.rules import CardRecord, Spends, NO_LIMIT, ACTIVE, BLOCKED, REPLACED
 
 
@@ -313,7 +315,7 @@ def check_all(table, ref, extra=()):
             assert r == cardtable.NOT_FOUND, (uid, r)
         else:
             assert r == cardtable.FOUND, (uid, r)
-            got = norm(card.account, card.status, cardfmt.card_account(card, spends))
+            got = norm(card.account, card.status, layout.card_account(card, spends))
             assert got == want, (uid, got, want)
 
 
@@ -400,7 +402,7 @@ def lookup(uid_hex):
     r = _S["t"].lookup(_unhex(uid_hex), card, spends)
     if r != cardtable.FOUND:
         return [r, None]
-    return [r, norm(card.account, card.status, cardfmt.card_account(card, spends))]
+    return [r, norm(card.account, card.status, layout.card_account(card, spends))]
 
 
 def flip(block, offset, bit):
@@ -414,7 +416,7 @@ def build_hex(cards_json, accounts_json, version, inc, keys):
     accounts = {}
     for k, a in accounts_json:
         accounts[k] = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
-    return binascii.hexlify(cardfmt.build_image(cards, accounts, version, inc, keys)).decode()
+    return binascii.hexlify(layout.build_image(cards, accounts, version, inc, keys)).decode()
 
 
 def build_digest(cards_json, accounts_json, version, inc, keys):
@@ -424,7 +426,7 @@ def build_digest(cards_json, accounts_json, version, inc, keys):
     accounts = {}
     for k, a in accounts_json:
         accounts[k] = (a[0], a[1], a[2], a[3], a[4], a[5], a[6])
-    b = cardfmt.ImageBuilder(cards, accounts, version, inc, keys)
+    b = layout.ImageBuilder(cards, accounts, version, inc, keys)
     cards = accounts = None
     h = hashlib.sha256()
     size = [0]

@@ -3,7 +3,9 @@ keeps the handler an engine subscribes, the test calls it with messages), and th
 chunk messages of a one-card snapshot."""
 import gc
 
-from cpos import cardfmt, downlink, protocol
+from cpos.cards import layout
+from cpos.net import signing
+from cpos.net import messages as protocol
 from cpos.rules import ACTIVE, NO_LIMIT
 
 KEY = b"k" * 32
@@ -33,12 +35,12 @@ def snapshot(k, version, inc, chunk=1024, balance=10000):
     """The messages of a snapshot of card UID (account 1); the image streams out a block at
     a time, so the capped heap never needs one 8 KB piece for it. `chunk` divides 4096."""
     gc.collect()
-    b = cardfmt.ImageBuilder([(UID, 1, ACTIVE)], {1: (balance,) + ACCOUNT[1:]}, version, inc)
+    b = layout.ImageBuilder([(UID, 1, ACTIVE)], {1: (balance,) + ACCOUNT[1:]}, version, inc)
     n = b.size() // chunk
     out = []
 
     def emit(block):
         for o in range(0, len(block), chunk):
-            out.append(downlink.encode(k, TOPIC, downlink.CHUNK, version, block[o:o + chunk], inc, len(out), n))
+            out.append(signing.encode(k, TOPIC, signing.CHUNK, version, block[o:o + chunk], inc, len(out), n))
     b.write(emit)
     return out

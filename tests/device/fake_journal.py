@@ -3,7 +3,7 @@
 MemJournal keeps records in a list; FileJournal keeps them in a file of fixed 256-byte
 lines (one JSON record each, a gap line for a skipped seq) plus an `acked` file replaced
 atomically, so a process killed with SIGKILL finds both intact on restart. Both offer the
-interface cpos.uplink documents. make_record() builds a deterministic record for a seq.
+interface cpos.net.uplink documents. make_record() builds a deterministic record for a seq.
 """
 import json
 import os

@@ -2,14 +2,14 @@
 
 Usage: mqtt_scenarios.py SCENARIO HOST PORT SITE TERMINAL_PW BACKEND_PW
 Prints progress lines and a last line `RESULT <json>`. Nothing here is mocked: both
-clients are cpos.mqtt over real sockets to the broker the test started.
+clients are cpos.net.mqtt over real sockets to the broker the test started.
 """
 import asyncio
 import json
 import sys
 
 from cpos.compat import ticks_ms, ticks_diff
-from cpos.mqtt import MQTTClient, sleep_ms as nap
+from cpos.net.mqtt import MQTTClient, sleep_ms as nap
 
 
 def say(*a):

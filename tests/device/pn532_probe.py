@@ -1,5 +1,5 @@
 """Device-side helpers the CPython tests call through the MicroPython worker."""
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 
 
 def scan(hexdata, chunk):

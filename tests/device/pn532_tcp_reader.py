@@ -12,9 +12,9 @@ try:
 except ImportError:
     import uasyncio as asyncio
 
-from cpos.pn532 import PN532
-from cpos.pn532_link import make_link
-from cpos.tap import CardReader
+from cpos.reader.pn532 import PN532
+from cpos.reader.link import make_link
+from cpos.reader.tap import CardReader
 
 
 async def main(port, ntaps):

@@ -1,4 +1,4 @@
-"""A stand-in terminal for the downlink: cpos.sync + cpos.mqtt over a card table in a file.
+"""A stand-in terminal for the downlink: cpos.net.sync + cpos.net.mqtt over a card table in a file.
 
 Usage: standin_sync.py FLASH_FILE HOST PORT SITE TERMINAL PASSWORD KEY_HEX WATCH_UID_HEX CTL_DIR
 Runs on MicroPython (under the heap cap) and CPython. Keeps its card table in FLASH_FILE
@@ -16,12 +16,13 @@ import os
 import sys
 import time
 
-from cpos import cardtable, reasons, rules
+from cpos import reasons, rules
+from cpos.cards import table as cardtable
 from cpos.blockfile import BlockFile
 from cpos.compat import sleep_ms, ticks_diff, ticks_ms
-from cpos.downlink import key_from_hex
-from cpos.mqtt import MQTTClient
-from cpos.sync import Sync
+from cpos.net.signing import key_from_hex
+from cpos.net.mqtt import MQTTClient
+from cpos.net.sync import Sync
 from standin_io import say
 
 

@@ -1,4 +1,4 @@
-"""A stand-in terminal process: cpos.uplink + cpos.mqtt over a file-backed fake journal.
+"""A stand-in terminal process: cpos.net.uplink + cpos.net.mqtt over a file-backed fake journal.
 
 Usage: standin_terminal.py JOURNAL_DIR|mem:N HOST PORT SITE TERMINAL PASSWORD BATCH ACK_TIMEOUT_MS
                            TAPS TAP_INTERVAL_MS DEADLINE_MS
@@ -15,8 +15,8 @@ import sys
 import time
 
 from cpos.compat import ticks_ms, ticks_diff
-from cpos.mqtt import MQTTClient, sleep_ms
-from cpos.uplink import Uplink
+from cpos.net.mqtt import MQTTClient, sleep_ms
+from cpos.net.uplink import Uplink
 from fake_journal import FileJournal, MemJournal, make_record
 from standin_io import say
 

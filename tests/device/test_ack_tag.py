@@ -1,8 +1,9 @@
 """The uplink's acknowledgement is a downlink message too: with the site key, `down/ack`
-carries the HMAC tag (cpos.downlink.seal_json) and cpos.uplink refuses one without it,
+carries the HMAC tag (cpos.net.signing.seal_json) and cpos.net.uplink refuses one without it,
 altered, under another key or made for another terminal. Both runtimes."""
-from cpos import downlink, protocol
-from cpos.uplink import Uplink
+from cpos.net import signing
+from cpos.net import messages
+from cpos.net.uplink import Uplink
 from downlink_fakes import KEY, SITE, FakeClient
 from fake_journal import MemJournal, make_record
 
@@ -13,16 +14,16 @@ def test_acks_carry_the_tag_too():
         j.append(make_record(j.next_seq))
     c = FakeClient()
     up = Uplink(j, c, SITE, 1, key=KEY)
-    k = downlink.Key(KEY)
-    t_ack = protocol.topic(SITE, "t0001", protocol.ACK)
-    signed = downlink.seal_json(k, t_ack, protocol.encode_ack(2, 1764000000))
+    k = signing.Key(KEY)
+    t_ack = messages.topic(SITE, "t0001", messages.ACK)
+    signed = signing.seal_json(k, t_ack, messages.encode_ack(2, 1764000000))
     head = b'{"v":1,"w":2,"t":1764000000,"tag":"'
     assert signed.startswith(head) and signed.endswith(b'"}') and len(signed) == len(head) + 64 + 2
     tampered = signed.replace(b'"w":2', b'"w":3')
-    for bad in (protocol.encode_ack(2, 0),  # unsigned
+    for bad in (messages.encode_ack(2, 0),  # unsigned
                 tampered,
-                downlink.seal_json(downlink.Key(b"z" * 32), t_ack, protocol.encode_ack(2, 0)),  # another key
-                downlink.seal_json(k, protocol.topic(SITE, "t0002", protocol.ACK), protocol.encode_ack(2, 0))):
+                signing.seal_json(signing.Key(b"z" * 32), t_ack, messages.encode_ack(2, 0)),  # another key
+                signing.seal_json(k, messages.topic(SITE, "t0002", messages.ACK), messages.encode_ack(2, 0))):
         n = up.bad_acks
         c.handler(t_ack, bad, True)
         assert up.bad_acks == n + 1 and up._ack_in == -1, bad

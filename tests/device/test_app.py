@@ -37,7 +37,7 @@ def test_own_purchases_survive_a_power_cut_and_count_once():
     board.close()  # the plug is pulled: nothing of the old app survives but flash
     board = Board()
     app = boot(board)
-    assert app.pending.count == 2
+    assert app.unincluded.count == 2
     assert app.balance_of(memoryview(LIMITED), NOW) == (reasons.APPROVED, 7000)
     w = CheckingWriter()
     pay(app, w, 100, LIMITED, "r3")  # the 30 kr daily limit counts the purchases from before the cut
@@ -59,7 +59,7 @@ def test_vending_terminal_approves_past_till_limits():
 
 
 class FakeSync:
-    """What the tap path reads of cpos.sync.Sync: when authentic news last arrived."""
+    """What the tap path reads of cpos.net.sync.Sync: when authentic news last arrived."""
 
     def __init__(self, last_contact):
         self.last_contact = last_contact
@@ -94,7 +94,7 @@ def test_offline_policy_caps_a_card_once_the_last_sync_is_stale():
     pay(app, w, 100, ref="r7")
     assert w.lines[-1] == "REFUSED r7 insufficient_funds"
     # A refusal by the cap is not journaled (no top-up trigger here) and charges nothing.
-    assert app.journal.next_seq == 5 and app.pending.amount(1) == 7000
+    assert app.journal.next_seq == 5 and app.unincluded.amount(1) == 7000
     board.close()
 
 

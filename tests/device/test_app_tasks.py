@@ -11,7 +11,9 @@ Fakes: tests/device/app_world.py. What is shown here:
 """
 import asyncio
 
-from cpos import carddelta, cardtable, log, rules
+from cpos import log, rules
+from cpos.cards import delta as carddelta
+from cpos.cards import table as cardtable
 from cpos.compat import ticks_ms
 
 from app import App
@@ -125,7 +127,7 @@ def test_a_failing_task_stops_the_app_for_a_clean_restart():
     asyncio.new_event_loop()  # (cancelled tasks of the run stay queued on the old loop)
     board = Board()
     app = boot(board)  # as after the reset that follows
-    assert app.journal.next_seq == 2 and app.pending.count == 1
+    assert app.journal.next_seq == 2 and app.unincluded.count == 1
     board.close()
 
 

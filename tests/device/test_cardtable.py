@@ -1,4 +1,4 @@
-"""Card-table cases (lib/cpos/cardtable.py) against a plain-dict reference: lookups, deltas,
+"""Card-table cases (lib/cpos/cards/table.py) against a plain-dict reference: lookups, deltas,
 compaction, atomic installs under power cuts, corruption, garbage input. Run on both
 runtimes by tests/test_device_suites.py, MicroPython under the WROOM heap cap."""
 import gc
@@ -6,8 +6,10 @@ import os
 import sys
 
 from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, install_built, check_all
-from cpos import cardfmt, carddelta, cardtable
-from cpos.cardtable import CardTable, FOUND, NOT_FOUND, CORRUPT, APPLIED, DUPLICATE, GAP, MALFORMED
+from cpos.cards import layout
+from cpos.cards import delta as carddelta
+from cpos.cards import table as cardtable
+from cpos.cards.table import CardTable, FOUND, NOT_FOUND, CORRUPT, APPLIED, DUPLICATE, GAP, MALFORMED
 from cpos.rules import CardRecord, Spends, BLOCKED, ACTIVE, REPLACED, NO_LIMIT
 from simulator.norflash import NorFlash, PowerCut, CUT_BEFORE, CUT_INSIDE, CUT_AFTER
 
@@ -24,7 +26,7 @@ def fresh(n_cards=40, seed=7, version=5, inc=3, fat=False):
     cards, accounts = make_snapshot(rng, n_cards, fat)
     ref = Ref()
     ref.install(cards, accounts, version, inc)
-    b = cardfmt.ImageBuilder(cards, accounts, version, inc, KEYS)
+    b = layout.ImageBuilder(cards, accounts, version, inc, KEYS)
     cards = accounts = None
     assert install_built(t, b, version, inc) == cardtable.INSTALL_OK
     b = None
@@ -213,7 +215,7 @@ def test_power_cut_at_every_write_of_an_install():
     cards, accounts = make_snapshot(rng, 30)
     new = Ref()
     new.install(cards, accounts, 9, 44)
-    img = cardfmt.build_image(cards, accounts, 9, 44, KEYS)
+    img = layout.build_image(cards, accounts, 9, 44, KEYS)
     cards = accounts = None
     dev, t, old, _ = fresh(30, seed=3)
     snap = dev.save()
@@ -303,7 +305,7 @@ def test_a_flipped_bit_in_any_block_is_caught():
 def test_garbage_snapshots_leave_the_old_table():
     dev, t, ref, rng = fresh(40)
     cards, accounts = make_snapshot(rng, 40)
-    img = bytearray(cardfmt.build_image(cards, accounts, 8, 1, KEYS))
+    img = bytearray(layout.build_image(cards, accounts, 8, 1, KEYS))
     for pos in (3, 40, 4096 + 2, 4096 + 300, len(img) - 1):
         bad = bytearray(img)
         bad[pos] ^= 0x10
@@ -339,7 +341,7 @@ def test_file_block_device():
     cards, accounts = make_snapshot(rng, 30)
     ref = Ref()
     ref.install(cards, accounts, 2, 2)
-    assert install_image(t, cardfmt.build_image(cards, accounts, 2, 2, KEYS), 2, 2) == cardtable.INSTALL_OK
+    assert install_image(t, layout.build_image(cards, accounts, 2, 2, KEYS), 2, 2) == cardtable.INSTALL_OK
     for d in _deltas(ref, rng, 3, 5):
         assert t.apply_delta(d) == APPLIED
     dev.close()

@@ -1,4 +1,4 @@
-"""Downlink envelope and sync engine (cpos.downlink, cpos.sync) without a network: HMAC
+"""Downlink envelope and sync engine (cpos.net.signing, cpos.net.sync) without a network: HMAC
 against RFC 4231, every forged, replayed, out-of-order or malformed message changing
 nothing, and a chunked snapshot then deltas reaching the card table. Both runtimes;
 MicroPython under the WROOM heap cap. The same cases through a real broker:
@@ -6,10 +6,13 @@ tests/test_downlink_broker.py."""
 from binascii import unhexlify
 
 from cardtable_model import FLASH
-from cpos import carddelta, cardtable, downlink, protocol
-from cpos.cardtable import CardTable
+from cpos.cards import delta as carddelta
+from cpos.cards import table as cardtable
+from cpos.net import signing as downlink
+from cpos.net import messages as protocol
+from cpos.cards.table import CardTable
 from cpos.rules import ACTIVE, BLOCKED, CardRecord, Spends
-from cpos.sync import Sync
+from cpos.net.sync import Sync
 from downlink_fakes import KEY, SITE, TOPIC, UID, FakeClient, snapshot as _snapshot
 
 UID2 = b"\x04\x11\x22\x33\x44\x55\x66"

@@ -1,6 +1,6 @@
-"""cpos.mqtt packet codec and cpos.protocol helpers, byte for byte, on both runtimes."""
-from cpos import protocol
-from cpos.mqtt import (MQTTError, connect_packet, encode_length, parse_publish, publish_header, puback_packet,
+"""cpos.net.mqtt packet codec and cpos.net.messages helpers, byte for byte, on both runtimes."""
+from cpos.net import messages
+from cpos.net.mqtt import (MQTTError, connect_packet, encode_length, parse_publish, publish_header, puback_packet,
                        subscribe_packet, topic_matches)
 
 
@@ -49,20 +49,20 @@ def test_topic_filters():
 
 
 def test_protocol_names():
-    assert protocol.terminal_id(1) == "t0001" and protocol.terminal_id(123456) == "t123456"
-    assert protocol.terminal_number("t0042") == 42
+    assert messages.terminal_id(1) == "t0001" and messages.terminal_id(123456) == "t123456"
+    assert messages.terminal_number("t0042") == 42
     for bad in ("t42", "x0001", "t00a1", "t00001", 5):
         try:
-            protocol.terminal_number(bad)
+            messages.terminal_number(bad)
             assert False, bad
-        except protocol.ProtocolError:
+        except messages.ProtocolError:
             pass
-    assert protocol.split_topic("cpos/v1/skole-nord/t0001/up/batch") == ("skole-nord", "t0001", "up/batch")
-    assert protocol.valid_site("skole-nord") and not protocol.valid_site("Skole") and not protocol.valid_site("a/b")
+    assert messages.split_topic("cpos/v1/skole-nord/t0001/up/batch") == ("skole-nord", "t0001", "up/batch")
+    assert messages.valid_site("skole-nord") and not messages.valid_site("Skole") and not messages.valid_site("a/b")
 
 
 def test_batch_roundtrip():
     r = {"seq": 3, "t": 1764000000, "uid": "04a1b2c3", "account": 7, "amount": 2500, "place": 0, "kind": 0,
          "terminal": 1, "item": "1x Æble \"grøn\"", "balance_after": 100, "reason": 0, "topup": False}
-    lo, hi, recs = protocol.decode_batch(protocol.encode_batch(2, 4, [r]))
+    lo, hi, recs = messages.decode_batch(messages.encode_batch(2, 4, [r]))
     assert (lo, hi, recs) == (2, 4, [r])

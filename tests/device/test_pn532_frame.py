@@ -1,5 +1,5 @@
 """PN532 frame codec on both runtimes: exact bytes, every frame kind, resynchronisation."""
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 
 
 def _reader_events(data, chunk=0, lookahead=True):

@@ -1,4 +1,4 @@
-"""Tap semantics and self-healing of cpos.tap.CardReader, on both runtimes.
+"""Tap semantics and self-healing of cpos.reader.tap.CardReader, on both runtimes.
 
 The chip is a scripted stand-in here (what a poll returns at a given time); the
 real byte protocol against the emulator is tested in tests/test_pn532_emu.py.
@@ -8,8 +8,8 @@ try:
 except ImportError:
     import uasyncio as asyncio
 
-from cpos import pn532_frame as F
-from cpos.tap import CardReader, TAP, ERROR
+from cpos.reader import frame as F
+from cpos.reader.tap import CardReader, TAP, ERROR
 
 A = b"\x04\xa1\xb2\xc3"
 B7 = b"\x04\x11\x22\x33\x44\x55\x66"

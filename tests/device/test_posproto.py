@@ -1,5 +1,5 @@
-"""The POS line protocol (cpos.posproto): requests parse, garbage is refused by name."""
-from cpos import posproto as pp
+"""The POS line protocol (cpos.pos.lines): requests parse, garbage is refused by name."""
+from cpos.pos import lines as pp
 
 
 def refused(line):

@@ -1,15 +1,17 @@
-"""The journal and the synced table together (cpos.sync, cpos.uplink_feed, cpos.pending):
+"""The journal and the synced table together (cpos.net.sync, cpos.net.journal_feed, cpos.cards.unincluded):
 a purchase leaves the journal only when both the backend's ack and the synced table's
 included_seq cover it, so pending purchases rebuilt at boot are never short; and the view
 of an account is synced balance - own purchases above included_seq at every step, across
 reboots. Both runtimes; MicroPython under the WROOM heap cap."""
 from cardtable_model import FLASH
-from cpos import carddelta, downlink, pending
-from cpos.cardtable import CardTable, FOUND
+from cpos.cards import delta
+from cpos.net import signing
+from cpos.cards import unincluded
+from cpos.cards.table import CardTable, FOUND
 from cpos.journal import Journal
 from cpos.rules import CardRecord, Spends, PLACE_SCHOOL, TILL
-from cpos.sync import Sync
-from cpos.uplink_feed import JournalFeed
+from cpos.net.sync import Sync
+from cpos.net.journal_feed import JournalFeed
 from downlink_fakes import KEY, TOPIC, UID, FakeClient, snapshot
 from simulator.norflash import NorFlash
 
@@ -21,7 +23,7 @@ class Terminal:
         self.journal = Journal(jdev)
         self.journal.recover()
         self.table = CardTable(FLASH, log_blocks=1)
-        self.pending = pending.Pending()
+        self.pending = unincluded.Unincluded()
         self.pending.rebuild(self.journal, self.table.included_seq)
         self.feed = JournalFeed(self.journal, ack_limit=lambda: self.table.included_seq)
         self.client = FakeClient()
@@ -46,13 +48,13 @@ class Terminal:
 
 
 def _balance(k, version, inc, bal):
-    return downlink.encode(k, TOPIC, downlink.DELTA, version,
-                           carddelta.encode(version, inc, carddelta.BALANCE, account=1, value=bal))
+    return signing.encode(k, TOPIC, signing.DELTA, version,
+                           delta.encode(version, inc, delta.BALANCE, account=1, value=bal))
 
 
 def test_release_waits_for_the_table_and_reboots_lose_nothing():
     FLASH.wipe(3)
-    k = downlink.Key(KEY)
+    k = signing.Key(KEY)
     first = snapshot(k, 1, 0, balance=10000)
     jdev = NorFlash(8 * 512, sector=512)
     t = Terminal(jdev)

@@ -29,7 +29,7 @@ def seed(led, site, terminals=(1,), balance=10000):
 
 
 def start_backend(broker, db, poll_ms=20):
-    cmd = [sys.executable, "-m", "simulator.backend", "--db", db, "--port", str(broker.port),
+    cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
            "--password=" + broker.users["backend"], "--site-key", "%s=%s" % (broker.site, KEY.hex()),
            "--poll-ms", str(poll_ms)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -194,7 +194,7 @@ def publish_raw(broker, topic, payload, user="backend"):
     replayer's, tool. The backend user may write every terminal's downlink."""
     import asyncio
 
-    from cpos.mqtt import MQTTClient
+    from cpos.net.mqtt import MQTTClient
 
     async def go():
         c = MQTTClient("injector", broker.host, broker.port, user, broker.users[user], keepalive=10)

@@ -1,4 +1,4 @@
-"""Processes of the uplink fault tests: the backend (`python -m simulator.backend`) and the
+"""Processes of the uplink fault tests: the backend (`python -m backend`) and the
 stand-in terminal (tests/device/standin_terminal.py on MicroPython or CPython), plus the
 exactly-once check shared by every fault test."""
 import json
@@ -17,7 +17,7 @@ STANDIN = os.path.join(DEVICE_TESTS, "standin_terminal.py")
 
 
 def start_backend(broker, db, crash_after_apply=0, client_id="cpos-backend"):
-    cmd = [sys.executable, "-m", "simulator.backend", "--db", db, "--port", str(broker.port),
+    cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
            "--password=" + broker.users["backend"], "--client-id", client_id]
     if crash_after_apply:
         cmd += ["--crash-after-apply", str(crash_after_apply)]
@@ -87,7 +87,7 @@ def journal_records(jdir, n, terminal=1, gaps=()):
 def assert_exactly_once(db, jdir, n, terminal=1, gaps=()):
     """The ledger holds every approved purchase of the journal once, every record was received
     once, the watermark covers all, and the terminal's journal has drained."""
-    from simulator.backend import Ledger
+    from backend import Ledger
 
     led = Ledger(db)
     try:

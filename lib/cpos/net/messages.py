@@ -3,7 +3,7 @@
 Owns what both ends must agree on: `cpos/v1/<site>/<terminal id>/{up,down}/...` topics,
 the terminal id derived from the terminal number, the batch and acknowledgement
 payloads (JSON, UTF-8, message version `v`), and their limits. No I/O here; the device
-engine (cpos.uplink) and the reference backend (simulator.backend) both import it.
+engine (cpos.net.uplink) and the reference backend (backend) both import it.
 """
 import json
 
@@ -68,7 +68,7 @@ STATUS = "up/status"
 HEALTH = "up/health"  # terminal -> backend: the health report (QoS 0), card-table version included
 ACK = "down/ack"
 SYNC_UP = "up/sync"  # terminal -> backend: the card-table version it holds (a sync request)
-SYNC_DOWN = "down/sync"  # backend -> terminal: deltas, snapshot chunks, "current" (cpos.downlink)
+SYNC_DOWN = "down/sync"  # backend -> terminal: deltas, snapshot chunks, "current" (cpos.net.signing)
 
 
 def split_topic(t):

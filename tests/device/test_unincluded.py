@@ -1,11 +1,12 @@
-"""Own purchases not yet included by the backend (cpos.pending): counted exactly once."""
-from cpos import pending, rules
+"""Own purchases not yet included by the backend (cpos.cards.unincluded): counted exactly once."""
+from cpos import rules
+from cpos.cards import unincluded
 
 NOW = 1764072000
 
 
 def test_pending_purchases_reduce_balance_and_add_to_windows():
-    p = pending.Pending()
+    p = unincluded.Unincluded()
     p.clear(included_seq=10)
     p.add(9, 7, rules.PLACE_SCHOOL, 500, NOW)  # already included: ignored
     p.add(11, 7, rules.PLACE_SCHOOL, 1500, NOW)
@@ -24,7 +25,7 @@ def test_pending_purchases_reduce_balance_and_add_to_windows():
 
 
 def test_stale_windows_do_not_count_and_clear_forgets():
-    p = pending.Pending()
+    p = unincluded.Unincluded()
     p.add(1, 7, rules.PLACE_SCHOOL, 1500, NOW - 86400)  # yesterday
     card = rules.CardRecord()
     card.account, card.balance = 7, 10000
@@ -55,7 +56,7 @@ def test_advance_forgets_what_a_rebuild_would_and_reads_only_the_new_records():
 
     j = Journal(NorFlash(8 * 4096))
     j.recover()
-    p = pending.Pending()
+    p = unincluded.Unincluded()
     p.clear(0)
     t = NOW - 86400 - 3600  # yesterday, then today: window totals roll between them
     for i in range(40):
@@ -80,11 +81,11 @@ def test_advance_forgets_what_a_rebuild_would_and_reads_only_the_new_records():
         p.advance(j, inc)
         assert reads[0] <= inc - done + 1, (inc, reads[0])  # the new records, and one look past
         done = inc
-        fresh = pending.Pending()
+        fresh = unincluded.Unincluded()
         fresh.rebuild(j, inc)
         assert _state(p, now) == _state(fresh, now), inc
     assert p.count == 0 and p.accounts() == 0
     p.advance(j, 7)  # backwards (a restored backend): everything above 7 counts again
-    fresh = pending.Pending()
+    fresh = unincluded.Unincluded()
     fresh.rebuild(j, 7)
     assert p.included_seq == 7 and _state(p, now) == _state(fresh, now) and p.count > 0

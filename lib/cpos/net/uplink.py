@@ -17,7 +17,7 @@ The journal it needs (the real one is adapted to this):
 import asyncio
 import json
 
-from cpos import protocol
+from cpos.net import messages as protocol
 from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff, wait_event_ms
 
 _IDLE_MS = const(1000)
@@ -59,11 +59,11 @@ class Uplink:
         self.resends = 0
         self.acks = 0
         self.bad_acks = 0
-        self.key = None  # the site key (cpos.downlink.Key): acks must carry its tag
+        self.key = None  # the site key (cpos.net.signing.Key): acks must carry its tag
         if key is not None:
-            from cpos import downlink
+            from cpos.net import signing
 
-            self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
+            self.key = key if isinstance(key, signing.Key) else signing.Key(key)
             self._tb = self.t_ack.encode()
         client.subscribe(self.t_ack, 1, self._on_ack)
         client.add_connect_hook(self.kick)
@@ -83,11 +83,11 @@ class Uplink:
     def _on_ack(self, topic, payload, retained):
         try:
             if self.key is not None:
-                from cpos import downlink
+                from cpos.net import signing
 
                 try:
-                    payload = downlink.open_json(self.key, self._tb, payload)
-                except downlink.DownlinkError as e:
+                    payload = signing.open_json(self.key, self._tb, payload)
+                except signing.DownlinkError as e:
                     raise protocol.ProtocolError(e.why)
             w = protocol.decode_ack(payload)
         except protocol.ProtocolError as e:

@@ -17,11 +17,11 @@ import struct
 from binascii import crc32
 
 from cpos.compat import const
-from cpos import cardfmt
-from cpos.cardfmt import (PAGE, PAGE_DATA_END, PAGE_MAGIC, CRC_RESIDUE, Cursor,
+from cpos.cards import layout
+from cpos.cards.layout import (PAGE, PAGE_DATA_END, PAGE_MAGIC, CRC_RESIDUE, Cursor,
                           uid_hash, uid_kind, rd16, rd32, sealed_ok, seal)
-from cpos.carddelta import Delta, MAX_DELTA
-from cpos.cardoverlay import Overlay, CARD, C_STATUS, C_ACCOUNT
+from cpos.cards.delta import Delta, MAX_DELTA
+from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
 
 # lookup results
 FOUND = const(0)
@@ -69,7 +69,7 @@ class CardTable:
         self._img_blocks = self._slot_len - log_blocks
         if self._img_blocks < 2:
             raise ValueError("block device too small for a card table")
-        self.max_pages = min(cardfmt.MAX_PAGES, self._img_blocks - 1)
+        self.max_pages = min(layout.MAX_PAGES, self._img_blocks - 1)
         self.page = bytearray(PAGE)
         self.index = bytearray(2 * self.max_pages)
         self.ov = Overlay(acc_slots, card_slots)
@@ -139,7 +139,7 @@ class CardTable:
         self.slot = slot
         try:
             self.dev.readblocks(self._img_start(slot), p)
-            hv, hi, keys, hn, hc = cardfmt.decode_header(p)
+            hv, hi, keys, hn, hc = layout.decode_header(p)
             if (hv, hi, hn) != (version, inc, n_pages) or rd32(p, PAGE_DATA_END) != hdr_crc \
                     or hn > self.max_pages or hn < 1:
                 raise ValueError("header does not match its commit record")
@@ -147,7 +147,7 @@ class CardTable:
             self.state = BROKEN
             self.needs_resync = True
             return
-        self.index[0:2 * hn] = p[cardfmt.HDR_FIXED:cardfmt.HDR_FIXED + 2 * hn]
+        self.index[0:2 * hn] = p[layout.HDR_FIXED:layout.HDR_FIXED + 2 * hn]
         self.n_pages = hn
         self.n_cards = hc
         for w in range(3):
@@ -271,7 +271,7 @@ class CardTable:
         self.dev.readblocks(self._img_start(self.slot) + 1 + p, self.page)
         pg = self.page
         t = self._tag
-        if (crc32(pg) != CRC_RESIDUE or pg[0] != PAGE_MAGIC or pg[1] != cardfmt.FORMAT
+        if (crc32(pg) != CRC_RESIDUE or pg[0] != PAGE_MAGIC or pg[1] != layout.FORMAT
                 or rd16(pg, 4) != p or pg[6] != t[0] or pg[7] != t[1] or pg[8] != t[2] or pg[9] != t[3]):
             self.needs_resync = True
             return False
@@ -288,7 +288,7 @@ class CardTable:
         while lo <= hi:
             mid = (lo + hi) >> 1
             off = rd16(pg, PAGE_DATA_END - 2 * (mid + 1))
-            rn = cardfmt.UID_LENGTHS[pg[off] & 3]
+            rn = layout.UID_LENGTHS[pg[off] & 3]
             c = uid_hash(pg, off + 1, rn) - h
             if c == 0:
                 c = rn - n
@@ -297,8 +297,8 @@ class CardTable:
                     c = pg[off + 1 + j] - uid[j]
                     j += 1
             if c == 0:
-                end = cardfmt.record_end(pg, mid, cnt)
-                cardfmt.decode_record_into(pg, off, end, self._cur, card, spends, self.ref_keys)
+                end = layout.record_end(pg, mid, cnt)
+                layout.decode_record_into(pg, off, end, self._cur, card, spends, self.ref_keys)
                 return FOUND
             if c < 0:
                 lo = mid + 1
@@ -308,7 +308,7 @@ class CardTable:
 
     # -- deltas ---------------------------------------------------------------------
     def apply_delta(self, buf):
-        """Apply one encoded delta (cpos.carddelta); APPLIED, DUPLICATE, GAP, MALFORMED or NO_SPACE.
+        """Apply one encoded delta (cpos.cards.delta); APPLIED, DUPLICATE, GAP, MALFORMED or NO_SPACE.
 
         Durable (in the delta log) before it returns APPLIED, and seen by the next lookup.
         """
@@ -365,7 +365,7 @@ class CardTable:
 
     # -- installs -------------------------------------------------------------------
     def install_begin(self, version, included_seq, total_chunks):
-        """Start receiving a snapshot image (cardfmt.build_image) in `total_chunks` chunks."""
+        """Start receiving a snapshot image (layout.build_image) in `total_chunks` chunks."""
         self._inst = None
         for v in (version, included_seq):
             if type(v) is not int or not 0 <= v <= 0xFFFFFFFF:
@@ -423,7 +423,7 @@ class CardTable:
         if got != total:
             return INSTALL_BAD
         try:
-            from cpos.cardinstall import verify_image
+            from cpos.cards.install import verify_image
             n_pages = verify_image(self, slot, version, inc, nbytes)
         except ValueError:
             return INSTALL_BAD
@@ -452,5 +452,5 @@ class CardTable:
         image would not fit. Constant RAM: one page read and one page built at a time.
         Takes seconds on a large table: call it when `needs_compaction` and idle.
         """
-        from cpos.cardinstall import compact
+        from cpos.cards.install import compact
         return compact(self)

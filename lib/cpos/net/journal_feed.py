@@ -1,4 +1,4 @@
-"""The purchase journal as the uplink engine sees it (cpos.uplink's journal interface).
+"""The purchase journal as the uplink engine sees it (cpos.net.uplink's journal interface).
 
 Owns the translation between the journal on flash (cpos.journal: 64-byte records, a
 durable release watermark) and the uplink: records by exact sequence number, as the

@@ -26,7 +26,7 @@ MAX_BODY = const(4096)
 MAX_MESSAGE = const(4144)  # HEAD + MAX_BODY + TAG
 
 # types
-DELTA = const(1)  # body: one card-table delta (cpos.carddelta); version = the delta's version
+DELTA = const(1)  # body: one card-table delta (cpos.cards.delta); version = the delta's version
 CHUNK = const(2)  # body: chunk `index` of `total` of a snapshot image; arg = included_seq
 CURRENT = const(3)  # no body: "you are up to date at `version`"; arg = the nonce of the request
 TYPES = const(3)

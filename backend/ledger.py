@@ -20,7 +20,7 @@ import json
 import sqlite3
 import time
 
-from cpos import protocol
+from cpos.net import messages
 from cpos.localtime import format_local
 from cpos.money import format_kr
 
@@ -131,7 +131,7 @@ CREATE TABLE IF NOT EXISTS topup_triggers (       -- issue 8 acts on them
     account INTEGER NOT NULL,
     t INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',       -- pending, inflight, done, failed, skipped
-    reason TEXT,                                  -- why failed / skipped / done (simulator/backend/topup.py)
+    reason TEXT,                                  -- why failed / skipped / done (backend/topup.py)
     attempt INTEGER,                              -- topup_attempts.id that answered it
     PRIMARY KEY (terminal, seq)
 );
@@ -150,7 +150,7 @@ CREATE TABLE IF NOT EXISTS topup_attempts (       -- charges of a stored payment
 CREATE UNIQUE INDEX IF NOT EXISTS one_inflight_topup ON topup_attempts (account) WHERE status = 'inflight';
 CREATE TABLE IF NOT EXISTS changes (              -- what the downlink must tell terminals, in order
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,                           -- cpos.carddelta.NAMES: balance, block, unblock,
+    kind TEXT NOT NULL,                           -- cpos.cards.delta.NAMES: balance, block, unblock,
                                                   -- new_card, replace, limits, places, enrol, totals
     account INTEGER,
     uid TEXT,                                     -- block/unblock/new_card: the card; replace: the old card
@@ -291,7 +291,7 @@ class Ledger:
             self.db.execute(
                 "INSERT INTO terminals (number, tid, site, place, kind) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (number) DO UPDATE SET site = excluded.site, place = excluded.place, kind = excluded.kind",
-                (number, protocol.terminal_id(number), site, place, kind))
+                (number, messages.terminal_id(number), site, place, kind))
 
     def deposit(self, account, amount, t=None, text="Indbetaling", card=None):
         """Money in (top-up, transfer in): one ledger row, balance up."""
@@ -324,7 +324,7 @@ class Ledger:
     def apply_batch(self, site, tid, payload):
         """Apply one batch message from terminal `tid` in one transaction; return Applied.
 
-        Raises protocol.ProtocolError (nothing changed) for a malformed batch or records that
+        Raises messages.ProtocolError (nothing changed) for a malformed batch or records that
         name another terminal; the caller records it with reject() and does not ack it.
 
         A record whose (terminal, seq) already holds a different record is a conflict: it is
@@ -334,11 +334,11 @@ class Ledger:
         durably stored for staff to settle (`conflicts()`), and withholding the ack would
         wedge the terminal, whose every resend would conflict again.
         """
-        number = protocol.terminal_number(tid)
-        lo, hi, recs = protocol.decode_batch(payload)
+        number = messages.terminal_number(tid)
+        lo, hi, recs = messages.decode_batch(payload)
         for r in recs:
             if r["terminal"] != number:
-                raise protocol.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
+                raise messages.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
         now = int(time.time())
         db = self.db
         new = dup = purchases = triggers = 0
@@ -408,13 +408,13 @@ class Ledger:
         return Applied(w, new, dup, purchases, triggers, conflicts)
 
     def set_status(self, tid, online, t):
-        number = protocol.terminal_number(tid)
+        number = messages.terminal_number(tid)
         with self._tx():
             self.db.execute("UPDATE terminals SET online = ?, status_t = ? WHERE number = ?", (int(online), t, number))
 
     def set_health(self, tid, report):
-        """Keep a terminal's latest health report (a dict decoded by protocol.decode_health)."""
-        number = protocol.terminal_number(tid)
+        """Keep a terminal's latest health report (a dict decoded by messages.decode_health)."""
+        number = messages.terminal_number(tid)
         with self._tx():
             self.db.execute("INSERT OR REPLACE INTO health (terminal, t, table_version, report) VALUES (?, ?, ?, ?)",
                             (number, report["t"], report["table_version"], json.dumps(report, sort_keys=True)))

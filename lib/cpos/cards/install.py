@@ -1,14 +1,14 @@
 """Card table installs that run off the tap path: checking a received image, compaction.
 
-Imported by cpos.cardtable only when needed, so its code takes no RAM until then.
+Imported by cpos.cards.table only when needed, so its code takes no RAM until then.
 `verify_image` reads back a snapshot written beside the live table and checks every
 block and record; `compact` folds the overlay into a new image in the other slot.
 """
 import struct
 
-from cpos import cardfmt
-from cpos.cardfmt import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sealed_ok, sort_key
-from cpos.cardoverlay import CARD, C_STATUS, C_ACCOUNT
+from cpos.cards import layout
+from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sealed_ok, sort_key
+from cpos.cards.overlay import CARD, C_STATUS, C_ACCOUNT
 from cpos.rules import CardRecord, Spends
 
 _OK = 0  # cardtable.INSTALL_OK
@@ -21,12 +21,12 @@ def verify_image(t, slot, version, inc, nbytes):
     p = t.page
     start = t._img_start(slot)
     t.dev.readblocks(start, p)
-    hv, hi, keys, n_pages, n_cards = cardfmt.decode_header(p)
+    hv, hi, keys, n_pages, n_cards = layout.decode_header(p)
     if hv != version or hi != inc or n_pages < 1 or n_pages > t.max_pages:
         raise ValueError("header does not match the install")
     if nbytes != (1 + n_pages) * PAGE:
         raise ValueError("image length")
-    index = bytes(p[cardfmt.HDR_FIXED:cardfmt.HDR_FIXED + 2 * n_pages])
+    index = bytes(p[layout.HDR_FIXED:layout.HDR_FIXED + 2 * n_pages])
     tag = struct.pack("<I", version & 0xFFFFFFFF)
     card = CardRecord()
     spends = Spends()
@@ -35,7 +35,7 @@ def verify_image(t, slot, version, inc, nbytes):
     count = 0
     for pn in range(n_pages):
         t.dev.readblocks(start + 1 + pn, p)
-        if not sealed_ok(p) or p[0] != PAGE_MAGIC or p[1] != cardfmt.FORMAT \
+        if not sealed_ok(p) or p[0] != PAGE_MAGIC or p[1] != layout.FORMAT \
                 or rd16(p, 4) != pn or bytes(p[6:10]) != tag:
             raise ValueError("page damaged")
         cnt = rd16(p, 2)
@@ -46,11 +46,11 @@ def verify_image(t, slot, version, inc, nbytes):
         hi = rd16(index, 2 * pn + 2) if pn + 1 < n_pages else 0x10000
         prev = PAGE_HDR
         for i in range(cnt):
-            off = cardfmt.dir_entry(p, i)
-            end = cardfmt.record_end(p, i, cnt)
+            off = layout.dir_entry(p, i)
+            end = layout.record_end(p, i, cnt)
             if off != prev or end <= off or end > fill:
                 raise ValueError("page directory")
-            n = cardfmt.decode_record_into(p, off, end, cur, card, spends, keys)
+            n = layout.decode_record_into(p, off, end, cur, card, spends, keys)
             if cur.pos != end:
                 raise ValueError("record length")
             key = sort_key(p[off + 1:off + 1 + n])
@@ -87,12 +87,12 @@ def compact(t):
         o = i * CARD
         f = c[o]
         if f != 0xFF and f & C_ACCOUNT:
-            uid = bytes(c[o + 1:o + 1 + cardfmt.UID_LENGTHS[f & 3]])
+            uid = bytes(c[o + 1:o + 1 + layout.UID_LENGTHS[f & 3]])
             acct = c[o + 11] | (c[o + 12] << 8) | (c[o + 13] << 16)
             card.clear()
             spends.clear()
             t.ov.acc_apply(t.ov.acc_find(acct), card, spends)
-            rec = cardfmt.encode_record(uid, acct, (f >> 2) & 3, cardfmt.card_account(card, spends), keys)
+            rec = layout.encode_record(uid, acct, (f >> 2) & 3, layout.card_account(card, spends), keys)
             news.append((sort_key(uid), rec))
     news.sort()
     written = [0]
@@ -104,7 +104,7 @@ def compact(t):
         t.dev.writeblocks(start + 1 + written[0], page)
         written[0] += 1
 
-    packer = cardfmt.PagePacker(t.version & 0xFFFFFFFF, emit)
+    packer = layout.PagePacker(t.version & 0xFFFFFFFF, emit)
     j = 0
     pg = t.page
     cur = t._cur
@@ -114,9 +114,9 @@ def compact(t):
                 raise ValueError("damaged page")
             cnt = rd16(pg, 2)
             for i in range(cnt):
-                off = cardfmt.dir_entry(pg, i)
-                end = cardfmt.record_end(pg, i, cnt)
-                n = cardfmt.decode_record_into(pg, off, end, cur, card, spends, keys)
+                off = layout.dir_entry(pg, i)
+                end = layout.record_end(pg, i, cnt)
+                n = layout.decode_record_into(pg, off, end, cur, card, spends, keys)
                 uid = bytes(pg[off + 1:off + 1 + n])
                 key = sort_key(uid)
                 while j < len(news) and news[j][0] < key:
@@ -131,8 +131,8 @@ def compact(t):
                 ai = t.ov.acc_find(card.account)
                 if ai >= 0:
                     t.ov.acc_apply(ai, card, spends)
-                packer.add(cardfmt.encode_record(uid, card.account, card.status,
-                                                 cardfmt.card_account(card, spends), keys))
+                packer.add(layout.encode_record(uid, card.account, card.status,
+                                                 layout.card_account(card, spends), keys))
             if t.progress is not None:
                 t.progress()
         while j < len(news):
@@ -141,7 +141,7 @@ def compact(t):
         n_pages = packer.close()
         if n_pages < 1:
             raise ValueError("a table needs at least one card")
-        hdr = cardfmt.encode_header(t.version, t.included_seq, keys, n_pages, packer.cards,
+        hdr = layout.encode_header(t.version, t.included_seq, keys, n_pages, packer.cards,
                                     packer.index)
     except ValueError:
         return _BAD

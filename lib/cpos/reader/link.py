@@ -24,7 +24,7 @@ stand in with the same methods as the machine classes.
 or `{"link": "tcp", "host": "127.0.0.1", "port": 5532}`.
 """
 from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 
 try:
     import asyncio

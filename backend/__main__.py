@@ -1,11 +1,11 @@
-"""`python -m simulator.backend ACTION --db FILE ...`: run the backend, or do one portal action.
+"""`python -m backend ACTION --db FILE ...`: run the backend, or do one portal action.
 
-    python -m simulator.backend serve --db FILE --port N --password PW [...]
-    python -m simulator.backend --db FILE --port N --password PW [...]      (same: the old form)
-    python -m simulator.backend top-up --db FILE --account 7 --kr 200
-    python -m simulator.backend block --db FILE --card 884263sae
-    python -m simulator.backend conflicts --db FILE [--terminal 7] [--json]
-    ...  (`python -m simulator.backend -h` lists every action; docs/portal.md describes them)
+    python -m backend serve --db FILE --port N --password PW [...]
+    python -m backend --db FILE --port N --password PW [...]      (same: the old form)
+    python -m backend top-up --db FILE --account 7 --kr 200
+    python -m backend block --db FILE --card 884263sae
+    python -m backend conflicts --db FILE [--terminal 7] [--json]
+    ...  (`python -m backend -h` lists every action; docs/portal.md describes them)
 
 A refused action prints one line `error: ...` on stderr and exits 2; nothing changed.
 """
@@ -19,14 +19,14 @@ import sys
 from cpos import reasons
 from cpos.localtime import format_local
 from cpos.money import format_kr, parse_kr
-from simulator.backend.ledger import Ledger, format_statement
-from simulator.backend.payments import PaymentProvider
-from simulator.backend.portal import PLACES, WINDOWS, Portal, PortalError
-from simulator.backend.topup import TopupProcessor
+from backend.ledger import Ledger, format_statement
+from backend.payments import PaymentProvider
+from backend.portal import PLACES, WINDOWS, Portal, PortalError
+from backend.topup import TopupProcessor
 
 
 def _serve(a):
-    from simulator.backend.service import Backend
+    from backend.service import Backend
 
     keys = {}
     for sk in a.site_key:
@@ -173,7 +173,7 @@ def _do(a, led):
 
 
 def _parser():
-    ap = argparse.ArgumentParser(prog="python -m simulator.backend",
+    ap = argparse.ArgumentParser(prog="python -m backend",
                                  description="The reference backend: serve it, or do one portal action.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="ACTION")
     db = argparse.ArgumentParser(add_help=False)

@@ -21,7 +21,9 @@ class _Entry:
         self.spends = rules.Spends()
 
 
-class Pending:
+class Unincluded:
+    """Own approved purchases above the synced table's included_seq, summed per account."""
+
     def __init__(self):
         self._by_account = {}
         self.included_seq = 0
@@ -36,7 +38,7 @@ class Pending:
     def rebuild(self, journal, included_seq):
         """Forget everything and count again every approved purchase in `journal`
         (cpos.journal) above `included_seq`: at boot, and whenever a synced delta or
-        snapshot moves the table's included_seq (cpos.sync), so a purchase the backend
+        snapshot moves the table's included_seq (cpos.net.sync), so a purchase the backend
         has included stops counting at the same moment the synced balance starts to."""
         self.clear(included_seq)
         self._approved(journal, included_seq, 0xFFFFFFFF, self.add)

@@ -5,13 +5,13 @@ connect and whenever the table needs one (empty, broken, a version gap, no room)
 applying what comes back on `down/sync`: versioned deltas in order, snapshot chunks
 installed beside the live table and switched to atomically, and the backend's
 `current` answer that says the terminal is up to date. Every message is verified
-(cpos.downlink) before anything in it is looked at; one that is malformed, forged,
+(cpos.net.signing) before anything in it is looked at; one that is malformed, forged,
 replayed or out of order changes nothing and is counted and logged.
 
 When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` is
 called at once, before the next message and before any tap can run: the app moves its
-pending purchases (cpos.pending) on to count only those above that seq, and lets the
-journal release records up to min(backend ack, included_seq) (cpos.uplink_feed).
+pending purchases (cpos.cards.unincluded) on to count only those above that seq, and lets the
+journal release records up to min(backend ack, included_seq) (cpos.net.journal_feed).
 `last_contact` (UTC seconds, with a `clock`) is when authentic news last arrived: what
 an offline-exposure policy (cpos.offline) measures staleness from. Runs in its own
 asyncio task; message handling allocates no buffer beyond the payload the MQTT client
@@ -20,7 +20,9 @@ already holds.
 import asyncio
 import os
 
-from cpos import cardtable, downlink, protocol
+from cpos.cards import table as cardtable
+from cpos.net import signing
+from cpos.net import messages as protocol
 from cpos.compat import const, ticks_diff, ticks_ms, wait_event_ms
 
 _IDLE_MS = const(1000)
@@ -44,7 +46,7 @@ class Sync:
                  settle_ms=500, ticks=ticks_ms, clock=None):
         self.table = table
         self.client = client
-        self.key = key if isinstance(key, downlink.Key) else downlink.Key(key)
+        self.key = key if isinstance(key, signing.Key) else signing.Key(key)
         self.t_up = protocol.topic(site, tid, protocol.SYNC_UP)
         self.t_down = protocol.topic(site, tid, protocol.SYNC_DOWN)
         self._tb = self.t_down.encode()
@@ -55,7 +57,7 @@ class Sync:
         self._ok = asyncio.Event()  # set while the backend's last word is "current"
         self._connected_at = None  # ticks of the last connect, until the backend answers
         self.ticks = ticks
-        self._msg = downlink.Message()
+        self._msg = signing.Message()
         self._wake = asyncio.Event()
         self._want = True  # a sync request must go out
         self._asked = None  # ticks of the unanswered request, or None
@@ -117,13 +119,13 @@ class Sync:
     # -- messages (run in the MQTT client's reader task; never await) ---------------
     def _on_msg(self, topic, payload, retained):
         try:
-            m = downlink.decode(self.key, self._tb, payload, self._msg)
-        except downlink.DownlinkError as e:
+            m = signing.decode(self.key, self._tb, payload, self._msg)
+        except signing.DownlinkError as e:
             self._reject(e.why)
             return
-        if m.kind == downlink.DELTA:
+        if m.kind == signing.DELTA:
             self._delta(m)
-        elif m.kind == downlink.CHUNK:
+        elif m.kind == signing.CHUNK:
             self._chunk(m)
         else:
             self._current(m)

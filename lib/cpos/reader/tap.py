@@ -27,7 +27,7 @@ Firmware use:
                                    # until the next tap (copy it to keep it)
 """
 from cpos.compat import const
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 
 # step() results
 ERROR = const(-1)

@@ -1,6 +1,6 @@
 """The reference backend's MQTT side: batches in, acknowledgements out.
 
-Owns the backend's one broker connection (cpos.mqtt on CPython, persistent session,
+Owns the backend's one broker connection (cpos.net.mqtt on CPython, persistent session,
 QoS 1 subscription to every terminal's uplink) and the order that makes delivery
 exactly-once in effect: apply the batch in one SQLite transaction, commit, publish the
 terminal's watermark (retained, QoS 1), and only then PUBACK the batch to the broker.
@@ -11,11 +11,11 @@ by the ledger (`uplink_conflicts`), logged here as CONFLICT, and acknowledged.
 
 Automatic top-up: with `payments` (the simulated provider's SQLite file), a batch that
 brought new top-up triggers, once acknowledged, wakes a worker thread that runs the
-TopupProcessor (simulator/backend/topup.py) on its own connection to the ledger, so a
+TopupProcessor (backend/topup.py) on its own connection to the ledger, so a
 slow payment provider never delays an ack. At start the worker finishes any attempt a
 previous run left in flight, then answers triggers still pending.
 
-With site keys it also runs the downlink (simulator.backend.downlink): sync requests
+With site keys it also runs the downlink (backend.downlink): sync requests
 (`up/sync`) are answered with deltas or a snapshot and a `current`; after each batch, and
 every `poll_ms` for changes other processes made to the ledger (the portal), new changes
 go out as deltas to every terminal with a stream.
@@ -26,8 +26,9 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from cpos import downlink, protocol
-from cpos.mqtt import Fatal, MQTTClient
+from cpos.net import signing
+from cpos.net import messages as protocol
+from cpos.net.mqtt import Fatal, MQTTClient
 
 
 def _seqs(seqs, most=10):
@@ -52,7 +53,7 @@ class Backend:
         self.downlink = None
         self.poll_ms = poll_ms
         if site_keys:
-            from simulator.backend.downlink import Downlink
+            from backend.downlink import Downlink
 
             self.downlink = Downlink(ledger, site_keys, log=self.log)
             self._dl_lock = asyncio.Lock()  # messages leave in the order their versions were made
@@ -68,9 +69,9 @@ class Backend:
             self._start_topups(payments, topup_threshold, crash_after_charge)
 
     def _start_topups(self, payments, threshold, crash_after_charge):
-        from simulator.backend.ledger import Ledger
-        from simulator.backend.payments import PaymentProvider
-        from simulator.backend.topup import TopupProcessor
+        from backend.ledger import Ledger
+        from backend.payments import PaymentProvider
+        from backend.topup import TopupProcessor
 
         if self.ledger.path == ":memory:":
             raise ValueError("automatic top-up needs the ledger in a file (the worker opens its own connection)")
@@ -170,14 +171,14 @@ class Backend:
             self.conflicts += res.conflicts
             self.log("backend: CONFLICT: %s sent %d record(s) under seq(s) already holding different records "
                      "(journal wiped or replaced?): %s; kept in uplink_conflicts, not booked, acknowledged; "
-                     "list them with `python -m simulator.backend conflicts`"
+                     "list them with `python -m backend conflicts`"
                      % (tid, res.conflicts, _seqs(res.conflict_seqs)))
         if self.crash_after_apply and self.applied >= self.crash_after_apply:
             os.kill(os.getpid(), signal.SIGKILL)  # committed, not acknowledged: the fault test
         ack = protocol.encode_ack(res.watermark, int(time.time()))
         t_ack = protocol.topic(site, tid, protocol.ACK)
         if self.downlink is not None and site in self.downlink.keys:
-            ack = downlink.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
+            ack = signing.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
         await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
             await self._downlink(self.downlink.pump)  # the new balances and included_seq

@@ -9,8 +9,8 @@ Runtime-neutral; decoding garbage raises ValueError, never anything else.
 import struct
 
 from cpos.compat import const
-from cpos import cardfmt
-from cpos.cardfmt import Cursor, sealed_ok, seal, uid_kind
+from cpos.cards import layout as cardfmt
+from cpos.cards.layout import Cursor, sealed_ok, seal, uid_kind
 from cpos.rules import CardRecord, Spends, NO_LIMIT
 
 MAGIC = const(0x44)

@@ -13,7 +13,7 @@ ever): `begin()` sets them to `passive_retries`, so one poll ends in tens of ms 
 or without a card. Buffers are allocated once; a UID lands in `self.uid`.
 """
 from cpos.compat import const
-from cpos import pn532_frame as F
+from cpos.reader import frame as F
 
 CMD_GET_FIRMWARE_VERSION = const(0x02)
 CMD_SAM_CONFIGURATION = const(0x14)

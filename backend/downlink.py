@@ -10,11 +10,15 @@ that watermark (booked, but not yet contiguous), so the terminal's
 `synced balance - own purchases above included_seq` never counts one twice.
 
 No I/O here: `pump()` and `on_request()` return (topic, payload) lists for the MQTT
-service (simulator.backend.service) to publish, after the stream is committed.
+service (backend.service) to publish, after the stream is committed.
 """
 import time
 
-from cpos import carddelta, cardfmt, downlink, localtime, protocol, rules
+from cpos import localtime, rules
+from cpos.cards import delta as carddelta
+from cpos.cards import layout
+from cpos.net import signing
+from cpos.net import messages as protocol
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per terminal
@@ -34,7 +38,7 @@ CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payl
 );
 """
 
-CHUNK = downlink.MAX_BODY  # one image block per message
+CHUNK = signing.MAX_BODY  # one image block per message
 _STATUS = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
 _ACCOUNT_KINDS = ("balance", "limits", "places", "enrol", "totals")
 _LONGEST_WINDOW = 31 * 86400  # no day, ISO week or month spans more than this
@@ -46,7 +50,7 @@ class Downlink:
         """`keys`: {site: key bytes}; terminals of other sites get nothing."""
         self.led = ledger
         self.db = ledger.db
-        self.keys = dict((s, downlink.Key(k)) for s, k in keys.items())
+        self.keys = dict((s, signing.Key(k)) for s, k in keys.items())
         self.keep = keep
         self.log = log or (lambda m: None)
         self.db.executescript(SCHEMA)
@@ -65,7 +69,7 @@ class Downlink:
     def _totals(self, account, number, w):
         """(keys, totals): what the account spent at tills in the day, week and month holding
         its newest till purchase, per kind of place, less this terminal's purchases above its
-        watermark `w` (the terminal counts those itself, cpos.pending), as the balance does.
+        watermark `w` (the terminal counts those itself, cpos.cards.unincluded), as the balance does.
 
         Windows follow the purchases' own times, so a terminal whose clock has moved on to a
         new day, week or month sees older keys and counts them as zero (rules.Spends).
@@ -95,7 +99,7 @@ class Downlink:
         return limits
 
     def _account(self, account, number, w):
-        """The account tuple of cpos.cardfmt. Window totals only where a limit is set:
+        """The account tuple of cpos.cards.layout. Window totals only where a limit is set:
         without one they cannot change a decision, and they would cost table bytes."""
         db = self.db
         places = 0
@@ -149,7 +153,7 @@ class Downlink:
             if account not in accounts:
                 accounts[account] = self._account(account, number, w)
             cards.append((bytes.fromhex(uid), account, _STATUS[status]))
-        return cardfmt.build_image(cards, accounts, version, w)
+        return layout.build_image(cards, accounts, version, w)
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -168,13 +172,13 @@ class Downlink:
 
     def _seal(self, site, tid, kind, version, body=b"", arg=0, index=0, total=0):
         t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-        return t, downlink.encode(self.keys[site], t.encode(), kind, version, body, arg, index, total)
+        return t, signing.encode(self.keys[site], t.encode(), kind, version, body, arg, index, total)
 
     def _snapshot(self, number, tid, site, w, version):
         """Messages of a snapshot at `version`; the stream jumps to it (caller's transaction)."""
         img = self.image(version, number, w)
         total = (len(img) + CHUNK - 1) // CHUNK
-        out = [self._seal(site, tid, downlink.CHUNK, version, img[i * CHUNK:(i + 1) * CHUNK], w, i, total)
+        out = [self._seal(site, tid, signing.CHUNK, version, img[i * CHUNK:(i + 1) * CHUNK], w, i, total)
                for i in range(total)]
         last = self.db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
         self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
@@ -212,7 +216,7 @@ class Downlink:
             if d is SKIP:
                 continue
             version += 1
-            msg = self._seal(site, tid, downlink.DELTA, version, d)
+            msg = self._seal(site, tid, signing.DELTA, version, d)
             self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, ?)", (number, version, msg[1]))
             out.append(msg)
         top = rows[-1][0] if rows else change_id
@@ -272,5 +276,5 @@ class Downlink:
                 else:
                     out = []  # current already
             version = self._stream(number)[0]
-        out.append(self._seal(site, tid, downlink.CURRENT, version, arg=nonce))
+        out.append(self._seal(site, tid, signing.CURRENT, version, arg=nonce))
         return out
