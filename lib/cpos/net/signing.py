@@ -1,6 +1,6 @@
 """Downlink messages (backend -> terminal): the envelope, its HMAC-SHA256 tag, its codec.
 
-Owns the byte layout of docs/protocol.md ("Downlink"): every message on
+Owns the byte layout of docs/protocol.md (Part 2, "Downlink"): every message on
 `cpos/v1/<site>/<tid>/down/sync` is
 
     magic 'S' | format 1 | type | 0 | version u32 | arg u32 | index u16 | total u16 |

@@ -1,6 +1,6 @@
 """The sync engine: the card table kept in step with the backend over the downlink.
 
-Owns the terminal's side of docs/protocol.md ("Downlink"): asking for a sync on every
+Owns the terminal's side of docs/protocol.md (Part 2, "Downlink"): asking for a sync on every
 connect and whenever the table needs one (empty, broken, a version gap, no room), and
 applying what comes back on `down/sync`: versioned deltas in order, snapshot chunks
 installed beside the live table and switched to atomically, and the backend's
