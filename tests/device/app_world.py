@@ -70,6 +70,9 @@ class Board:
     def outputs(self, spec):
         return self.out
 
+    def pos_link(self, spec):
+        return None  # cfg() has no POS ("link": "none"): tests call app.pos.session themselves
+
     def now(self):
         return self.t
 
@@ -174,5 +177,5 @@ class CheckingWriter(Writer):
 
 def pay(app, writer, amount, uid=UID, ref="r1"):
     """The till opens a payment and the card is tapped."""
-    app.request.set(ref, amount, "1x Test", writer)
+    app.pos.request.set(ref, amount, "1x Test", writer)
     asyncio.run(app.on_tap(memoryview(uid), ticks_ms()))
