@@ -23,6 +23,7 @@ from cpos.compat import ticks_ms
 from cpos.journal import Journal
 
 from app import App
+from pos_fakes import Writer
 
 NOW = 1764068400
 UID = b"\x04\x11\x22\x33"
@@ -128,22 +129,6 @@ def boot(board, kind="till", offline=None):
     app = App(board, cfg(kind, offline), log.Log(lambda line: None))
     app.recover()
     return app
-
-
-class Writer:
-    """The till's end of the link: the lines it heard."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(bytes(data).decode().strip())
-
-    async def drain(self):
-        pass
-
-    def close(self):
-        pass
 
 
 class LostWriter(Writer):

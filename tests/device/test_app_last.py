@@ -15,23 +15,7 @@ import asyncio
 from cpos.compat import ticks_ms
 
 from app_world import LOW, NOW, UID, Board, LostWriter, Writer, boot, fresh_flash, pay
-
-
-class Script:
-    """A POS link's incoming side: the lines in order; a callable in between runs first
-    (a tap, a check), as if it happened while the terminal waited for the next line."""
-
-    def __init__(self, items):
-        self.items = list(items)
-
-    async def readline(self):
-        while self.items:
-            item = self.items.pop(0)
-            if callable(item):
-                await item()
-            else:
-                return item
-        return b""
+from pos_fakes import Script
 
 
 def test_after_a_power_cut_last_names_the_purchase_whose_reply_was_lost():
