@@ -7,7 +7,8 @@ ESP32 boards with empty stand-ins for `machine` and `esp32` (nothing of them is
 called at import; `Esp32Board.install` puts the interface into the module). The
 names used are collected from the files that see the board module: `firmware/*.py`
 and every file under `lib/`, `host_tools/` and `simulator/` that imports `board` or
-holds one as `self.board`.
+holds one as `self.board`. And main.py and app.py import no `machine`, `esp32` or
+`network` themselves: the hardware is the board's.
 """
 import glob
 import importlib.util
@@ -119,3 +120,11 @@ def test_esp32_boards_install_only_documented_names(load_board):
     assert not undocumented, "Esp32Board.install offers names boards/README.md does not list: %s" % undocumented
     assert set(REQUIRED) <= set(installed), set(REQUIRED) - set(installed)
     assert esp32_board.NAME == "esp32_uart"
+
+
+def test_the_firmware_reaches_the_hardware_only_through_board():
+    for name in ("main.py", "app.py"):
+        with open(os.path.join(ROOT, "firmware", name), encoding="utf-8") as f:
+            text = f.read()
+        found = re.findall(r"^\s*(?:import|from)\s+(machine|esp32|network)\b", text, re.M)
+        assert not found, "firmware/%s imports %s: that is the board's (boards/README.md)" % (name, found)
