@@ -3,8 +3,9 @@
 Owns the order of things on the device. At start: configuration, journal recovery
 (before the first tap), card table mount, own pending purchases rebuilt from the
 journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
-requests over the line protocol, and `LAST`: the newest journaled decision, for a till
-that lost a reply), feedback (LED, buzzer, display), health (figures
+requests over the line protocol, served by `cpos.pos.server` over the board's POS link;
+the app answers `LAST`: the newest journaled decision, for a till that lost a reply),
+feedback (LED, buzzer, display), health (figures
 for logs and the uplink), watchdog (fed only while every task is alive), and, when
 configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
 stops every task and returns to main.py, which restarts it (journal recovery again:
@@ -22,41 +23,19 @@ from cpos import feedback, purchase, reasons, rules
 from cpos.cards import table as cardtable
 from cpos.cards import unincluded
 from cpos.pos import lines as posproto
+from cpos.pos import server as posserver
 from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 from cpos.journal import Journal, JournalFull
 from cpos.reader.pn532 import PN532
 from cpos.reader.tap import CardReader, TAP
 
-_REQUEST_TIMEOUT_MS = const(60000)
-_HEALTH_EVERY_MS = const(30000)
+_HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes) its figures
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
-_WDT_FEED_MS = const(1000)
-_READER_STALL_MS = const(8000)
-_BIND_TRIES = const(20)  # the reader task must report a poll at least this often
+_WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
+_READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
 _IDLE_COMPACT_MS = const(20000)  # no card and no open request for this long: compact now
-_ACC_SLOTS = const(64)
-_CARD_SLOTS = const(32)  # the reader task must report a poll at least this often
-
-
-class Request:
-    """The open payment (till) or vend request (vending machine)."""
-
-    def __init__(self):
-        self.open = False
-        self.ref = ""
-        self.amount = 0
-        self.item = ""
-        self.writer = None
-        self.since = 0
-
-    def set(self, ref, amount, item, writer):
-        self.open = True
-        self.ref, self.amount, self.item, self.writer = ref, amount, item, writer
-        self.since = ticks_ms()
-
-    def close(self):
-        self.open = False
-        self.writer = None
+_ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
+_CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
 
 class App:
@@ -81,7 +60,7 @@ class App:
         self.unincluded = unincluded.Unincluded()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
-        self.request = Request()
+        self.pos = posserver.Server(self.profile.kind, cfg.terminal_id, self.last_line, log)
         self.reader = None
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         self._fb = asyncio.Event()
@@ -192,7 +171,7 @@ class App:
     async def on_tap(self, uid, tap_ms):
         self._last_tap = tap_ms
         now = self.board.now()
-        req = self.request
+        req = self.pos.request
         if not req.open:
             code, balance = self.balance_of(uid, now)
             self._show(("balance", code, 0, balance))
@@ -213,7 +192,7 @@ class App:
             line = posproto.approved(ref, seq, amount, balance_after)
         else:
             line = posproto.refused(ref, reasons.name(code))
-        await _send(writer, line)
+        await posserver.send(writer, line)
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
@@ -263,86 +242,8 @@ class App:
                 fb.play(fb.unknown_for_balance(code))
 
     async def pos_task(self):
-        pos = self.cfg.pos
-        if pos["link"] == "tcp":
-            server = await self._listen(pos["host"], pos["port"])
-            self.log.info("POS: listening on %s:%d" % (pos["host"], pos["port"]))
-            try:
-                while True:
-                    await sleep_ms(_REQUEST_TIMEOUT_MS // 4)
-                    self.expire_request()
-            finally:
-                server.close()
-        elif pos["link"] == "uart":
-            import machine
-
-            uart = machine.UART(pos.get("uart", 1), baudrate=pos.get("baud", 115200),
-                                tx=pos.get("tx"), rx=pos.get("rx"))
-            stream = asyncio.StreamReader(uart)
-            await self.pos_session(stream, asyncio.StreamWriter(uart, {}))
-        else:
-            while True:  # no POS: every tap shows the balance
-                await sleep_ms(_REQUEST_TIMEOUT_MS)
-
-    async def _listen(self, host, port):
-        """The POS server socket. Right after a reset the port may still be held by the
-        previous run for a moment (EADDRINUSE): retry for a few seconds, then fail."""
-        for attempt in range(_BIND_TRIES):
-            try:
-                return await asyncio.start_server(self.pos_session, host, port)
-            except OSError as e:
-                if attempt == _BIND_TRIES - 1:
-                    raise
-                self.log.warn("POS: cannot listen on %s:%d yet (%s), retrying" % (host, port, e))
-                await sleep_ms(250)
-
-    def expire_request(self):
-        req = self.request
-        if req.open and ticks_diff(ticks_ms(), req.since) > _REQUEST_TIMEOUT_MS:
-            writer, ref = req.writer, req.ref
-            req.close()
-            asyncio.create_task(_send(writer, posproto.expired(ref)))
-
-    async def pos_session(self, stream, writer):
-        """One POS connection: requests in, replies out. Bad lines get ERR, never a crash."""
-        self.log.info("POS: connected")
-        req = self.request
-        want = posproto.PAY if self.profile.kind == rules.TILL else posproto.VEND
-        try:
-            while True:
-                line = await stream.readline()
-                if not line:
-                    break
-                try:
-                    verb, ref, amount, item = posproto.parse(line)
-                except posproto.ProtoError as e:
-                    await _send(writer, posproto.error(e.ref, e.what))
-                    continue
-                if verb == posproto.PING:
-                    await _send(writer, posproto.pong(self.cfg.terminal_id))
-                elif verb == posproto.LAST:  # leaves an open request open
-                    await _send(writer, self.last_line())
-                elif verb == posproto.CANCEL:
-                    if req.open and req.ref == ref:
-                        req.close()
-                        await _send(writer, posproto.cancelled(ref))
-                    else:
-                        await _send(writer, posproto.error(ref, "not-open"))
-                elif verb != want:
-                    await _send(writer, posproto.error(ref, "wrong-kind"))
-                elif req.open:
-                    await _send(writer, posproto.error(ref, "busy"))
-                else:
-                    req.set(ref, amount, item, writer)
-                    await _send(writer, posproto.wait(ref))
-        finally:
-            if req.open and req.writer is writer:
-                req.close()
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - the peer may already be gone
-                pass
-            self.log.info("POS: disconnected")
+        """The POS server (`self.pos`) on the link the board builds from the config."""
+        await self.pos.run(self.board.pos_link(self.cfg.pos))
 
     async def health_task(self):
         """Log the health figures every 30 s; with a broker, also publish them (`up/health`,
@@ -413,7 +314,7 @@ class App:
         next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
         Returns True when it compacted."""
         t = self.table
-        if self.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
+        if self.pos.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
             return False
         if ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
             return False
@@ -519,16 +420,6 @@ class App:
 
     def _on_uplink_ack(self, watermark):
         self.report("acked", watermark=watermark, pending=self.uplink.pending())
-
-
-async def _send(writer, line):
-    if writer is None:
-        return
-    try:
-        writer.write(line.encode() if isinstance(line, str) else line)
-        await writer.drain()
-    except Exception:  # noqa: BLE001 - a POS that hung up must not stop the terminal
-        pass
 
 
 def _hex(uid):

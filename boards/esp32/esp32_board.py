@@ -1,4 +1,4 @@
-"""What every ESP32 board shares: partitions, clock, watchdog, LEDs, buzzer, display.
+"""What every ESP32 board shares: partitions, clock, PN532 and POS links, watchdog, LEDs, buzzer, display.
 
 Owns the mapping from the firmware's board interface to `machine` and `esp32` on a
 real ESP32. Each `boards/esp32_*/board.py` passes its pin map to `Esp32Board`.
@@ -67,6 +67,11 @@ class Esp32Board:
         cfg.update(spec)
         return make_link(cfg)
 
+    def pos_link(self, spec):
+        from cpos.pos.link import make_link
+
+        return make_link(spec)  # the POS pins are the config's (docs/technician.md)
+
     def outputs(self, spec):
         pins = dict(self.pins["feedback"])
         pins.update(spec)
@@ -83,8 +88,8 @@ class Esp32Board:
 
     def install(self, module_globals):
         """Make a board.py module offer this board's interface (`board.now()`, ...)."""
-        for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "outputs", "watchdog",
-                     "log", "restart", "maintenance_requested", "network_up"):
+        for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "pos_link", "outputs",
+                     "watchdog", "log", "restart", "maintenance_requested", "network_up"):
             module_globals[name] = getattr(self, name)
         module_globals["NAME"] = self.NAME
 

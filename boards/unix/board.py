@@ -58,6 +58,14 @@ def pn532_link(spec):
     return make_link(spec)
 
 
+def pos_link(spec):
+    from cpos.pos.link import make_link
+
+    if spec.get("link") == "uart":
+        raise ValueError("the unix board serves the POS over tcp only")
+    return make_link(spec)
+
+
 class Outputs:
     """LED, buzzer and display as events (the simulator shows or records them)."""
 

@@ -71,7 +71,8 @@ def _ident(v, field):
 
 
 def _link(d, field, links):
-    """A PN532 or POS link: `link` plus its settings, as `cpos.reader.link.make_link` takes them.
+    """A PN532 or POS link: `link` plus its settings, as `cpos.reader.link.make_link` (PN532)
+    or `cpos.pos.link.make_link` (POS) takes them.
 
     tcp needs `host` and `port`; the hardware links take pin numbers and bus settings,
     all whole numbers (uart: uart, tx, rx, baud; i2c: i2c, scl, sda, freq, addr;

@@ -23,6 +23,7 @@ from cpos.compat import ticks_ms
 from cpos.journal import Journal
 
 from app import App
+from pos_fakes import Writer
 
 NOW = 1764068400
 UID = b"\x04\x11\x22\x33"
@@ -69,6 +70,9 @@ class Board:
 
     def outputs(self, spec):
         return self.out
+
+    def pos_link(self, spec):
+        return None  # cfg() has no POS ("link": "none"): tests call app.pos.session themselves
 
     def now(self):
         return self.t
@@ -127,22 +131,6 @@ def boot(board, kind="till", offline=None):
     return app
 
 
-class Writer:
-    """The till's end of the link: the lines it heard."""
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, data):
-        self.lines.append(bytes(data).decode().strip())
-
-    async def drain(self):
-        pass
-
-    def close(self):
-        pass
-
-
 class LostWriter(Writer):
     """A link that died: the reply never reaches the till."""
 
@@ -174,5 +162,5 @@ class CheckingWriter(Writer):
 
 def pay(app, writer, amount, uid=UID, ref="r1"):
     """The till opens a payment and the card is tapped."""
-    app.request.set(ref, amount, "1x Test", writer)
+    app.pos.request.set(ref, amount, "1x Test", writer)
     asyncio.run(app.on_tap(memoryview(uid), ticks_ms()))

@@ -15,23 +15,7 @@ import asyncio
 from cpos.compat import ticks_ms
 
 from app_world import LOW, NOW, UID, Board, LostWriter, Writer, boot, fresh_flash, pay
-
-
-class Script:
-    """A POS link's incoming side: the lines in order; a callable in between runs first
-    (a tap, a check), as if it happened while the terminal waited for the next line."""
-
-    def __init__(self, items):
-        self.items = list(items)
-
-    async def readline(self):
-        while self.items:
-            item = self.items.pop(0)
-            if callable(item):
-                await item()
-            else:
-                return item
-        return b""
+from pos_fakes import Script
 
 
 def test_after_a_power_cut_last_names_the_purchase_whose_reply_was_lost():
@@ -53,7 +37,7 @@ def test_after_a_power_cut_last_names_the_purchase_whose_reply_was_lost():
     # seq 2 > 1 and approved: r2 was recorded and will be charged
     assert app.last_line() == "LAST 2 700 6800 approved %d\n" % (NOW + 30)
     # the till now knows seq 2; a request that dies before any tap records nothing
-    app.request.set("r3", 900, "1x Test", LostWriter())
+    app.pos.request.set("r3", 900, "1x Test", LostWriter())
     board.close()
     del app
     board = Board()
@@ -100,12 +84,12 @@ def test_last_while_a_payment_is_open_leaves_it_open():
     seen = []
 
     async def still_open():
-        seen.append((app.request.open, app.request.ref))
+        seen.append((app.pos.request.open, app.pos.request.ref))
 
     async def tap():
         await app.on_tap(memoryview(UID), ticks_ms())
 
-    asyncio.run(app.pos_session(Script([
+    asyncio.run(app.pos.session(Script([
         b"PAY r2 1500 1x Pasta\n", b"LAST\n", still_open, b"LAST r2\n", still_open, tap,
         b"LAST\r\n", b"CANCEL r2\n"]), w))
     assert seen == [(True, "r2"), (True, "r2")]
@@ -120,6 +104,6 @@ def test_last_at_a_vending_terminal_too():
     board = Board()
     app = boot(board, "vending")
     w = Writer()
-    asyncio.run(app.pos_session(Script([b"LAST\n", b"PAY r1 100 x\n", b"LAST\n"]), w))
+    asyncio.run(app.pos.session(Script([b"LAST\n", b"PAY r1 100 x\n", b"LAST\n"]), w))
     assert w.lines == ["LAST - 0", "ERR r1 wrong-kind", "LAST - 0"]
     board.close()

@@ -79,9 +79,9 @@ def test_the_card_table_compacts_when_the_terminal_is_idle():
     app._last_tap = ticks_ms()
     assert not app.compact_if_idle()  # a card a moment ago: not now
     app._last_tap = ticks_ms() - 21000
-    app.request.set("r1", 100, "1x Te", None)
+    app.pos.request.set("r1", 100, "1x Te", None)
     assert not app.compact_if_idle()  # a payment is open: not now
-    app.request.close()
+    app.pos.request.close()
     assert app.compact_if_idle()
     assert not t.needs_compaction and not app.compact_if_idle()  # nothing left to fold
     card, spends = rules.CardRecord(), rules.Spends()
