@@ -109,6 +109,46 @@ def test_run_serves_a_listener_until_cancelled_and_a_line_until_it_ends():
     assert line.writer.lines == ["PONG t9"]
 
 
+class SlowScript:
+    """A serial line whose POS sends its lines, then stays connected without a word."""
+
+    def __init__(self, items, quiet_ms):
+        self.items = list(items)
+        self.quiet_ms = quiet_ms
+
+    async def readline(self):
+        if self.items:
+            return self.items.pop(0)
+        await asyncio.sleep(self.quiet_ms / 1000)
+        return b""
+
+
+class QuietLine(Line):
+    def __init__(self, items, quiet_ms):
+        Line.__init__(self, items)
+        self.quiet_ms = quiet_ms
+
+    async def serve(self, session, log):
+        await session(SlowScript(self.items, self.quiet_ms), self.writer)
+
+
+def test_a_request_on_a_serial_line_expires_too():
+    """Expiry runs beside a serial line's session, as it does beside a TCP server."""
+    srv = server()
+    srv.expire_every_ms = 5
+    line = QuietLine([b"PAY r1 100 Kaffe\n"], 200)
+
+    async def go():
+        task = asyncio.create_task(srv.run(line))
+        await asyncio.sleep(0.02)
+        assert srv.request.open, line.writer.lines
+        srv.request.since = ticks_ms() - 61000  # as if a minute went by without a card
+        await task
+
+    asyncio.run(go())
+    assert line.writer.lines == ["WAIT r1", "EXPIRED r1"], line.writer.lines
+
+
 def test_make_link_builds_what_the_pos_section_says():
     assert poslink.make_link({"link": "none"}) is None
     tcp = poslink.make_link({"link": "tcp", "host": "127.0.0.1", "port": 7101})

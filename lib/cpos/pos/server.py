@@ -52,24 +52,32 @@ class Server:
         self._terminal_id = terminal_id
         self._last_line = last_line
         self.log = log
+        self.expire_every_ms = _REQUEST_TIMEOUT_MS // 4  # how often an open request is checked
 
     async def run(self, link):
         """Serve the POS over `link` (a `cpos.pos.link` link, or None for `"link": "none"`:
-        no POS, every tap shows the balance, and this waits for ever). Over TCP it runs
-        until cancelled, expiring requests; over a serial line it returns when the line's
-        one session ends (the task then ends and the app restarts)."""
+        no POS, every tap shows the balance, and this waits for ever). Requests expire
+        on every link: over TCP this runs until cancelled; over a serial line it returns
+        when the line's one session ends (the task then ends and the app restarts)."""
         if link is None:
             while True:
                 await sleep_ms(_REQUEST_TIMEOUT_MS)
-        server = await link.serve(self.session, self.log)
-        if server is None:
-            return
+        expiry = asyncio.create_task(self._expire_loop())
         try:
-            while True:
-                await sleep_ms(_REQUEST_TIMEOUT_MS // 4)
-                self.expire()
+            server = await link.serve(self.session, self.log)
+            if server is None:  # a serial line: its one session is over
+                return
+            try:
+                await expiry  # runs for ever
+            finally:
+                server.close()
         finally:
-            server.close()
+            expiry.cancel()
+
+    async def _expire_loop(self):
+        while True:
+            await sleep_ms(self.expire_every_ms)
+            self.expire()
 
     def expire(self):
         """Close the open request if it waited too long, and tell its POS `EXPIRED`."""

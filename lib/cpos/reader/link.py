@@ -3,7 +3,7 @@
 Owns the transport rules of each interface (UM0701-02 section 6.2.5 and the PN532
 datasheet): the HSU wake-up sequence, the I2C ready byte that starts every read, the
 SPI operation bytes (status read 02, data write 01, data read 03) sent LSB first,
-and pulsing the reset pin. Frames themselves belong to `pn532_frame`.
+and pulsing the reset pin. Frames themselves belong to `cpos.reader.frame`.
 
 Every link offers the same small async interface to the driver (`pn532.py`):
 `write(buf, n)`, `read_event(reader, timeout_ms, maxlen)`, `wake()`, `pulse_reset()`,

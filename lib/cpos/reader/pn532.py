@@ -4,7 +4,7 @@ Owns the command/response exchange (send frame, wait for ACK, wait for the respo
 NACK once to have a corrupted response sent again, ACK to abort a command that did not
 finish) and the commands: GetFirmwareVersion, SAMConfiguration, RFConfiguration
 (RF field, timeouts, retries), InListPassiveTarget (ISO 14443-A, 106 kbps, one
-target), InRelease and InDataExchange. Only the errors of `pn532_frame` leave it:
+target), InRelease and InDataExchange. Only the errors of `cpos.reader.frame` leave it:
 `PN532Timeout`, `FrameError`, `ChipError` (all `PN532Error`); an OSError of the link
 is passed on as it is (the read loop in `tap.py` counts both).
 
@@ -36,7 +36,7 @@ _RELEASE_ALL = b"\x00"
 
 
 class PN532:
-    """One PN532 on one link (`pn532_link`). All I/O methods are coroutines."""
+    """One PN532 on one link (`cpos.reader.link`). All I/O methods are coroutines."""
 
     def __init__(self, link, passive_retries=2):
         self.link = link
