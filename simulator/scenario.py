@@ -20,8 +20,19 @@ into a sorted list of timed events. A scenario is JSON:
 
 `rush` entries expand into PAY (or VEND) + tap pairs with cards drawn at random
 (seeded, so a scenario always expands the same way).
+
+Strict: a key this spec does not name, a card a tap names that is neither a card's
+number or UID nor one of `unknown_uids`, a duplicate id, and an event that cannot
+happen (a negative time, a boot of a terminal that is on, a power cut of one that is
+off) are errors that name the file's line and the key, with a "did you mean" for a
+near miss.
 """
+import bisect
+import difflib
 import json
+import json.decoder
+import json.scanner
+import math
 import random
 
 from cpos import rules
@@ -34,145 +45,365 @@ WINDOWS = {"day": 0, "week": 1, "month": 2}
 EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "reboot", "cancel")
 SITE_EVENT_KINDS = ("broker", "backend")  # {"at": 5, "broker": "down"} ... {"at": 40, "broker": "up"}
 
+# Every key the spec names, per kind of object.
+TOP_KEYS = ("name", "start", "site", "uplink", "terminals", "accounts", "cards", "unknown_uids", "events", "rush")
+TERMINAL_KEYS = ("id", "place", "kind", "no")
+ACCOUNT_KEYS = ("account", "balance", "places", "limits", "topup_kr")
+CARD_KEYS = ("uid", "number", "account", "status")
+EVENT_KEYS = ("at", "terminal", "item", "hold") + EVENT_KINDS + SITE_EVENT_KINDS
+RUSH_KEYS = ("terminal", "count", "from", "every", "seed", "amounts", "items", "cards", "hold")
+
 
 class ScenarioError(ValueError):
     pass
 
 
+class _Obj(dict):
+    """A JSON object that knows the line it starts on (None when built in Python)."""
+    line = None
+
+
+def _line(obj):
+    return getattr(obj, "line", None)
+
+
+def _fail(obj, where, msg):
+    line = _line(obj)
+    raise ScenarioError("%s%s: %s" % ("line %d: " % line if line else "", where, msg))
+
+
+def _suggest(word, options):
+    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return " (did you mean %r?)" % near[0] if near else ""
+
+
+def _only(obj, allowed, where):
+    if not isinstance(obj, dict):
+        raise ScenarioError("%s: must be an object, got %s" % (where, json.dumps(obj)))
+    for k in obj:
+        if k not in allowed:
+            _fail(obj, where, "unknown key %r%s; known keys: %s" % (k, _suggest(k, allowed), ", ".join(allowed)))
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _need(d, key, what, kind=None):
     if key not in d:
-        raise ScenarioError("%s: missing %r" % (what, key))
-    if kind is not None and not isinstance(d[key], kind):
-        raise ScenarioError("%s: %r must be %s" % (what, key, kind.__name__))
-    return d[key]
+        _fail(d, what, "missing %r" % key)
+    v = d[key]
+    if kind is int and not _is_int(v):
+        _fail(d, what, "%r must be a whole number, got %s" % (key, json.dumps(v)))
+    if kind is not None and kind is not int and not isinstance(v, kind):
+        _fail(d, what, "%r must be %s, got %s" % (key, {str: "text", list: "a list"}.get(kind, kind.__name__),
+                                                    json.dumps(v)))
+    return v
+
+
+def _num(d, key, what, default, lo=0.0, positive=False):
+    v = d.get(key, default)
+    if not _is_num(v) or v < lo or (positive and v <= 0):
+        _fail(d, what, "%r must be a %s number of seconds, got %s" % (
+            key, "positive" if positive else "non-negative", json.dumps(v)))
+    return float(v)
+
+
+def _flag(e, kind, where):
+    if e[kind] is not True:
+        _fail(e, where, "%r must be true, got %s" % (kind, json.dumps(e[kind])))
 
 
 class Scenario:
     def __init__(self, d):
+        _only(d, TOP_KEYS, "scenario")
         self.name = d.get("name", "scenario")
+        if not isinstance(self.name, str):
+            _fail(d, "scenario", "'name' must be text")
         self.start = int(_need(d, "start", "scenario", int))
+        if self.start <= 0:
+            _fail(d, "scenario", "'start' must be UTC seconds after 1970")
         self.site = d.get("site", "sim")
         if not messages.valid_site(self.site):
-            raise ScenarioError("site must be 1-32 of a-z, 0-9 and '-', got %r" % (self.site,))
+            _fail(d, "scenario", "site must be 1-32 of a-z, 0-9 and '-', got %r" % (self.site,))
         self.uplink = d.get("uplink", True)
         if not isinstance(self.uplink, bool):
-            raise ScenarioError("uplink must be true or false")
+            _fail(d, "scenario", "uplink must be true or false")
+        self._terminals(d)
+        self._accounts(d)
+        self._cards(d)
+        self.events = self._expand(d)
+
+    # -- who ---------------------------------------------------------------------------
+    def _terminals(self, d):
         self.terminals = []
+        nos = set()
         for i, t in enumerate(_need(d, "terminals", "scenario", list)):
-            tid = _need(t, "id", "terminal %d" % i, str)
+            where = "terminals[%d]" % i
+            _only(t, TERMINAL_KEYS, where)
+            tid = _need(t, "id", where, str)
+            where = "terminal %s" % tid
             place, kind = t.get("place", "school"), t.get("kind", "till")
-            if place not in PLACES or kind not in KINDS:
-                raise ScenarioError("terminal %s: place must be school/club, kind till/vending" % tid)
+            if place not in PLACES:
+                _fail(t, where, "place must be school or club, got %r%s" % (place, _suggest(place, PLACES)))
+            if kind not in KINDS:
+                _fail(t, where, "kind must be till or vending, got %r%s" % (kind, _suggest(kind, KINDS)))
             no = t.get("no", i + 1)
-            if not isinstance(no, int) or not 1 <= no <= 9999:
-                raise ScenarioError("terminal %s: no must be a number 1..9999" % tid)
+            if not _is_int(no) or not 1 <= no <= 9999:
+                _fail(t, where, "no must be a number 1..9999")
+            if tid in [x["id"] for x in self.terminals] or no in nos:
+                _fail(t, where, "a second terminal with this id or no")
+            nos.add(no)
             self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind})
         self.terminal_ids = [t["id"] for t in self.terminals]
+
+    def _accounts(self, d):
         self.accounts = {}
-        for a in d.get("accounts", []):
-            acc = _need(a, "account", "account", int)
+        for i, a in enumerate(_need(d, "accounts", "scenario", list) if "accounts" in d else []):
+            _only(a, ACCOUNT_KEYS, "accounts[%d]" % i)
+            acc = _need(a, "account", "accounts[%d]" % i, int)
+            where = "account %d" % acc
+            if acc in self.accounts:
+                _fail(a, where, "a second account with this number")
             places = 0
             for p in a.get("places", ["school", "club"]):
                 if p not in PLACES:
-                    raise ScenarioError("account %d: unknown place %r" % (acc, p))
+                    _fail(a, where, "unknown place %r%s" % (p, _suggest(p, PLACES)))
                 places |= 1 << PLACES[p]
             limits = [rules.NO_LIMIT] * 6
-            for p, ws in a.get("limits", {}).items():
+            lim = a.get("limits", {})
+            if not isinstance(lim, dict):
+                _fail(a, where, "'limits' must be an object {place: {window: øre}}")
+            for p, ws in lim.items():
+                if p not in PLACES:
+                    _fail(lim, where, "limits: unknown place %r%s" % (p, _suggest(p, PLACES)))
+                if not isinstance(ws, dict):
+                    _fail(lim, where, "limits.%s must be an object {window: øre}" % p)
                 for w, v in ws.items():
-                    if p not in PLACES or w not in WINDOWS or not isinstance(v, int):
-                        raise ScenarioError("account %d: bad limit %s.%s" % (acc, p, w))
+                    if w not in WINDOWS:
+                        _fail(ws, where, "limits.%s: unknown window %r%s" % (p, w, _suggest(w, WINDOWS)))
+                    if not _is_int(v) or v < 0:
+                        _fail(ws, where, "limits.%s.%s must be whole non-negative øre, got %s" % (p, w, json.dumps(v)))
                     limits[rules.slot(PLACES[p], WINDOWS[w])] = v
-            self.accounts[acc] = {"account": acc, "balance": int(a.get("balance", 0)), "places": places,
-                                  "limits": limits, "topup_kr": int(a.get("topup_kr", 0))}
+            balance, topup = a.get("balance", 0), a.get("topup_kr", 0)
+            if not _is_int(balance) or balance < 0:
+                _fail(a, where, "'balance' must be whole non-negative øre, got %s" % json.dumps(balance))
+            if not _is_int(topup) or topup < 0:
+                _fail(a, where, "'topup_kr' must be whole non-negative kroner, got %s" % json.dumps(topup))
+            self.accounts[acc] = {"account": acc, "balance": balance, "places": places,
+                                  "limits": limits, "topup_kr": topup}
+
+    def _cards(self, d):
         self.cards = []
         self.card_by_number = {}
-        for c in d.get("cards", []):
-            uid = _need(c, "uid", "card", str)
-            try:
-                raw = bytes.fromhex(uid)
-            except ValueError:
-                raise ScenarioError("card %s: uid must be hex" % uid)
-            if len(raw) not in (4, 7, 10):
-                raise ScenarioError("card %s: uid must be 4, 7 or 10 bytes" % uid)
+        self.card_by_uid = {}
+        for i, c in enumerate(_need(d, "cards", "scenario", list) if "cards" in d else []):
+            _only(c, CARD_KEYS, "cards[%d]" % i)
+            uid = _need(c, "uid", "cards[%d]" % i, str)
+            raw = self._uid(c, "card %s" % uid, uid)
             acc = _need(c, "account", "card %s" % uid, int)
             if acc not in self.accounts:
-                raise ScenarioError("card %s: unknown account %d" % (uid, acc))
+                _fail(c, "card %s" % uid, "unknown account %d%s" % (acc, _suggest(acc, self.accounts)))
             status = c.get("status", "active")
             if status not in STATUSES:
-                raise ScenarioError("card %s: status must be active/blocked/replaced" % uid)
-            card = {"uid": raw, "number": c.get("number", uid), "account": acc, "status": STATUSES[status]}
+                _fail(c, "card %s" % uid, "status must be active/blocked/replaced, got %r%s"
+                      % (status, _suggest(status, STATUSES)))
+            number = c.get("number", uid)
+            if not isinstance(number, str) or not number:
+                _fail(c, "card %s" % uid, "'number' must be text")
+            if raw in self.card_by_uid or number in self.card_by_number:
+                _fail(c, "card %s" % uid, "a second card with this uid or number")
+            card = {"uid": raw, "number": number, "account": acc, "status": STATUSES[status]}
             self.cards.append(card)
-            self.card_by_number[card["number"]] = card
-            self.card_by_number[uid.upper()] = card
-        self.unknown_uids = [bytes.fromhex(u) for u in d.get("unknown_uids", [])]
-        self.events = self._expand(d)
+            self.card_by_number[number] = card
+            self.card_by_uid[raw] = card
+        self.unknown_uids = []
+        for u in _need(d, "unknown_uids", "scenario", list) if "unknown_uids" in d else []:
+            raw = self._uid(d, "unknown_uids", u)
+            if raw in self.card_by_uid:
+                _fail(d, "unknown_uids", "%s is a card's uid" % u)
+            self.unknown_uids.append(raw)
 
-    def card_uid(self, ref):
-        """A tap names a card by number or by UID hex; an unknown hex UID is allowed."""
-        card = self.card_by_number.get(ref) or self.card_by_number.get(ref.upper())
+    @staticmethod
+    def _uid(obj, where, text):
+        try:
+            raw = bytes.fromhex(text)
+        except (ValueError, TypeError):
+            _fail(obj, where, "uid %s must be hex" % json.dumps(text))
+        if len(raw) not in (4, 7, 10):
+            _fail(obj, where, "uid %s must be 4, 7 or 10 bytes" % text)
+        return raw
+
+    def card_uid(self, ref, obj=None, where="tap"):
+        """A tap names a card by its number or UID hex, or one of `unknown_uids`."""
+        card = self.card_by_number.get(ref) if isinstance(ref, str) else None
         if card:
             return card["uid"]
         try:
             raw = bytes.fromhex(ref)
-        except ValueError:
-            raise ScenarioError("tap: unknown card %r" % ref)
-        if len(raw) not in (4, 7, 10):
-            raise ScenarioError("tap: card %r is neither a known number nor a 4/7/10-byte UID" % ref)
-        return raw
+        except (ValueError, TypeError):
+            raw = None
+        if raw is not None and (raw in self.card_by_uid or raw in self.unknown_uids):
+            return raw
+        names = list(self.card_by_number) + [u.hex().upper() for u in list(self.card_by_uid) + self.unknown_uids]
+        _fail(obj, where, "card %s is no card's number or uid, nor in unknown_uids%s"
+              % (json.dumps(ref), _suggest(ref, names)))
 
+    # -- what happens -----------------------------------------------------------------
     def _event(self, e, i):
+        where = "events[%d]" % i
+        _only(e, EVENT_KEYS, where)
+        at = _num(e, "at", where, None)
         site = [k for k in SITE_EVENT_KINDS if k in e]
         if site:
-            if len(site) != 1 or "terminal" in e or e[site[0]] not in ("down", "up"):
-                raise ScenarioError("event %d: a site event is {\"at\": s, \"broker\" or \"backend\": "
-                                    "\"down\"/\"up\"} without a terminal" % i)
+            extra = [k for k in e if k not in ("at",) + SITE_EVENT_KINDS]
+            if len(site) != 1 or extra:
+                _fail(e, where, "a site event is {\"at\": s, \"broker\" or \"backend\": \"down\"/\"up\"}, "
+                                "nothing else (got %s)" % ", ".join(sorted(e)))
+            if e[site[0]] not in ("down", "up"):
+                _fail(e, where, "%r must be \"down\" or \"up\", got %s" % (site[0], json.dumps(e[site[0]])))
             if not self.uplink:
-                raise ScenarioError("event %d: %s events need the uplink (\"uplink\": true)" % (i, site[0]))
-            return {"at": float(_need(e, "at", "event %d" % i)), "terminal": None, "kind": site[0],
-                    "state": e[site[0]]}
-        if "terminal" not in e or e["terminal"] not in self.terminal_ids:
-            raise ScenarioError("event %d: unknown terminal %r" % (i, e.get("terminal")))
+                _fail(e, where, "%s events need the uplink (\"uplink\": true)" % site[0])
+            return {"at": at, "terminal": None, "kind": site[0], "state": e[site[0]], "line": _line(e)}
+        if e.get("terminal") not in self.terminal_ids:
+            _fail(e, where, "unknown terminal %s%s" % (json.dumps(e.get("terminal")),
+                                                       _suggest(e.get("terminal"), self.terminal_ids)))
         kinds = [k for k in EVENT_KINDS if k in e]
         if len(kinds) != 1:
-            raise ScenarioError("event %d: needs exactly one of %s" % (i, ", ".join(EVENT_KINDS)))
-        ev = {"at": float(_need(e, "at", "event %d" % i)), "terminal": e["terminal"], "kind": kinds[0]}
+            _fail(e, where, "needs exactly one of %s" % ", ".join(EVENT_KINDS))
+        ev = {"at": at, "terminal": e["terminal"], "kind": kinds[0], "line": _line(e)}
+        if "item" in e and kinds[0] != "pay":
+            _fail(e, where, "'item' belongs to a pay event")
+        if "hold" in e and kinds[0] != "tap":
+            _fail(e, where, "'hold' belongs to a tap event")
         if ev["kind"] == "pay":
-            if not isinstance(e["pay"], int) or e["pay"] <= 0:
-                raise ScenarioError("event %d: pay must be positive øre" % i)
+            if not _is_int(e["pay"]) or e["pay"] <= 0:
+                _fail(e, where, "pay must be positive whole øre, got %s" % json.dumps(e["pay"]))
+            if not isinstance(e.get("item", ""), str):
+                _fail(e, where, "'item' must be text")
             ev["amount"], ev["item"] = e["pay"], e.get("item", "")
         elif ev["kind"] == "tap":
-            ev["uid"], ev["hold"] = self.card_uid(e["tap"]), float(e.get("hold", 0.3))
+            ev["uid"] = self.card_uid(e["tap"], e, where)
+            ev["hold"] = _num(e, "hold", where, 0.3, positive=True)
+        else:
+            _flag(e, ev["kind"], where)
         return ev
 
-    def _expand(self, d):
-        events = [self._event(e, i) for i, e in enumerate(d.get("events", []))]
-        for r in d.get("rush", []):
-            tid = r.get("terminal")
-            if tid not in self.terminal_ids:
-                raise ScenarioError("rush: unknown terminal %r" % tid)
-            rnd = random.Random(r.get("seed", 0))
-            pool = r.get("cards") or [c["number"] for c in self.cards]
-            pool = pool + [u.hex() for u in self.unknown_uids]
-            t = float(r.get("from", 1.0))
-            last = None
-            for _ in range(int(r.get("count", 10))):
+    def _rush(self, r, i):
+        where = "rush[%d]" % i
+        _only(r, RUSH_KEYS, where)
+        tid = r.get("terminal")
+        if tid not in self.terminal_ids:
+            _fail(r, where, "unknown terminal %s%s" % (json.dumps(tid), _suggest(tid, self.terminal_ids)))
+        count = r.get("count", 10)
+        if not _is_int(count) or count < 1:
+            _fail(r, where, "'count' must be a whole number >= 1")
+        t = _num(r, "from", where, 1.0)
+        every = _num(r, "every", where, 0.6, positive=True)
+        hold = _num(r, "hold", where, 0.25, positive=True)
+        amounts, items = r.get("amounts", [2500]), r.get("items", ["1x Frokost"])
+        if not isinstance(amounts, list) or not amounts or not all(_is_int(a) and a > 0 for a in amounts):
+            _fail(r, where, "'amounts' must be a list of positive whole øre")
+        if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+            _fail(r, where, "'items' must be a list of texts")
+        seed = r.get("seed", 0)
+        if not _is_int(seed):
+            _fail(r, where, "'seed' must be a whole number")
+        rnd = random.Random(seed)
+        pool = r.get("cards") or [c["number"] for c in self.cards]
+        if not isinstance(pool, list):
+            _fail(r, where, "'cards' must be a list of card numbers or UIDs")
+        pool = pool + [u.hex() for u in self.unknown_uids]
+        if not pool:
+            _fail(r, where, "no cards to draw from")
+        uids = {c: self.card_uid(c, r, where + ".cards") for c in pool}
+        events, last = [], None
+        for _ in range(count):
+            card = rnd.choice(pool)
+            while card == last and len(set(pool)) > 1:  # the next customer, not the same card again
                 card = rnd.choice(pool)
-                while card == last and len(set(pool)) > 1:  # the next customer, not the same card again
-                    card = rnd.choice(pool)
-                last = card
-                events.append({"at": t, "terminal": tid, "kind": "pay", "amount": rnd.choice(r.get("amounts", [2500])),
-                               "item": rnd.choice(r.get("items", ["1x Frokost"]))})
-                events.append({"at": t + 0.05, "terminal": tid, "kind": "tap",
-                               "uid": self.card_uid(card), "hold": float(r.get("hold", 0.25))})
-                t += float(r.get("every", 0.6))
-        events.sort(key=lambda e: e["at"])
+            last = card
+            events.append({"at": t, "terminal": tid, "kind": "pay", "amount": rnd.choice(amounts),
+                           "item": rnd.choice(items), "line": _line(r)})
+            events.append({"at": t + 0.05, "terminal": tid, "kind": "tap", "uid": uids[card], "hold": hold,
+                           "line": _line(r)})
+            t += every
         return events
+
+    def _expand(self, d):
+        raw = _need(d, "events", "scenario", list) if "events" in d else []
+        events = [self._event(e, i) for i, e in enumerate(raw)]
+        self._check_power(events, raw)
+        for i, r in enumerate(_need(d, "rush", "scenario", list) if "rush" in d else []):
+            events += self._rush(r, i)
+        events.sort(key=lambda e: e["at"])  # stable: events at one time keep the file's order
+        return events
+
+    def _check_power(self, events, raw):
+        """A power cut of a terminal that is off, or a boot of one that is on, cannot happen:
+        the scenario's author has lost track of the terminal (every terminal starts on)."""
+        on = {tid: True for tid in self.terminal_ids}
+        order = sorted(range(len(events)), key=lambda k: events[k]["at"])
+        for k in order:
+            ev = events[k]
+            if ev["kind"] == "power_cut" and not on[ev["terminal"]]:
+                _fail(raw[k], "events[%d]" % k, "power cut of %s at %g s, which is already off"
+                      % (ev["terminal"], ev["at"]))
+            if ev["kind"] == "boot" and on[ev["terminal"]]:
+                _fail(raw[k], "events[%d]" % k, "boot of %s at %g s, which is on (a reset is \"reboot\")"
+                      % (ev["terminal"], ev["at"]))
+            if ev["kind"] in ("power_cut", "boot"):
+                on[ev["terminal"]] = ev["kind"] == "boot"
+
+
+def loads(text):
+    """Parse JSON text; every object knows the line it starts on (for error messages)."""
+    starts = [0]
+    p = text.find("\n")
+    while p >= 0:
+        starts.append(p + 1)
+        p = text.find("\n", p + 1)
+
+    def pairs(p):
+        seen = set()
+        for k, _ in p:
+            if k in seen:
+                raise ScenarioError("key %r twice in one object" % k)
+            seen.add(k)
+        return p
+
+    def parse_object(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None):
+        s, end = s_and_end
+        try:
+            kv, new_end = json.decoder.JSONObject(s_and_end, strict, scan_once, None, pairs, memo)
+        except ScenarioError as e:
+            if str(e).startswith("line "):
+                raise
+            raise ScenarioError("line %d: %s" % (bisect.bisect_right(starts, end - 1), e))
+        o = _Obj(kv)
+        o.line = bisect.bisect_right(starts, end - 1)
+        return o, new_end
+
+    dec = json.JSONDecoder()
+    dec.parse_object = parse_object
+    dec.scan_once = json.scanner.py_make_scanner(dec)
+    return dec.decode(text)
 
 
 def load(path):
-    with open(path) as f:
-        try:
-            d = json.load(f)
-        except ValueError as e:
-            raise ScenarioError("%s: not valid JSON (%s)" % (path, e))
-    return Scenario(d)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        d = loads(text)
+    except ScenarioError as e:
+        raise ScenarioError("%s: %s" % (path, e))
+    except ValueError as e:
+        raise ScenarioError("%s: not valid JSON (%s)" % (path, e))
+    try:
+        return Scenario(d)
+    except ScenarioError as e:
+        raise ScenarioError("%s: %s" % (path, e))

@@ -47,7 +47,8 @@ def base_scenario(terminals, events, rush=(), uplink=False):
               "status": "blocked" if name == "blocked" else "replaced" if name == "old" else "active"}
              for name, (uid, acc) in CARDS.items()]
     return scen.Scenario({"name": "e2e", "start": START, "terminals": terminals, "accounts": accounts,
-                          "cards": cards, "events": events, "rush": list(rush), "uplink": uplink})
+                          "cards": cards, "unknown_uids": ["FEEDFACE"],  # a card no table knows
+                          "events": events, "rush": list(rush), "uplink": uplink})
 
 
 def purchases(terminal, t0, plan, every=0.9):
