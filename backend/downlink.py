@@ -12,7 +12,6 @@ that watermark (booked, but not yet contiguous), so the terminal's
 No I/O here: `pump()` and `on_request()` return (topic, payload) lists for the MQTT
 service (backend.service) to publish, after the stream is committed.
 """
-import time
 
 from cpos import localtime, rules
 from cpos.cards import delta as carddelta
@@ -257,7 +256,7 @@ class Downlink:
             w = row[2]
             self._stream(number)
             self.db.execute("UPDATE dl_streams SET reported = ?, reported_state = ?, reported_t = ? WHERE terminal = ?",
-                            (have, state, int(time.time()), number))
+                            (have, state, int(self.led.clock()), number))
             out, snapped = self._pump_one(number, tid, site, w)
             version = self._stream(number)[0]
             if not snapped:

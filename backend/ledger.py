@@ -203,8 +203,9 @@ class Applied:
 
 
 class Ledger:
-    def __init__(self, path, synchronous="FULL"):
+    def __init__(self, path, synchronous="FULL", clock=time.time):
         self.path = path
+        self.clock = clock  # UTC seconds for the rows this process stamps (a simulator's scenario clock)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=%s" % synchronous)
@@ -221,7 +222,7 @@ class Ledger:
         """Note, inside the caller's transaction, something terminals must learn (the
         downlink publisher reads `changes` in id order and turns rows into deltas)."""
         self.db.execute("INSERT INTO changes (kind, account, uid, uid2, t) VALUES (?, ?, ?, ?, ?)",
-                        (kind, account, uid, uid2, int(time.time())))
+                        (kind, account, uid, uid2, int(self.clock())))
 
     def changes_since(self, after_id, limit=1000):
         """(id, kind, account, uid, uid2, t) rows with id > after_id, oldest first."""
@@ -230,12 +231,12 @@ class Ledger:
 
     # --- portal / administration -------------------------------------------------------
 
-    def add_account(self, name, balance=0, account_id=None):
+    def add_account(self, name, balance=0, account_id=None, t=None):
         with self._tx():
             cur = self.db.execute("INSERT INTO accounts (id, name, balance) VALUES (?, ?, 0)", (account_id, name))
             aid = cur.lastrowid
         if balance:
-            self.deposit(aid, balance, text="Opening balance")
+            self.deposit(aid, balance, t=t, text="Opening balance")
         return aid
 
     def add_card(self, uid, number, account, status="active", issued=0):
@@ -297,7 +298,7 @@ class Ledger:
         """Money in (top-up, transfer in): one ledger row, balance up."""
         if amount <= 0:
             raise ValueError("amount")
-        t = int(time.time()) if t is None else t
+        t = int(self.clock()) if t is None else t
         with self._tx():
             self._book(account, "deposited", amount, t, text, card)
 
@@ -319,7 +320,7 @@ class Ledger:
     def reject(self, tid, error, payload):
         with self._tx():
             self.db.execute("INSERT INTO rejected (tid, received, error, payload) VALUES (?, ?, ?, ?)",
-                            (tid, int(time.time()), error, bytes(payload[:65536])))
+                            (tid, int(self.clock()), error, bytes(payload[:65536])))
 
     def apply_batch(self, site, tid, payload):
         """Apply one batch message from terminal `tid` in one transaction; return Applied.
@@ -339,7 +340,7 @@ class Ledger:
         for r in recs:
             if r["terminal"] != number:
                 raise messages.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
-        now = int(time.time())
+        now = int(self.clock())
         db = self.db
         new = dup = purchases = triggers = 0
         conflicts = []

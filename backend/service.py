@@ -41,8 +41,9 @@ def _seqs(seqs, most=10):
 class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
                  crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False,
-                 site_keys=None, poll_ms=50):
+                 site_keys=None, poll_ms=50, clock=None):
         self.ledger = ledger
+        self.clock = clock or ledger.clock  # UTC seconds: the ack's time, top-ups' bookings
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
                                  backoff_min_ms=100, backoff_max_ms=2000,
@@ -85,7 +86,8 @@ class Backend:
                 os.kill(os.getpid(), signal.SIGKILL)
 
             provider.charge = charge_then_die
-        self.topups = TopupProcessor(Ledger(self.ledger.path), provider, log=self.log, **kw)
+        self.topups = TopupProcessor(Ledger(self.ledger.path, clock=self.clock), provider, clock=self.clock,
+                                     log=self.log, **kw)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
         self._topup_queued = False
         self.topup_runs = 0
@@ -175,7 +177,7 @@ class Backend:
                      % (tid, res.conflicts, _seqs(res.conflict_seqs)))
         if self.crash_after_apply and self.applied >= self.crash_after_apply:
             os.kill(os.getpid(), signal.SIGKILL)  # committed, not acknowledged: the fault test
-        ack = protocol.encode_ack(res.watermark, int(time.time()))
+        ack = protocol.encode_ack(res.watermark, int(self.clock()))
         t_ack = protocol.topic(site, tid, protocol.ACK)
         if self.downlink is not None and site in self.downlink.keys:
             ack = signing.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink

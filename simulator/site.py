@@ -23,8 +23,11 @@ STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED
 
 
 class Site:
-    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH):
+    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH, clock=None):
         self.scenario = scenario
+        # The scenario's clock (UTC seconds), which the terminals run on too: every row the
+        # ledger stamps (opening balances, top-ups, ...) is on the purchases' time line.
+        self.clock = clock or (lambda: float(scenario.start))
         self.dir = os.path.join(workdir, "site")
         self.numbers = [t["no"] for t in scenario.terminals]
         self.broker = Broker(os.path.join(self.dir, "broker"), site=scenario.site, terminals=self.numbers)
@@ -41,7 +44,7 @@ class Site:
     def start(self):
         """Broker up, ledger seeded, payment cards stored (call before the terminals boot)."""
         self.broker.start()
-        self.ledger = Ledger(os.path.join(self.dir, "ledger.db"), synchronous="NORMAL")
+        self.ledger = Ledger(os.path.join(self.dir, "ledger.db"), synchronous="NORMAL", clock=self.clock)
         self._seed()
         self.payments = os.path.join(self.dir, "payments.db")
         provider = PaymentProvider(self.payments)
@@ -53,7 +56,7 @@ class Site:
     def _seed(self):
         sc, led = self.scenario, self.ledger
         for acc, a in sc.accounts.items():
-            led.add_account("account %d" % acc, a["balance"], account_id=acc)
+            led.add_account("account %d" % acc, a["balance"], account_id=acc, t=sc.start)
             for place in (rules.PLACE_SCHOOL, rules.PLACE_CLUB):
                 led.allow_place(acc, place, bool(a["places"] & (1 << place)))
                 for window in range(rules.WINDOWS):
@@ -134,6 +137,13 @@ class Site:
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.2)
+
+    def topups_pending(self):
+        """Top-up triggers the backend has not answered yet (none when it runs no top-ups)."""
+        if self.backend is None or self.backend.topups is None:
+            return 0
+        return self.ledger.db.execute("SELECT count(*) FROM topup_triggers "
+                                      "WHERE status IN ('pending', 'inflight')").fetchone()[0]
 
     def topups(self):
         """(automatic top-ups booked, their sum in øre, triggers by status)."""

@@ -38,8 +38,24 @@ def micropython():
     return bundle.tool("micropython")
 
 
+class ScenarioClock:
+    """A run's clock: the scenario's `start` (UTC seconds) plus the seconds since the run
+    began. The terminals boot with it, and the site's ledger stamps its rows with it."""
+
+    def __init__(self, start):
+        self.start = start
+        self.t0 = time.monotonic()
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def __call__(self):
+        return self.start + self.elapsed()
+
+
 class SimTerminal:
-    def __init__(self, spec, workdir, bundle_dir, epoch0, on_event=None, extra_config=None, code_kb=0):
+    def __init__(self, spec, workdir, bundle_dir, epoch0, on_event=None, extra_config=None, code_kb=0,
+                 clock=None):
         self.id = spec["id"]
         self.spec = spec
         self.dir = os.path.join(workdir, self.id)
@@ -66,6 +82,8 @@ class SimTerminal:
         self._wdt_timeout_ms = None
         self._last_feed = 0.0
         self._tasks = []
+        self.clock = clock  # a ScenarioClock shared by the run's terminals (None: one per process)
+        self.history = []  # (elapsed s, "boot" / "power_cut" / "watchdog" / "reset") for the report
 
     # -- set-up ------------------------------------------------------------------
     def config(self):
@@ -114,6 +132,7 @@ class SimTerminal:
             env=env, cwd=self.dir, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self.boots += 1
+        self.history.append((self.elapsed(), "boot"))
         self._console = open(os.path.join(self.dir, "console.log"), "a")
         self._console.write("--- boot %d at +%.2f s\n" % (self.boots, self.elapsed()))
         self._tasks.append(asyncio.ensure_future(self._read_stdout(self.proc)))
@@ -135,6 +154,7 @@ class SimTerminal:
         if not self.running():
             return False
         self.power_cuts += 1
+        self.history.append((self.elapsed(), "power_cut"))
         await self._kill()
         self.emu.inject("reset")
         return True
@@ -198,6 +218,7 @@ class SimTerminal:
                 if proc not in self._killed and proc.returncode == RESET_EXIT:
                     # the firmware reset itself (board.restart): boot again, as the chip would
                     self.resets += 1
+                    self.history.append((self.elapsed(), "reset"))
                     self._console.write("--- reset by the firmware\n")
                     self._tasks.append(asyncio.ensure_future(self.boot()))
                 return
@@ -231,6 +252,7 @@ class SimTerminal:
             if (self.running() and self._wdt_timeout_ms
                     and (time.monotonic() - self._last_feed) * 1000 > self._wdt_timeout_ms):
                 self.watchdog_resets += 1
+                self.history.append((self.elapsed(), "watchdog"))
                 self.log_lines.append("SIMULATOR: watchdog reset")
                 await self._kill()
                 self.emu.inject("reset")
@@ -239,6 +261,8 @@ class SimTerminal:
     _t0 = None
 
     def elapsed(self):
+        if self.clock is not None:
+            return self.clock.elapsed()
         if SimTerminal._t0 is None:
             SimTerminal._t0 = time.monotonic()
         return time.monotonic() - SimTerminal._t0
