@@ -13,42 +13,60 @@ import shutil
 import tempfile
 import time
 
-from cpos import purchase, reasons
+from cpos import purchase, reasons, texts
 from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle
 from simulator import cardsync
 from simulator.site import Site
-from simulator.terminal import HEAP_CAP_KB, SimTerminal, micropython
+from simulator.terminal import HEAP_CAP_KB, ScenarioClock, SimTerminal, micropython
 
 REPLY_TIMEOUT_S = 3.0
 
 
-class Tap:
-    __slots__ = ("terminal", "uid", "card", "amount", "ref", "placed_at", "decision", "reason",
-                 "seq", "balance_after", "latency_ms", "device")
+def shown(reason):
+    """(Danish, English): the text a student saw on the display for a reason name."""
+    code = reasons.NAMES.index(reason) if reason in reasons.NAMES else -1
+    return texts.danish(code), texts.english(code)
 
-    def __init__(self, terminal, uid, card, amount, ref, placed_at):
+
+class Tap:
+    __slots__ = ("terminal", "uid", "card", "amount", "ref", "item", "placed_at", "at", "t", "decision", "reason",
+                 "seq", "balance_after", "latency_ms", "device", "topup")
+
+    def __init__(self, terminal, uid, card, amount, ref, placed_at, item=None, at=None, t=None):
         self.terminal, self.uid, self.card, self.amount, self.ref = terminal, uid, card, amount, ref
+        self.item = item
         self.placed_at = placed_at
+        self.at = at  # seconds into the scenario (its events' `at` axis)
+        self.t = t  # the scenario's clock, UTC seconds (the terminals' and the ledger's)
         self.decision = "pending"
         self.reason = None
         self.seq = None
         self.balance_after = None
         self.latency_ms = None
         self.device = {}
+        self.topup = None  # the decision raised an automatic top-up trigger (from the firmware)
 
     def as_json(self):
-        return {"terminal": self.terminal, "card": self.card, "uid": self.uid.hex().upper(),
-                "amount": self.amount, "decision": self.decision, "reason": self.reason,
-                "seq": self.seq, "balance_after": self.balance_after,
+        da, en = shown(self.reason) if self.reason in reasons.NAMES else (None, None)
+        return {"at": None if self.at is None else round(self.at, 3), "t": self.t,
+                "terminal": self.terminal, "card": self.card, "uid": self.uid.hex().upper(),
+                "ref": self.ref, "item": self.item, "amount": self.amount,
+                "decision": self.decision, "reason": self.reason, "text_da": da, "text_en": en,
+                "seq": self.seq, "balance_after": self.balance_after, "topup": self.topup,
                 "tap_to_decision_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
                 "device_us": self.device or None}
 
 
 class Run:
-    def __init__(self, scenario, workdir=None, json_out=None, keep=False, quiet=False):
+    def __init__(self, scenario, workdir=None, json_out=None, keep=False, quiet=False, progress=None):
+        """`progress`: an observer (simulator/progress.py) told of taps and events as they
+        happen; by default, unless `quiet`, plain lines."""
         self.scenario = scenario
+        self.clock = ScenarioClock(scenario.start)  # terminals and ledger share it
+        self.t_play = None  # clock.elapsed() when the timeline began (its `at` 0)
+        self.site_events = []  # (at, what, state): broker/backend down/up, as played
         self.keep = keep or workdir is not None
         self.workdir = workdir or tempfile.mkdtemp(prefix="cpos-sim-")
         self.json_out = json_out
@@ -60,11 +78,24 @@ class Run:
         self._card_names = {c["uid"]: c["number"] for c in scenario.cards}
         self.site = None  # broker + backend, when the scenario has the uplink on
         self.drained = None  # after settle(): did every journal reach the ledger in time
+        if progress is None and not quiet:
+            from simulator.progress import PlainProgress
+
+            progress = PlainProgress()
+        self.progress = progress
 
     # -- set-up ------------------------------------------------------------------
     def _say(self, text):
-        if not self.quiet:
-            print(text, flush=True)
+        if self.progress is not None:
+            self.progress.say(text)
+
+    def at(self):
+        """Seconds into the timeline (negative before it began)."""
+        return self.clock.elapsed() - (self.t_play if self.t_play is not None else self.clock.elapsed())
+
+    def _note(self, term_id, text):
+        if self.progress is not None:
+            self.progress.event(self.at(), term_id, text)
 
     def prepare(self, terminal_config=None):
         """Build the bundle and provision every terminal (config, flash, card table).
@@ -73,7 +104,7 @@ class Run:
         With the uplink on, the site's broker starts and its ledger is seeded first.
         """
         if self.scenario.uplink:
-            self.site = Site(self.scenario, self.workdir)
+            self.site = Site(self.scenario, self.workdir, clock=self.clock)
             self.site.start()
             self._say("site %s: mosquitto on 127.0.0.1:%d, backend ledger %s" % (
                 self.scenario.site, self.site.broker.port, self.site.ledger.path))
@@ -93,7 +124,8 @@ class Run:
                   % (manifest["version"], len(manifest["files"]), code_kb, HEAP_CAP_KB + code_kb))
         for spec in self.scenario.terminals:
             extra = terminal_config(spec) if terminal_config else None
-            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start, code_kb=code_kb, extra_config=extra)
+            t = SimTerminal(spec, self.workdir, bdir, self.scenario.start, code_kb=code_kb, extra_config=extra,
+                            clock=self.clock)
             t.prepare(lambda dev: cardsync.install_scenario(dev, self.scenario))
             self.terminals[spec["id"]] = t
 
@@ -122,19 +154,27 @@ class Run:
     async def play(self):
         """Replay the timeline in real time; each terminal serves one customer at a time."""
         t0 = time.monotonic()
+        self.t_play = self.clock.elapsed()
+        if self.progress is not None:
+            self.progress.start(self)
         lanes = {tid: [] for tid in self.terminals}
         site_events = []
         for ev in self.scenario.events:
             (site_events if ev["terminal"] is None else lanes[ev["terminal"]]).append(ev)
-        await asyncio.gather(self._site_lane(site_events, t0),
-                             *(self._lane(self.terminals[tid], evs, t0) for tid, evs in lanes.items()))
+        try:
+            await asyncio.gather(self._site_lane(site_events, t0),
+                                 *(self._lane(self.terminals[tid], evs, t0) for tid, evs in lanes.items()))
+        finally:
+            if self.progress is not None:
+                self.progress.stop()
 
     async def _site_lane(self, events, t0):
         for ev in events:
             delay = t0 + ev["at"] - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self._say("site: %s %s" % (ev["kind"], ev["state"]))
+            self._note(None, "%s %s" % (ev["kind"], ev["state"]))
+            self.site_events.append((self.at(), ev["kind"], ev["state"]))
             await self.site.event(ev["kind"], ev["state"])
 
     async def settle(self, timeout=60.0):
@@ -143,8 +183,10 @@ class Run:
         if self.site is None:
             return True
         if not self.site.broker.running():
+            self.site_events.append((self.at(), "broker", "up"))
             await self.site.event("broker", "up")
-        self.site.backend_up()
+        if self.site.backend_up():
+            self.site_events.append((self.at(), "backend", "up"))
         numbers = {tid: t.spec["no"] for tid, t in self.terminals.items()}
         t_end = time.monotonic() + timeout
         self.drained = await self.site.drained(
@@ -158,6 +200,9 @@ class Run:
         else:
             if self.drained:
                 self.drained = False
+        # ... and the backend has answered the top-up triggers those records carried
+        while self.drained and self.site.topups_pending() and time.monotonic() < t_end:
+            await asyncio.sleep(0.1)
         return self.drained
 
     def last_ack(self, term_id):
@@ -180,14 +225,14 @@ class Run:
             elif kind == "remove":
                 term.remove()
             elif kind == "power_cut":
-                self._say("%s: power cut" % term.id)
+                self._note(term.id, "power cut")
                 await term.power_cut()
                 self._open.pop(term.id, None)
             elif kind == "boot":
-                self._say("%s: boot" % term.id)
+                self._note(term.id, "boot")
                 await term.boot()
             elif kind == "reboot":  # the reset button or a technician: RAM lost, flash kept, up again
-                self._say("%s: reboot" % term.id)
+                self._note(term.id, "reboot")
                 await term.power_cut()
                 self._open.pop(term.id, None)
                 await term.boot()
@@ -221,16 +266,18 @@ class Run:
         if line == "WAIT %s" % ref:
             self._open[term.id] = (ref, ev["amount"], ev.get("item", ""))
         else:
-            self._say("%s: request %s not opened: %r" % (term.id, ref, line))
+            self._note(term.id, "request %s not opened: %r" % (ref, line))
 
     async def _tap(self, term, ev):
         req = self._open.pop(term.id, None)
         uid = ev["uid"]
         tap = Tap(term.id, uid, self._card_names.get(uid, uid.hex().upper()),
-                  req[1] if req else 0, req[0] if req else None, time.monotonic())
+                  req[1] if req else 0, req[0] if req else None, time.monotonic(),
+                  item=req[2] if req else None, at=self.at(), t=int(self.clock()))
         self.taps.append(tap)
         if not term.running():
             tap.decision = "terminal_off"
+            self._tapped(tap)
             return
         n_events = len(term.events)
         fut = term.expect(req[0]) if req else None
@@ -252,9 +299,14 @@ class Run:
             await asyncio.sleep(max(0.0, ev.get("hold", 0.3) - (time.monotonic() - tap.placed_at)))
         finally:
             term.remove()
+        self._tapped(tap)
+
+    def _tapped(self, tap):
         if self.json_out is not None:
             self.json_out.write(json.dumps(tap.as_json()) + "\n")
             self.json_out.flush()
+        if self.progress is not None:
+            self.progress.tap(tap)
 
     def _decided(self, tap, term, at, line):
         if line is None:
@@ -276,6 +328,7 @@ class Run:
             for e in reversed(term.events):
                 if e.get("ev") == "decision" and e.get("ref") == tap.ref:
                     tap.device = {k: e[k] for k in ("lookup_us", "rules_us", "journal_us")}
+                    tap.topup = bool(e.get("topup"))
                     return
             await asyncio.sleep(0.01)
 
@@ -329,51 +382,87 @@ class Run:
             problems += self.site.check(heard, journals)
         return problems
 
+    def journal_breakdown(self, term_id, recs=None):
+        """Why a terminal's journal holds more records than its till heard approvals:
+        (approvals heard, approved records the till never heard (a power cut or lost
+        reply before the answer), refusals journaled only to carry a top-up trigger)."""
+        recs = self.journal_records(term_id) if recs is None else recs
+        heard = set(t.seq for t in self.taps if t.terminal == term_id and t.decision == "approved")
+        approved = [r for r in recs if r["reason"] == reasons.APPROVED]
+        unheard = [r for r in approved if r["seq"] not in heard]
+        triggers = [r for r in recs if r["reason"] != reasons.APPROVED]
+        return len(approved) - len(unheard), len(unheard), len(triggers)
+
     def summary(self):
-        lines = ["scenario %r: %d taps on %d terminals" % (self.scenario.name, len(self.taps), len(self.terminals))]
+        """(text, problems): per terminal, the site, refusals with their texts, top-ups,
+        why journal records and approvals differ, the uplink and the invariants."""
+        taps = self.taps
+        lines = ["scenario %r: %d taps on %d terminals" % (self.scenario.name, len(taps), len(self.terminals))]
+        n_rec = n_heard = n_unheard = n_trig = 0
         for tid, term in self.terminals.items():
-            mine = [t for t in self.taps if t.terminal == tid]
+            mine = [t for t in taps if t.terminal == tid]
             approved = [t for t in mine if t.decision == "approved"]
-            by_reason = {}
-            for t in mine:
-                if t.decision == "refused":
-                    by_reason[t.reason] = by_reason.get(t.reason, 0) + 1
+            refused = [t for t in mine if t.decision == "refused"]
             lat = sorted(t.latency_ms for t in mine if t.latency_ms is not None and t.decision in ("approved", "refused"))
             recs = self.journal_records(tid)
-            lines.append("  %-8s %-7s %4d taps  %4d approved (%s)  refused: %s" % (
-                tid, term.spec["kind"], len(mine), len(approved),
-                "%.2f kr" % (sum(t.amount for t in approved) / 100.0),
-                ", ".join("%s %d" % kv for kv in sorted(by_reason.items())) or "none"))
-            other = [t.decision for t in mine if t.decision not in ("approved", "refused")]
-            if other:
-                counts = {}
-                for d in other:
-                    counts[d] = counts.get(d, 0) + 1
-                lines.append("           other: %s" % ", ".join("%s %d" % kv for kv in sorted(counts.items())))
-            if lat:
-                lines.append("           tap-to-decision p50 %.1f ms, p99 %.1f ms; journal holds %d records; "
-                             "boots %d, power cuts %d, watchdog resets %d" % (
-                                 _pct(lat, 50), _pct(lat, 99), len(recs), term.boots, term.power_cuts,
-                                 term.watchdog_resets))
+            heard, unheard, trig = self.journal_breakdown(tid, recs)
+            n_rec, n_heard, n_unheard, n_trig = n_rec + len(recs), n_heard + heard, n_unheard + unheard, n_trig + trig
+            lines.append("  %-8s %-7s %4d taps  %4d approved %10s kr  %4d refused%s" % (
+                tid, term.spec["kind"], len(mine), len(approved), "%.2f" % (sum(t.amount for t in approved) / 100.0),
+                len(refused), _others(mine)))
+            lines.append("           tap-to-decision p50 %s, p99 %s; journal holds %d records; "
+                         "boots %d, power cuts %d, watchdog resets %d" % (
+                             "%.1f ms" % _pct(lat, 50) if lat else "-", "%.1f ms" % _pct(lat, 99) if lat else "-",
+                             len(recs), term.boots, term.power_cuts, term.watchdog_resets))
+        approved = [t for t in taps if t.decision == "approved"]
+        refused = [t for t in taps if t.decision == "refused"]
+        lines.append("site: %d approved, revenue %.2f kr; %d refused%s" % (
+            len(approved), sum(t.amount for t in approved) / 100.0, len(refused), _others(taps)))
+        if refused:
+            lines.append("refusals by reason, with the text the student saw (Danish / English):")
+            by = {}
+            for t in refused:
+                by.setdefault(t.reason, []).append(t.terminal)
+            for reason, where in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                da, en = shown(reason)
+                per = ", ".join("%s %d" % (tid, where.count(tid)) for tid in self.terminals if tid in where)
+                lines.append("  %4d  %-43s %-36s (%s: %s)" % (len(where), da, en, reason, per))
+        lines.append("journal records %d = %d approvals the tills heard + %d approved but never heard by the till "
+                     "(power cut before the answer) + %d refusals journaled only to carry an automatic top-up "
+                     "trigger to the backend" % (n_rec, n_heard, n_unheard, n_trig))
         problems = self.check()
         if self.site is not None and self.drained is not None:
             led = self.site.ledger
             n_rec = sum(len(led.received_seqs(t.spec["no"])) for t in self.terminals.values())
             n_buy = sum(len(led.purchase_seqs(t.spec["no"])) for t in self.terminals.values())
+            outages = ", ".join("%s %s at %+.1f s" % (what, state, at) for at, what, state in self.site_events)
             lines.append("uplink: %d journal records in the backend ledger (%d purchases), journals %s; "
                          "site events: %s" % (n_rec, n_buy, "drained" if self.drained else "NOT drained",
-                                              ", ".join("%s %s" % o[:2] for o in self.site.outages) or "none"))
+                                              outages or "none"))
             n_top, top_sum, by = self.site.topups()
             if by:
                 lines.append("automatic top-up: %d triggers from the tills (%s); %d charged to stored payment "
                              "cards, %.2f kr deposited" % (sum(by.values()), ", ".join("%s %d" % kv for kv in sorted(by.items())),
                                                           n_top, top_sum / 100.0))
+            else:
+                lines.append("automatic top-up: no triggers")
         what = "every approval journaled exactly once"
         if self.site is not None and self.drained is not None:
-            what += ", and in the backend ledger exactly once"
+            what += ", and in the backend ledger exactly once; each account's balance is its deposits minus its approved purchases"
         lines.append("invariants: " + ("all hold (%s)" % what if not problems
                                        else "VIOLATED: " + "; ".join(problems)))
         return "\n".join(lines), problems
+
+
+def _others(taps):
+    """`, other: terminal off 2, no reply 1` for taps that got neither approval nor refusal."""
+    counts = {}
+    for t in taps:
+        if t.decision not in ("approved", "refused"):
+            counts[t.decision] = counts.get(t.decision, 0) + 1
+    if not counts:
+        return ""
+    return "; other: " + ", ".join("%s %d" % (k.replace("_", " "), v) for k, v in sorted(counts.items()))
 
 
 def _pct(values, p):
@@ -381,8 +470,8 @@ def _pct(values, p):
     return values[k]
 
 
-async def run_scenario(scenario, workdir=None, json_out=None, quiet=False):
-    run = Run(scenario, workdir, json_out, quiet=quiet)
+async def run_scenario(scenario, workdir=None, json_out=None, quiet=False, progress=None):
+    run = Run(scenario, workdir, json_out, quiet=quiet, progress=progress)
     try:
         await run.start()
         await run.play()
