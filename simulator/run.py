@@ -384,8 +384,9 @@ class Run:
 
     def journal_breakdown(self, term_id, recs=None):
         """Why a terminal's journal holds more records than its till heard approvals:
-        (approvals heard, approved records the till never heard (a power cut or lost
-        reply before the answer), refusals journaled only to carry a top-up trigger)."""
+        (approvals heard, approved records the till did not hear (a power cut before the
+        answer, or none within REPLY_TIMEOUT_S), refusals journaled only to carry a top-up
+        trigger)."""
         recs = self.journal_records(term_id) if recs is None else recs
         heard = set(t.seq for t in self.taps if t.terminal == term_id and t.decision == "approved")
         approved = [r for r in recs if r["reason"] == reasons.APPROVED]
@@ -427,9 +428,9 @@ class Run:
                 da, en = shown(reason)
                 per = ", ".join("%s %d" % (tid, where.count(tid)) for tid in self.terminals if tid in where)
                 lines.append("  %4d  %-43s %-36s (%s: %s)" % (len(where), da, en, reason, per))
-        lines.append("journal records %d = %d approvals the tills heard + %d approved but never heard by the till "
-                     "(power cut before the answer) + %d refusals journaled only to carry an automatic top-up "
-                     "trigger to the backend" % (n_rec, n_heard, n_unheard, n_trig))
+        lines.append("journal records %d = %d approvals the tills heard + %d approved but not heard by the till "
+                     "(a power cut before the answer, or none within %g s) + %d refusals journaled only to carry an "
+                     "automatic top-up trigger to the backend" % (n_rec, n_heard, n_unheard, REPLY_TIMEOUT_S, n_trig))
         problems = self.check()
         if self.site is not None and self.drained is not None:
             led = self.site.ledger
