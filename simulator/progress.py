@@ -107,14 +107,19 @@ class RichProgress:
         self.console.print(text, highlight=False, markup=False)
 
     def start(self, run):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.table import Column
 
+        # The figures keep their width; the last student's text takes what is left of the line.
+        fixed = lambda n: Column(min_width=n, no_wrap=True)  # noqa: E731
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<6}"), BarColumn(bar_width=28), MofNCompleteColumn(),
-            TextColumn("[green]{task.fields[ok]:>3} approved[/] [red]{task.fields[refused]:>3} refused[/]"
-                       " {task.fields[kr]:>9} kr"),
-            TextColumn("{task.fields[last]}", markup=False), TimeElapsedColumn(),
-            console=self.console, transient=False, refresh_per_second=8)
+            TextColumn("[bold]{task.description}", table_column=fixed(6)), BarColumn(bar_width=16),
+            MofNCompleteColumn(table_column=fixed(7)),
+            TextColumn("[green]{task.fields[ok]:>3} ok[/] [red]{task.fields[refused]:>3} refused[/]"
+                       " {task.fields[kr]:>8} kr", table_column=fixed(29)),
+            TextColumn("{task.fields[last]}", markup=False,
+                       table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+            console=self.console, transient=False, refresh_per_second=8, expand=True)
         totals = _totals(run)
         for tid, n in totals.items():
             self.counts[tid] = _Counts(n)

@@ -50,6 +50,6 @@ def test_progress_on_a_terminal_is_rich_bars_with_the_text_the_student_saw():
     p.progress.refresh()
     p.stop()
     out = buf.getvalue()
-    assert "till1" in out and "2/3" in out and "1 approved" in out and "1 refused" in out, out
+    assert "till1" in out and "2/3" in out and "1 ok" in out and "1 refused" in out, out
     assert "Ikke nok penge på kortet / Not enough money on card" in out, out
     assert "━" in out  # a drawn bar, not plain lines
