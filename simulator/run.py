@@ -22,11 +22,12 @@ from simulator.site import Site
 from simulator.terminal import HEAP_CAP_KB, SimTerminal, micropython
 
 REPLY_TIMEOUT_S = 3.0
+LOST_REPLY_TIMEOUT_S = 30.0  # the lost-reply procedure: a till waits longer before giving up
 
 
 class Tap:
     __slots__ = ("terminal", "uid", "card", "amount", "ref", "placed_at", "decision", "reason",
-                 "seq", "balance_after", "latency_ms", "device")
+                 "seq", "balance_after", "latency_ms", "device", "recovered")
 
     def __init__(self, terminal, uid, card, amount, ref, placed_at):
         self.terminal, self.uid, self.card, self.amount, self.ref = terminal, uid, card, amount, ref
@@ -37,13 +38,14 @@ class Tap:
         self.balance_after = None
         self.latency_ms = None
         self.device = {}
+        self.recovered = False  # the decision was learned through CANCEL + LAST, not heard
 
     def as_json(self):
         return {"terminal": self.terminal, "card": self.card, "uid": self.uid.hex().upper(),
                 "amount": self.amount, "decision": self.decision, "reason": self.reason,
                 "seq": self.seq, "balance_after": self.balance_after,
                 "tap_to_decision_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
-                "device_us": self.device or None}
+                "device_us": self.device or None, "recovered_by_last": self.recovered}
 
 
 class Run:
@@ -238,6 +240,8 @@ class Run:
         try:
             if req:
                 at, line = await self._reply(fut)
+                if line is None:  # no decision heard in time (a busy or dying terminal)
+                    at, line = await self._lost_reply(term, tap)
                 self._decided(tap, term, at, line)
                 await self._device_timings(tap, term)
             else:
@@ -256,11 +260,37 @@ class Run:
             self.json_out.write(json.dumps(tap.as_json()) + "\n")
             self.json_out.flush()
 
+    async def _lost_reply(self, term, tap):
+        """What a till does when the decision on its request did not come (docs/pos-protocol.md,
+        "After a lost reply"): CANCEL the request, then ask LAST and compare with the seq of
+        the last APPROVED it heard. Returns (time, line) as if the decision had been heard:
+        the late reply itself if it arrives meanwhile, an APPROVED line rebuilt from LAST when
+        the purchase was recorded, or (None, None): not paid, or the terminal is gone."""
+        if not term.running() or term.pos_writer is None:
+            return None, None
+        fut = term.expect(tap.ref)
+        await term.send("CANCEL %s" % tap.ref)
+        at, line = await self._reply(fut, LOST_REPLY_TIMEOUT_S)
+        if line is None or line.startswith(("CANCELLED ", "EXPIRED ")):
+            return None, None  # still open when cancelled: nothing recorded, not paid
+        if line.startswith(("APPROVED ", "REFUSED ")):
+            return at, line  # the decision itself, late
+        fut = term.expect_last()
+        await term.send("LAST")
+        at, last = await self._reply(fut, LOST_REPLY_TIMEOUT_S)
+        heard = max([t.seq for t in self.taps if t.terminal == term.id and t.decision == "approved"] or [0])
+        parts = (last or "").split()
+        if len(parts) == 6 and parts[1] != "-" and int(parts[1]) > heard and parts[4] == "approved":
+            tap.recovered = True
+            return None, "APPROVED %s %s %s %s" % (tap.ref, parts[1], parts[2], parts[3])
+        return None, None
+
     def _decided(self, tap, term, at, line):
         if line is None:
             tap.decision = "no_reply"
             return
-        tap.latency_ms = (at - tap.placed_at) * 1000
+        if at is not None:  # None: learned through LAST, no latency to tell
+            tap.latency_ms = (at - tap.placed_at) * 1000
         parts = line.split()
         if parts[0] == "APPROVED" and parts[1] == tap.ref:
             tap.decision, tap.reason = "approved", "approved"
