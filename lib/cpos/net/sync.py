@@ -20,16 +20,13 @@ already holds.
 import asyncio
 import os
 
+from cpos import log as logmod
 from cpos.cards import table as cardtable
 from cpos.net import signing
 from cpos.net import messages as protocol
 from cpos.compat import const, ticks_diff, ticks_ms, wait_event_ms
 
 _IDLE_MS = const(1000)
-
-
-def _nolog(msg):
-    pass
 
 
 def _nonce():
@@ -51,7 +48,7 @@ class Sync:
         self.t_down = protocol.topic(site, tid, protocol.SYNC_DOWN)
         self._tb = self.t_down.encode()
         self.on_included = on_included
-        self.log = log or _nolog
+        self.log = log or logmod.NULL  # a cpos.log.Log
         self.retry_ms = retry_ms
         self.settle_ms = settle_ms
         self._ok = asyncio.Event()  # set while the backend's last word is "current"
@@ -94,7 +91,7 @@ class Sync:
     def _reject(self, why):
         self.rejected += 1
         self.why[why] = self.why.get(why, 0) + 1
-        self.log("sync: refused message: %s" % why)
+        self.log.security("sync: refused message: %s" % why)
 
     def _ask(self):
         if self._asked is None:
@@ -156,7 +153,7 @@ class Sync:
         elif r == cardtable.MALFORMED:
             self._reject("malformed")
         else:  # NO_SPACE: only a snapshot helps
-            self.log("sync: no room for delta v%d: asking for a snapshot" % m.version)
+            self.log.warn("sync: no room for delta v%d: asking for a snapshot" % m.version)
             self.synced = False
             self._snapshot = True
             self._ask()
@@ -198,7 +195,7 @@ class Sync:
         self._snapshot = False
         self.snapshots += 1
         self._contact()
-        self.log("sync: snapshot v%d installed (%d cards, included seq %d)" % (
+        self.log.info("sync: snapshot v%d installed (%d cards, included seq %d)" % (
             t.version, t.n_cards, t.included_seq))
         if m.version > self.current:
             self.current = m.version
