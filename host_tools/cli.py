@@ -259,7 +259,7 @@ def parser():
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. mqtt.port=8883")
     p = add("status", "version, journal, card table, last health report, Wi-Fi", port="required")
     p.add_argument("--json", action="store_true")
-    p = add("logs", "the terminal's logged warnings, errors, boots and health reports", port="required")
+    p = add("logs", "the terminal's logged warnings, security events, errors, boots and health reports", port="required")
     p.add_argument("-n", "--lines", type=int, default=40)
     p = add("rescue", "submit a terminal's journal (live, or an esptool dump) to the backend, idempotently")
     p.add_argument("--dump", help="journal partition image (esptool read-flash 0x300000 0x40000 FILE)")
