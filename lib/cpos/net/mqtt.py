@@ -10,7 +10,8 @@ running in another task, never waits on the network.
 Delivery guarantees above QoS 1 are not its business: the uplink resends from the
 journal after any failure, so sessions are clean by default and nothing is kept here
 across connections (docs/protocol.md explains why we wrote this instead of using a
-registry package).
+registry package). It logs through a cpos.log.Log: a broker refusing the connection
+(RefusedError) or a subscription at S, a lost link at I, a malformed packet at W.
 """
 import asyncio
 import struct

@@ -6,7 +6,8 @@ applying what comes back on `down/sync`: versioned deltas in order, snapshot chu
 installed beside the live table and switched to atomically, and the backend's
 `current` answer that says the terminal is up to date. Every message is verified
 (cpos.net.signing) before anything in it is looked at; one that is malformed, forged,
-replayed or out of order changes nothing and is counted and logged.
+replayed or out of order changes nothing and is counted, and logged at the security level
+(`S sync: refused message: <why>`, cpos.log).
 
 When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` is
 called at once, before the next message and before any tap can run: the app moves its

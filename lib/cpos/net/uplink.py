@@ -4,7 +4,9 @@ Owns the terminal's side of the end-to-end acknowledgement (docs/protocol.md): w
 records are in flight, building batch messages into one preallocated buffer, resending
 everything unacknowledged after a reconnect, a reboot or an ack timeout, and applying
 the backend's watermark to the journal. It runs in its own asyncio task and never
-touches the tap path; the tap path only calls `kick()` after a journal append.
+touches the tap path; the tap path only calls `kick()` after a journal append. An ack
+without a valid tag, or for records never written, changes nothing: it is counted in
+`bad_acks` and logged at the security level (`S uplink: ...`, cpos.log).
 
 The journal it needs (the real one is adapted to this):
 - `next_seq`        the seq the next append will get (records have seq < next_seq)
