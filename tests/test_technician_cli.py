@@ -399,7 +399,10 @@ def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundle
     logs = cpos("logs", "-p", v.port)
     assert logs.returncode == 0, logs.stderr
     lines = [line.split(" ", 1)[1] for line in logs.stdout.splitlines()]
-    assert lines[-3:] == ["I boot", "S sync: refused message: bad tag", "S sync: refused message: replayed"], logs.stdout
+    assert lines[-3:] == ["I boot", "S sync: refused message: bad tag",
+                          "S sync: refused message: replayed"], logs.stdout
+    status = cpos("status", "-p", v.port)
+    assert "log       1 boots, 0 errors, 2 security events logged" in status.stdout, status.stdout
 
 
 def test_status_of_a_terminal_with_no_firmware_says_deploy(plug):
