@@ -26,6 +26,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cpos import log as logmod
 from cpos.net import signing
 from cpos.net import messages as protocol
 from cpos.net.mqtt import Fatal, MQTTClient
@@ -46,7 +47,7 @@ class Backend:
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
                                  backoff_min_ms=100, backoff_max_ms=2000,
-                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=self.log)
+                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=logmod.Log(self.log))
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)

@@ -381,7 +381,7 @@ class App:
         from cpos.net.journal_feed import JournalFeed
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
-                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log)
         limit = None
         if self.cfg.site_key is not None:
             # A record leaves the journal only once the synced table includes it too:
@@ -390,7 +390,7 @@ class App:
         self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
-                             log=self.log.info, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
+                             log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
         self.mqtt.will = self.uplink.will()
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
         if self.cfg.site_key is None:
@@ -398,7 +398,7 @@ class App:
         from cpos.net.sync import Sync
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
-                         on_included=self._on_included, log=self.log.info, clock=self.board.now)
+                         on_included=self._on_included, log=self.log, clock=self.board.now)
         return tasks + (("sync", self.sync.run()),)
 
     def _included_seq(self):

@@ -159,7 +159,8 @@ def cmd_status(a):
         _print_health(s["health"])
     else:
         print("health    no report logged yet (the app writes one every 30 s)")
-    print("log       %d boots, %d errors logged" % (s["boots_logged"], s["errors_logged"]))
+    print("log       %d boots, %d errors, %d security events logged" % (
+        s["boots_logged"], s["errors_logged"], s.get("security_logged", 0)))  # 0: firmware older than S lines
     w = s.get("wifi")
     print("wifi      %s" % ("n/a on this board" if w is None else
                              ("connected, %s" % w["ip"]) if w["connected"] else "not connected"))
@@ -259,7 +260,8 @@ def parser():
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. mqtt.port=8883")
     p = add("status", "version, journal, card table, last health report, Wi-Fi", port="required")
     p.add_argument("--json", action="store_true")
-    p = add("logs", "the terminal's logged warnings, errors, boots and health reports", port="required")
+    p = add("logs", "the terminal's logged warnings, security events, errors, boots and health reports",
+            port="required")
     p.add_argument("-n", "--lines", type=int, default=40)
     p = add("rescue", "submit a terminal's journal (live, or an esptool dump) to the backend, idempotently")
     p.add_argument("--dump", help="journal partition image (esptool read-flash 0x300000 0x40000 FILE)")

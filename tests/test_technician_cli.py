@@ -344,6 +344,67 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
     assert logs.stdout.splitlines()[-1] == "5090 E reader: no answer"
 
 
+# What runs on the device: the firmware's own pieces wired as firmware/main.py and firmware/app.py
+# wire them (Log over devlog.FileSink on board.log_path(), MQTTClient, Sync on the card-table
+# partition), with one stand-in, the socket: the client reads the broker's bytes from WIRE.
+_DOWNLINK_ON_THE_DEVICE = """
+import asyncio, binascii, board
+from cpos import config, devlog, log
+from cpos.cards import table as cardtable
+from cpos.net.mqtt import MQTTClient
+from cpos.net.sync import Sync
+cfg = config.load(board.config_path())
+lg = log.Log(devlog.FileSink(board.log, board.log_path(), board.now))
+m = cfg.mqtt
+c = MQTTClient(cfg.terminal_id, m["host"], m["port"], m["user"], m["password"], log=lg)
+t = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]), acc_slots=64, card_slots=32)
+s = Sync(t, c, cfg.site, cfg.terminal_id, cfg.site_key, log=lg, clock=board.now)
+
+class Wire:
+    def __init__(self, data):
+        self.data = data
+
+    async def readexactly(self, n):
+        if len(self.data) < n:
+            raise EOFError
+        b = self.data[:n]
+        self.data = self.data[n:]
+        return b
+
+c._reader = Wire(binascii.unhexlify(WIRE))
+asyncio.run(c._reader_loop(None))
+print("REFUSED", s.rejected, sorted(s.why.items()))
+"""
+
+
+def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundles, tmp_path):
+    from cpos.cards import delta as carddelta
+    from cpos.net import signing
+
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    with open(tmp_path / "site" / "site_key") as f:
+        key = signing.Key(bytes.fromhex(f.read().strip()))
+    topic = messages.topic(SITE, "t0007", messages.SYNC_DOWN)
+    # Unblocking a card without the site key; then a genuine "you are current" answer to a
+    # request the terminal never made (an old one, recorded and sent again).
+    forged = signing.encode(signing.Key(b"\x01" * 32), topic, signing.DELTA, 1,
+                            carddelta.encode(1, 0, carddelta.UNBLOCK, uid=b"\x04\xa1\xb2\xc3"))
+    replayed = signing.encode(key, topic, signing.CURRENT, 3, arg=12345)
+    wire = b"".join(mqtt.publish_header(topic, len(p), qos=0) + p for p in (forged, replayed))
+    code = "WIRE = %r\n" % wire.hex() + _DOWNLINK_ON_THE_DEVICE
+    p = subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True, text=True)
+    assert p.returncode == 0 and "REFUSED 2 [('bad tag', 1), ('replayed', 1)]" in p.stdout, p.stdout + p.stderr
+    logs = cpos("logs", "-p", v.port)
+    assert logs.returncode == 0, logs.stderr
+    lines = [line.split(" ", 1)[1] for line in logs.stdout.splitlines()]
+    assert lines[-3:] == ["I boot", "S sync: refused message: bad tag",
+                          "S sync: refused message: replayed"], logs.stdout
+    status = cpos("status", "-p", v.port)
+    assert "log       1 boots, 0 errors, 2 security events logged" in status.stdout, status.stdout
+
+
 def test_status_of_a_terminal_with_no_firmware_says_deploy(plug):
     v = plug()
     failed_in_one_line(cpos("status", "-p", v.port), "no CPOS firmware deployed", "cpos deploy")

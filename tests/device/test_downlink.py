@@ -6,6 +6,7 @@ tests/test_downlink_broker.py."""
 from binascii import unhexlify
 
 from cardtable_model import FLASH
+from cpos import log
 from cpos.cards import delta as carddelta
 from cpos.cards import table as cardtable
 from cpos.net import signing as downlink
@@ -80,12 +81,12 @@ def test_every_byte_is_covered_by_the_tag():
 
 
 
-def _world():
+def _world(lg=None):
     FLASH.wipe(1)
     t = CardTable(FLASH, log_blocks=1)
     c = FakeClient()
     seen = []
-    s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append, clock=lambda: 1764072000)
+    s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append, clock=lambda: 1764072000, log=lg)
     assert c.filters == [TOPIC] and s.last_contact == 0
     return t, c, s, seen, downlink.Key(KEY)
 
@@ -119,8 +120,9 @@ def test_snapshot_in_chunks_then_deltas_in_order():
     assert s.status()["last_contact"] == 1764072000  # cpos status shows the table's age from it
 
 
-def test_forged_replayed_out_of_order_and_malformed_change_nothing():
-    t, c, s, seen, k = _world()
+def test_forged_replayed_out_of_order_and_malformed_change_nothing_and_log_at_the_security_level():
+    lines = []
+    t, c, s, seen, k = _world(log.Log(lines.append))
     s._request()
     for m in _snapshot(k, 4, 10):
         c.handler(TOPIC, m, False)
@@ -148,6 +150,7 @@ def test_forged_replayed_out_of_order_and_malformed_change_nothing():
         c.handler(TOPIC, payload, False)
         assert s.rejected == n + 1 and s.why.get(why), (why, s.why)
         assert (_look(t), t.version, t.included_seq, seen) == before, why
+        assert lines[-1] == "S sync: refused message: " + why, lines[-1]
     assert s._want  # the gap made it ask for a sync
 
 
