@@ -22,19 +22,20 @@ Invariants kept here (tested by tests/test_journal_powercut.py):
   (see `ack`); when they would, `append` raises JournalFull and writes nothing.
 """
 import struct
-from binascii import crc32
 
 from cpos import purchase
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 
 SLOT = const(64)
 _MAGIC = b"CPJ1"
-_HDR = "<4sIII"  # magic, sector id, first seq, ack watermark; CRC-32 of bytes 0..15 at 16
+_HDR = "<4sIII"  # magic, sector id, first seq, ack watermark
+_HDR_CRC = const(16)  # CRC-32 of bytes 0..15
 _HDR_LEN = const(20)
 _ACK_TYPE = const(0x41)  # 'A'
-_ACK = "<BBBBI"  # type, 0, 0, 0, watermark; CRC-32 of bytes 0..7 at 8
+_ACK = "<BBBBI"  # type, 0, 0, 0, watermark
+_ACK_CRC = const(8)  # CRC-32 of bytes 0..7
 _ACK_LEN = const(12)
-_U32 = 0xFFFFFFFF
 _BLANK = b"\xff" * SLOT
 
 
@@ -170,7 +171,7 @@ class Journal:
         if self._used < self.slots:
             b = self._ackb
             struct.pack_into(_ACK, b, 0, _ACK_TYPE, 0, 0, 0, watermark)
-            struct.pack_into("<I", b, 8, crc32(memoryview(b)[:8]) & _U32)
+            seal(b, _ACK_CRC)
             self._ok = False
             self.dev.writeblocks(self._head, b, (self._used + 1) * SLOT)
             self._used += 1
@@ -294,7 +295,7 @@ class Journal:
     def _parse_header(self, hb):
         if hb[0:4] != _MAGIC:
             return None
-        if struct.unpack_from("<I", hb, 16)[0] != crc32(memoryview(hb)[:16]) & _U32:
+        if not sealed_ok(hb, _HDR_CRC):
             return None
         _, s, f, hw = struct.unpack_from(_HDR, hb, 0)
         if s == 0:
@@ -302,8 +303,7 @@ class Journal:
         return s, f, hw
 
     def _is_ack(self, buf):
-        return (buf[0] == _ACK_TYPE and
-                struct.unpack_from("<I", buf, 8)[0] == crc32(memoryview(buf)[:8]) & _U32)
+        return buf[0] == _ACK_TYPE and sealed_ok(buf, _ACK_CRC)
 
     def _count_free(self, w):
         """Sectors that may be erased under watermark `w`, the head excluded."""
@@ -335,7 +335,7 @@ class Journal:
         self._sid[t] = 0
         hb = self._hdr
         struct.pack_into(_HDR, hb, 0, _MAGIC, sid, self._next, w)
-        struct.pack_into("<I", hb, 16, crc32(memoryview(hb)[:16]) & _U32)
+        seal(hb, _HDR_CRC)
         self.dev.writeblocks(t, hb, 0)
         self._sid[t] = sid
         self._first[t] = self._next

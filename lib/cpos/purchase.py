@@ -15,9 +15,9 @@ Layout (little-endian, 64 bytes, CRC-32 over bytes 0..59 at 60):
  60 u32 crc32
 """
 import struct
-from binascii import crc32
 
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 from cpos.money import MAX_ORE
 
 SIZE = const(64)
@@ -77,7 +77,7 @@ def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
     buf[_UID_AT:_CRC_AT] = _ZEROS  # zero padding for uid and item
     buf[_UID_AT:_UID_AT + len(uid)] = uid
     buf[_ITEM_AT:_ITEM_AT + len(it)] = it
-    struct.pack_into("<I", buf, _CRC_AT, crc32(memoryview(buf)[:_CRC_AT]) & _U32)
+    seal(buf, _CRC_AT)
 
 
 def is_valid(buf):
@@ -86,7 +86,7 @@ def is_valid(buf):
         return False
     if (buf[1] >> 4) not in _UID_LENGTHS or buf[3] > ITEM_MAX:
         return False
-    return struct.unpack_from("<I", buf, _CRC_AT)[0] == crc32(memoryview(buf)[:_CRC_AT]) & _U32
+    return sealed_ok(buf, _CRC_AT)
 
 
 def seq_of(buf):

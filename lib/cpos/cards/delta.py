@@ -10,7 +10,8 @@ import struct
 
 from cpos.compat import const
 from cpos.cards import layout as cardfmt
-from cpos.cards.layout import Cursor, sealed_ok, seal, uid_kind
+from cpos.cards.layout import Cursor, uid_kind
+from cpos.crc import seal, sealed_ok
 from cpos.rules import CardRecord, Spends, NO_LIMIT
 
 MAGIC = const(0x44)

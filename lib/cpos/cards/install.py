@@ -7,8 +7,9 @@ block and record; `compact` folds the overlay into a new image in the other slot
 import struct
 
 from cpos.cards import layout
-from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sealed_ok, sort_key
+from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sort_key
 from cpos.cards.overlay import CARD, C_STATUS, C_ACCOUNT
+from cpos.crc import sealed_ok
 from cpos.rules import CardRecord, Spends
 
 _OK = 0  # cardtable.INSTALL_OK

@@ -11,13 +11,12 @@ An account state, wherever the builder or a delta carries one, is a plain tuple
 with `limits` 6 ints (NO_LIMIT for none), `keys` 3 window keys, `totals` 6 ints.
 """
 import struct
-from binascii import crc32
 
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 from cpos.rules import NO_LIMIT, REPLACED
 
 PAGE = const(4096)  # one table page is one flash block (erase sector)
-CRC_RESIDUE = const(0x2144DF1C)  # crc32(data + crc32(data) as <I): a small int on ESP32
 PAGE_HDR = const(12)
 PAGE_DATA_END = const(4092)  # the CRC takes the last 4 bytes
 PAGE_MAGIC = const(0x50)  # 'P'
@@ -276,17 +275,6 @@ def rd16(b, o):
 
 def rd32(b, o):
     return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
-
-
-def seal(block):
-    """Write the CRC32 of block[:-4] into its last 4 bytes."""
-    n = len(block) - 4
-    block[n:] = struct.pack("<I", crc32(memoryview(block)[:n]) & 0xFFFFFFFF)
-
-
-def sealed_ok(block):
-    """True if a sealed block's CRC holds (a small-int compare: no heap in the good case)."""
-    return crc32(block) == CRC_RESIDUE
 
 
 def page_count(page):

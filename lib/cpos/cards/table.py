@@ -14,12 +14,11 @@ a snapshot install or a compaction writes the other slot and switches by writing
 one commit record, so a power cut leaves the old table or the new one.
 """
 import struct
-from binascii import crc32
 
 from cpos.compat import const
 from cpos.cards import layout
-from cpos.cards.layout import (PAGE, PAGE_DATA_END, PAGE_MAGIC, CRC_RESIDUE, Cursor,
-                          uid_hash, uid_kind, rd16, rd32, sealed_ok, seal)
+from cpos.cards.layout import PAGE, PAGE_DATA_END, PAGE_MAGIC, Cursor, uid_hash, uid_kind, rd16, rd32
+from cpos.crc import seal, sealed_ok
 from cpos.cards.delta import Delta, MAX_DELTA
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
 
@@ -271,7 +270,7 @@ class CardTable:
         self.dev.readblocks(self._img_start(self.slot) + 1 + p, self.page)
         pg = self.page
         t = self._tag
-        if (crc32(pg) != CRC_RESIDUE or pg[0] != PAGE_MAGIC or pg[1] != layout.FORMAT
+        if (not sealed_ok(pg) or pg[0] != PAGE_MAGIC or pg[1] != layout.FORMAT
                 or rd16(pg, 4) != p or pg[6] != t[0] or pg[7] != t[1] or pg[8] != t[2] or pg[9] != t[3]):
             self.needs_resync = True
             return False
