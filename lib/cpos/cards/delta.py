@@ -10,9 +10,10 @@ import struct
 
 from cpos.compat import const
 from cpos.cards import layout as cardfmt
-from cpos.cards.layout import Cursor, uid_kind
+from cpos.cards.layout import Cursor
 from cpos.crc import seal, sealed_ok
 from cpos.rules import CardRecord, Spends, NO_LIMIT
+from cpos.uid import UID_MAX, uid_kind
 
 MAGIC = const(0x44)
 FORMAT = const(1)
@@ -125,9 +126,9 @@ class Delta:
     def __init__(self):
         self.card = CardRecord()  # account state of NEW_CARD / REPLACE, limits of LIMITS
         self.spends = Spends()  # keys and totals of NEW_CARD / REPLACE / TOTALS
-        self.uid = bytearray(10)
+        self.uid = bytearray(UID_MAX)
         self.uid_len = 0
-        self.uid2 = bytearray(10)
+        self.uid2 = bytearray(UID_MAX)
         self.uid2_len = 0
         self._cur = Cursor()
         self.clear()

@@ -11,6 +11,7 @@ from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, s
 from cpos.cards.overlay import CARD, C_STATUS, C_ACCOUNT
 from cpos.crc import sealed_ok
 from cpos.rules import CardRecord, Spends
+from cpos.uid import UID_LENGTHS
 
 _OK = 0  # cardtable.INSTALL_OK
 _BAD = 3  # cardtable.INSTALL_BAD
@@ -88,7 +89,7 @@ def compact(t):
         o = i * CARD
         f = c[o]
         if f != 0xFF and f & C_ACCOUNT:
-            uid = bytes(c[o + 1:o + 1 + layout.UID_LENGTHS[f & 3]])
+            uid = bytes(c[o + 1:o + 1 + UID_LENGTHS[f & 3]])
             acct = c[o + 11] | (c[o + 12] << 8) | (c[o + 13] << 16)
             card.clear()
             spends.clear()

@@ -15,6 +15,7 @@ import struct
 from cpos.compat import const
 from cpos.crc import seal, sealed_ok
 from cpos.rules import NO_LIMIT, REPLACED
+from cpos.uid import UID_LENGTHS, uid_kind
 
 PAGE = const(4096)  # one table page is one flash block (erase sector)
 PAGE_HDR = const(12)
@@ -42,20 +43,6 @@ _F_LIMITS = const(8)
 _F_TOTALS = const(16)
 _F_KEYS = const(32)
 _F_RESERVED = const(0xC0)
-
-UID_LENGTHS = (4, 7, 10)
-
-
-def uid_kind(n):
-    """0, 1, 2 for a 4-, 7-, 10-byte UID; -1 for any other length."""
-    if n == 4:
-        return 0
-    if n == 7:
-        return 1
-    if n == 10:
-        return 2
-    return -1
-
 
 def uid_hash(uid, off, n):
     """24-bit hash of the `n` UID bytes at uid[off:]; small ints only (no heap on a 32-bit port)."""

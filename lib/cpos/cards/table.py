@@ -17,10 +17,11 @@ import struct
 
 from cpos.compat import const
 from cpos.cards import layout
-from cpos.cards.layout import PAGE, PAGE_DATA_END, PAGE_MAGIC, Cursor, uid_hash, uid_kind, rd16, rd32
+from cpos.cards.layout import PAGE, PAGE_DATA_END, PAGE_MAGIC, Cursor, uid_hash, rd16, rd32
 from cpos.crc import seal, sealed_ok
 from cpos.cards.delta import Delta, MAX_DELTA
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
+from cpos.uid import UID_LENGTHS, uid_kind
 
 # lookup results
 FOUND = const(0)
@@ -287,7 +288,7 @@ class CardTable:
         while lo <= hi:
             mid = (lo + hi) >> 1
             off = rd16(pg, PAGE_DATA_END - 2 * (mid + 1))
-            rn = layout.UID_LENGTHS[pg[off] & 3]
+            rn = UID_LENGTHS[pg[off] & 3]
             c = uid_hash(pg, off + 1, rn) - h
             if c == 0:
                 c = rn - n

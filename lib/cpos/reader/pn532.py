@@ -14,6 +14,7 @@ or without a card. Buffers are allocated once; a UID lands in `self.uid`.
 """
 from cpos.compat import const
 from cpos.reader import frame as F
+from cpos.uid import UID_LENGTHS, UID_MAX
 
 CMD_GET_FIRMWARE_VERSION = const(0x02)
 CMD_SAM_CONFIGURATION = const(0x14)
@@ -44,7 +45,7 @@ class PN532:
         self.reader = F.FrameReader()
         self._tx = bytearray(F.frame_size(F.MAX_DATA))
         self._params = bytearray(3)
-        self.uid = bytearray(10)
+        self.uid = bytearray(UID_MAX)
         self.uid_len = 0
         self.sens_res = 0
         self.sel_res = 0
@@ -166,7 +167,7 @@ class PN532:
         if d[0] > 2 or len(d) < 6:
             raise F.FrameError("bad target list")
         n = d[5]
-        if n not in (4, 7, 10) or len(d) < 6 + n:
+        if n not in UID_LENGTHS or len(d) < 6 + n:
             raise F.FrameError("bad UID length %d" % n)
         self.sens_res = (d[2] << 8) | d[3]
         self.sel_res = d[4]
