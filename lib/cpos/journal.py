@@ -2,7 +2,7 @@
 
 Owns where purchase records (cpos.purchase) and acknowledgement watermarks live on a
 block device with esp32.Partition's interface (`readblocks(n, buf, off)`,
-`writeblocks(n, buf, off)` = program without erase, `ioctl(4|5|6)`), how they are
+`writeblocks(n, buf, off)` = program without erase, `ioctl` of cpos.blockdev), how they are
 found again after a power cut, and when the journal is full. The byte layout is in
 docs/formats.md ("Purchase journal"); the device is `esp32.Partition` on the ESP32,
 `cpos.blockfile.BlockFile` on the unix port, `simulator.norflash.NorFlash` in tests.
@@ -24,6 +24,7 @@ Invariants kept here (tested by tests/test_journal_powercut.py):
 import struct
 
 from cpos import purchase
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 from cpos.crc import seal, sealed_ok
 
@@ -53,8 +54,8 @@ class Journal:
 
     def __init__(self, dev):
         self.dev = dev
-        self.sector = dev.ioctl(5, 0)
-        self.nsec = dev.ioctl(4, 0)
+        self.sector = dev.ioctl(BLOCK_SIZE, 0)
+        self.nsec = dev.ioctl(BLOCK_COUNT, 0)
         if self.sector % SLOT or self.sector < 2 * SLOT or self.nsec < 2:
             raise ValueError("journal needs at least 2 sectors of a multiple of 64 bytes")
         self.slots = self.sector // SLOT - 1  # record slots per sector (slot 0 is the header)
@@ -232,7 +233,7 @@ class Journal:
         if t == self._ready or self._count_free(self._w) < 1:
             return False
         self._ok = False
-        self.dev.ioctl(6, t)
+        self.dev.ioctl(BLOCK_ERASE, t)
         self._sid[t] = 0
         self._ready = t
         self._ok = True
@@ -330,7 +331,7 @@ class Journal:
         t = (h + 1) % n if h >= 0 else 0
         sid = self._sid[h] + 1 if h >= 0 else 1
         if self._ready != t:
-            self.dev.ioctl(6, t)
+            self.dev.ioctl(BLOCK_ERASE, t)
         self._ready = -1
         self._sid[t] = 0
         hb = self._hdr

@@ -15,6 +15,7 @@ one commit record, so a power cut leaves the old table or the new one.
 """
 import struct
 
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 from cpos.cards import layout
 from cpos.cards.layout import PAGE, PAGE_DATA_END, PAGE_MAGIC, Cursor, uid_hash, rd16, rd32
@@ -58,9 +59,9 @@ class CardTable:
     """The terminal's card table. `lookup` is the tap path; the rest is the sync path."""
 
     def __init__(self, dev, acc_slots=16, card_slots=24, log_blocks=LOG_BLOCKS):
-        if dev.ioctl(5, 0) != PAGE:
+        if dev.ioctl(BLOCK_SIZE, 0) != PAGE:
             raise ValueError("the card table needs 4096-byte blocks")
-        nblocks = dev.ioctl(4, 0)
+        nblocks = dev.ioctl(BLOCK_COUNT, 0)
         self.dev = dev
         self._slot_len = (nblocks - _SB_BLOCKS) // 2
         if log_blocks < 1:
@@ -405,7 +406,7 @@ class CardTable:
             blk = start + (pos + i) // PAGE
             o = (pos + i) % PAGE
             if o == 0:
-                self.dev.ioctl(6, blk)
+                self.dev.ioctl(BLOCK_ERASE, blk)
             k = min(PAGE - o, len(data) - i)
             self.dev.writeblocks(blk, mv[i:i + k], o)
             i += k
@@ -436,12 +437,12 @@ class CardTable:
         self.dev.readblocks(self._img_start(slot), p)
         hdr_crc = rd32(p, PAGE_DATA_END)
         for s in range(self.log_blocks):
-            self.dev.ioctl(6, self._log_start(slot) + s)
+            self.dev.ioctl(BLOCK_ERASE, self._log_start(slot) + s)
         rec = bytearray(struct.pack(_SB_FMT, _SB_MAGIC, 1, slot, 0, self._sb_seq + 1, version, inc,
                                     n_pages, 0, hdr_crc, 0))
         seal(rec)
         blk = 1 - self._sb_block
-        self.dev.ioctl(6, blk)
+        self.dev.ioctl(BLOCK_ERASE, blk)
         self.dev.writeblocks(blk, rec, 0)
         self.mount()
 
