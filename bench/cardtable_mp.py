@@ -14,7 +14,6 @@ import time
 from binascii import unhexlify
 
 gc.collect()
-HEAP0 = gc.mem_alloc()
 
 
 def alloc():

@@ -115,11 +115,6 @@ def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=No
     return bytes(out)
 
 
-def peek_version(buf):
-    """(version, included_seq) of a delta that `decode` accepted."""
-    return struct.unpack_from("<II", buf, 3)
-
-
 class Delta:
     """A decoded delta; one instance is reused by the table for every delta it applies."""
 

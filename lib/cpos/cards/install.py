@@ -13,9 +13,9 @@ from cpos.crc import sealed_ok
 from cpos.rules import CardRecord, Spends
 from cpos.uid import UID_LENGTHS
 
-_OK = 0  # cardtable.INSTALL_OK
-_BAD = 3  # cardtable.INSTALL_BAD
-_TABLE_OK = 1  # cardtable.OK
+_OK = 0  # cpos.cards.table.INSTALL_OK (not imported: table imports this module)
+_BAD = 3  # cpos.cards.table.INSTALL_BAD
+_TABLE_OK = 1  # cpos.cards.table.OK
 
 
 def verify_image(t, slot, version, inc, nbytes):

@@ -243,12 +243,6 @@ def decode_record_into(buf, pos, end, cur, card, spends, ref_keys):
     return n
 
 
-def record_to_tuple(buf, pos, end, cur, card, spends, ref_keys):
-    """(uid, account, status, account tuple) of a record; allocates (builder side)."""
-    n = decode_record_into(buf, pos, end, cur, card, spends, ref_keys)
-    return (bytes(buf[pos + 1:pos + 1 + n]), card.account, card.status, card_account(card, spends))
-
-
 def card_account(card, spends):
     """The account tuple held in a filled CardRecord and Spends."""
     return (card.balance, card.places, list(card.limits), bool(card.topup_enrolled),
@@ -262,10 +256,6 @@ def rd16(b, o):
 
 def rd32(b, o):
     return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
-
-
-def page_count(page):
-    return rd16(page, 2)
 
 
 def dir_entry(page, i):

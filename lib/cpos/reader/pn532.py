@@ -32,7 +32,8 @@ ACK_TIMEOUT_MS = const(30)  # the chip ACKs within ~1 ms of the frame's end
 POLL_TIMEOUT_MS = const(250)  # InListPassiveTarget can take >100 ms with a card at the edge
 
 _ILPT_106A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
-_FIELD_OFF = b"\x01\x00"
+_FIELD_ON = bytes((RF_ITEM_FIELD, 1))
+_FIELD_OFF = bytes((RF_ITEM_FIELD, 0))
 _RELEASE_ALL = b"\x00"
 
 
@@ -135,7 +136,7 @@ class PN532:
         await self.rf_configuration(RF_ITEM_TIMINGS, (0x00, atr_res, retry))
 
     async def rf_field(self, on):
-        await self.command(CMD_RF_CONFIGURATION, b"\x01\x01" if on else _FIELD_OFF, 50, 4)
+        await self.command(CMD_RF_CONFIGURATION, _FIELD_ON if on else _FIELD_OFF, 50, 4)
 
     async def begin(self):
         """Wake and configure the chip; raise a PN532Error if it is not a PN532."""
