@@ -255,6 +255,7 @@ class App:
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
             self.compact_if_idle()
+            self.prepare_journal_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -328,6 +329,14 @@ class App:
             self.log.warn("idle compaction of card table v%d failed" % t.version)
         self.report("compacted", ok=ok, ms=ms, table_version=t.version)
         return ok
+
+    def prepare_journal_if_idle(self):
+        """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
+        the purchase that opens it does not wait for the erase, which stalls an ESP32 for
+        tens of ms (docs/formats.md). Returns True when it erased."""
+        if self.pos.request.open or ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
+            return False
+        return self.journal.prepare()
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for

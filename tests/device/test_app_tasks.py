@@ -12,6 +12,7 @@ Fakes: tests/device/app_world.py. What is shown here:
 import asyncio
 
 from cpos import log, rules
+from cpos.blockdev import BLOCK_ERASE
 from cpos.cards import delta as carddelta
 from cpos.cards import table as cardtable
 from cpos.compat import ticks_ms
@@ -94,6 +95,29 @@ def test_the_card_table_compacts_when_the_terminal_is_idle():
     t = boot(board).table
     assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
     assert t.version == v - 1 and not t.needs_compaction
+    board.close()
+
+
+def test_the_journal_erases_its_next_sector_when_the_terminal_is_idle():
+    # The erase that the purchase opening a new sector would wait for is done at a quiet
+    # moment instead; that purchase then only programs, and is on flash as before.
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    app._last_tap = ticks_ms()
+    assert not app.prepare_journal_if_idle()  # a card a moment ago: not now
+    app._last_tap = ticks_ms() - 21000
+    app.pos.request.set("r1", 100, "1x Te", None)
+    assert not app.prepare_journal_if_idle()  # a payment is open: not now
+    app.pos.request.close()
+    assert app.prepare_journal_if_idle()
+    assert not app.prepare_journal_if_idle()  # done already
+    erase = app.journal.dev.ioctl
+    erased = []
+    app.journal.dev.ioctl = lambda op, arg=0: erased.append(arg) if op == BLOCK_ERASE else erase(op, arg)
+    w = CheckingWriter()
+    pay(app, w, 500)
+    assert w.on_flash == [500] and erased == [], (w.on_flash, erased)
     board.close()
 
 
