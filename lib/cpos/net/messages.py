@@ -110,12 +110,7 @@ def encode_ack(watermark, t):
 
 def decode_ack(payload):
     """The watermark of an ack message; ProtocolError when malformed or of another version."""
-    try:
-        m = json.loads(payload)
-    except Exception:
-        raise ProtocolError("ack is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("ack version")
+    m = _message(payload, "ack")
     w = m.get("w")
     if not isinstance(w, int) or isinstance(w, bool) or w < 0:
         raise ProtocolError("ack watermark")
@@ -133,7 +128,7 @@ def _message(payload, what):
     except Exception:
         raise ProtocolError("%s is not JSON" % what)
     if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("bad %s" % what)
+        raise ProtocolError("%s version" % what)
     return m
 
 
@@ -218,12 +213,7 @@ def decode_batch(payload):
     """
     if len(payload) > MAX_PAYLOAD:
         raise ProtocolError("batch too large")
-    try:
-        m = json.loads(payload)
-    except Exception:
-        raise ProtocolError("batch is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("batch version")
+    m = _message(payload, "batch")
     lo = _int(m, "lo", 1, 0xFFFFFFFF)
     hi = _int(m, "hi", lo, 0xFFFFFFFF)
     if hi - lo > MAX_SPAN:
