@@ -7,9 +7,8 @@ block and record; `compact` folds the overlay into a new image in the other slot
 import struct
 
 from cpos.cards import layout
-from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sort_key
+from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, rd16, sort_key
 from cpos.cards.overlay import CARD, C_STATUS, C_ACCOUNT
-from cpos.crc import sealed_ok
 from cpos.rules import CardRecord, Spends
 from cpos.uid import UID_LENGTHS
 
@@ -37,8 +36,7 @@ def verify_image(t, slot, version, inc, nbytes):
     count = 0
     for pn in range(n_pages):
         t.dev.readblocks(start + 1 + pn, p)
-        if not sealed_ok(p) or p[0] != PAGE_MAGIC or p[1] != layout.FORMAT \
-                or rd16(p, 4) != pn or bytes(p[6:10]) != tag:
+        if not layout.page_ok(p, pn, tag):
             raise ValueError("page damaged")
         cnt = rd16(p, 2)
         fill = rd16(p, 10)

@@ -258,6 +258,13 @@ def rd32(b, o):
     return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
 
 
+def page_ok(page, n, tag):
+    """True if `page` is an intact page number `n` of the image whose tag (its version,
+    4 bytes little-endian) is `tag`. Allocates nothing in the good case (the tap path)."""
+    return (sealed_ok(page) and page[0] == PAGE_MAGIC and page[1] == FORMAT and rd16(page, 4) == n
+            and page[6] == tag[0] and page[7] == tag[1] and page[8] == tag[2] and page[9] == tag[3])
+
+
 def dir_entry(page, i):
     """Offset of record i: the directory grows down from the CRC."""
     return rd16(page, PAGE_DATA_END - 2 * (i + 1))

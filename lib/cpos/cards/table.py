@@ -18,7 +18,7 @@ import struct
 from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 from cpos.cards import layout
-from cpos.cards.layout import PAGE, PAGE_DATA_END, PAGE_MAGIC, Cursor, uid_hash, rd16, rd32
+from cpos.cards.layout import PAGE, PAGE_DATA_END, Cursor, uid_hash, rd16, rd32
 from cpos.crc import seal, sealed_ok
 from cpos.cards.delta import Delta, MAX_DELTA
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
@@ -270,10 +270,7 @@ class CardTable:
     def _read_page(self, p):
         """Read page p of the live image into self.page; False if it is damaged."""
         self.dev.readblocks(self._img_start(self.slot) + 1 + p, self.page)
-        pg = self.page
-        t = self._tag
-        if (not sealed_ok(pg) or pg[0] != PAGE_MAGIC or pg[1] != layout.FORMAT
-                or rd16(pg, 4) != p or pg[6] != t[0] or pg[7] != t[1] or pg[8] != t[2] or pg[9] != t[3]):
+        if not layout.page_ok(self.page, p, self._tag):
             self.needs_resync = True
             return False
         return True
