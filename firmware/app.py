@@ -315,9 +315,7 @@ class App:
         next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
         Returns True when it compacted."""
         t = self.table
-        if self.pos.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
-            return False
-        if ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
+        if not self._quiet() or t.installing or t.version == self._compact_failed or not t.needs_compaction:
             return False
         t0 = ticks_ms()
         ok = t.compact() == cardtable.INSTALL_OK
@@ -334,9 +332,11 @@ class App:
         """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
         the purchase that opens it does not wait for the erase, which stalls an ESP32 for
         tens of ms (docs/formats.md). Returns True when it erased."""
-        if self.pos.request.open or ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
-            return False
-        return self.journal.prepare()
+        return self._quiet() and self.journal.prepare()
+
+    def _quiet(self):
+        """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
+        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for
