@@ -20,13 +20,6 @@ MAX_ITEM = const(64)  # characters of item text in a record
 
 ROOT = "cpos/v1/"
 
-# Record fields, as the journal names them. Types checked by the backend.
-RECORD_FIELDS = (
-    "seq", "t", "uid", "account", "amount", "place", "kind", "terminal",
-    "item", "balance_after", "reason", "topup",
-)
-
-
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; it changes nothing."""
 
