@@ -63,8 +63,6 @@ class Backend:
         self.applied = 0
         self.rejected = 0
         self.conflicts = 0  # records kept in uplink_conflicts by this process
-        self.apply_seconds = 0.0
-        self.records_applied = 0
         self.topups = None
         if payments is not None:
             self._start_topups(payments, topup_threshold, crash_after_charge)
@@ -89,7 +87,6 @@ class Backend:
         self.topups = TopupProcessor(Ledger(self.ledger.path), provider, log=self.log, **kw)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
         self._topup_queued = False
-        self.topup_runs = 0
         self._pool.submit(self._topup_work, True)
 
     def _kick_topups(self):
@@ -106,7 +103,6 @@ class Backend:
             self.topups.process_pending()
         except Exception as e:  # logged; the triggers stay pending for the next run
             self.log("backend: top-up processing failed: %s" % e)
-        self.topup_runs += 1
 
     async def run(self):
         if self.downlink is None:
@@ -153,7 +149,6 @@ class Backend:
         except protocol.ProtocolError as e:
             self.log("backend: bad topic %r: %s" % (topic, e))
             return
-        t0 = time.perf_counter()
         try:
             res = self.ledger.apply_batch(site, tid, payload)
         except protocol.ProtocolError as e:
@@ -165,8 +160,6 @@ class Backend:
         except Exception as e:  # the database failed: no PUBACK, the broker redelivers
             self.log("backend: apply failed: %s" % e)
             raise Fatal(str(e))
-        self.apply_seconds += time.perf_counter() - t0
-        self.records_applied += res.new_records
         self.applied += 1
         if res.conflicts:
             self.conflicts += res.conflicts

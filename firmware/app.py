@@ -255,6 +255,7 @@ class App:
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
             self.compact_if_idle()
+            self.prepare_journal_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -314,9 +315,7 @@ class App:
         next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
         Returns True when it compacted."""
         t = self.table
-        if self.pos.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
-            return False
-        if ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
+        if not self._quiet() or t.installing or t.version == self._compact_failed or not t.needs_compaction:
             return False
         t0 = ticks_ms()
         ok = t.compact() == cardtable.INSTALL_OK
@@ -328,6 +327,16 @@ class App:
             self.log.warn("idle compaction of card table v%d failed" % t.version)
         self.report("compacted", ok=ok, ms=ms, table_version=t.version)
         return ok
+
+    def prepare_journal_if_idle(self):
+        """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
+        the purchase that opens it does not wait for the erase, which stalls an ESP32 for
+        tens of ms (docs/formats.md). Returns True when it erased."""
+        return self._quiet() and self.journal.prepare()
+
+    def _quiet(self):
+        """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
+        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for

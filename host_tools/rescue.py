@@ -15,6 +15,7 @@ import json
 import sys
 
 from cpos import purchase
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.journal import Journal, SLOT
 
 
@@ -35,11 +36,11 @@ class DumpDevice:
         raise OSError("a rescue never writes")
 
     def ioctl(self, op, arg=0):
-        if op == 4:
+        if op == BLOCK_COUNT:
             return len(self.data) // self.block
-        if op == 5:
+        if op == BLOCK_SIZE:
             return self.block
-        if op == 6:
+        if op == BLOCK_ERASE:
             raise OSError("a rescue never erases")
         return 0
 
@@ -68,7 +69,8 @@ def summary(data, block=4096):
     return s
 
 
-_DUMP = """
+# Runs on the terminal, which may hold no cpos package: the ioctl numbers travel with it.
+_DUMP = "BLOCK_COUNT, BLOCK_SIZE = %d, %d\n" % (BLOCK_COUNT, BLOCK_SIZE) + """
 import json, binascii
 try:
     with open("/config.json") as f:
@@ -81,7 +83,7 @@ try:
 except Exception:  # no deployed board module or config: the partition itself
     import esp32
     dev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")[0]
-n, size = dev.ioctl(4, 0), dev.ioctl(5, 0)
+n, size = dev.ioctl(BLOCK_COUNT, 0), dev.ioctl(BLOCK_SIZE, 0)
 print("CPOS-DUMP " + json.dumps({"blocks": n, "block": size, "config": cfg}))
 buf = bytearray(size)
 for i in range(n):

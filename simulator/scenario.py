@@ -25,6 +25,7 @@ import json
 import random
 
 from cpos import rules
+from cpos.uid import UID_LENGTHS
 from cpos.net import messages
 
 PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
@@ -45,6 +46,15 @@ def _need(d, key, what, kind=None):
     if kind is not None and not isinstance(d[key], kind):
         raise ScenarioError("%s: %r must be %s" % (what, key, kind.__name__))
     return d[key]
+
+
+def _uid_bytes(text):
+    """The UID that hex `text` spells, or None unless it is hex of a 4-, 7- or 10-byte UID."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if len(raw) in UID_LENGTHS else None
 
 
 class Scenario:
@@ -88,12 +98,9 @@ class Scenario:
         self.card_by_number = {}
         for c in d.get("cards", []):
             uid = _need(c, "uid", "card", str)
-            try:
-                raw = bytes.fromhex(uid)
-            except ValueError:
-                raise ScenarioError("card %s: uid must be hex" % uid)
-            if len(raw) not in (4, 7, 10):
-                raise ScenarioError("card %s: uid must be 4, 7 or 10 bytes" % uid)
+            raw = _uid_bytes(uid)
+            if raw is None:
+                raise ScenarioError("card %s: uid must be 4, 7 or 10 bytes in hex" % uid)
             acc = _need(c, "account", "card %s" % uid, int)
             if acc not in self.accounts:
                 raise ScenarioError("card %s: unknown account %d" % (uid, acc))
@@ -112,11 +119,8 @@ class Scenario:
         card = self.card_by_number.get(ref) or self.card_by_number.get(ref.upper())
         if card:
             return card["uid"]
-        try:
-            raw = bytes.fromhex(ref)
-        except ValueError:
-            raise ScenarioError("tap: unknown card %r" % ref)
-        if len(raw) not in (4, 7, 10):
+        raw = _uid_bytes(ref)
+        if raw is None:
             raise ScenarioError("tap: card %r is neither a known number nor a 4/7/10-byte UID" % ref)
         return raw
 

@@ -25,9 +25,7 @@ _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)
 _SUBACK = const(0x90)
-_PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
-_DISCONNECT = const(0xE0)
 
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
