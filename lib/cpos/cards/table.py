@@ -179,32 +179,41 @@ class CardTable:
         return True
 
     def _replay(self):
+        """Apply the live slot's delta log to the overlay, block by block. apply_delta goes
+        on at the start of the next block when a delta does not fit in a block's tail, and
+        after a torn write found here; so a blank tail, or a torn last record, ends the log
+        only when the next block is blank too."""
         base = self._log_start(self.slot)
         p = self.page
         d = self._delta
+        tail = None  # (block, offset) where the next delta goes
         for s in range(self.log_blocks):
             self.dev.readblocks(base + s, p)
+            if tail is not None and rd16(p, 0) == 0xFFFF and self._blank(p, 0):
+                break  # nothing was written past the previous block
+            tail = None
             o = 0
             while o + 2 <= PAGE:
                 ln = rd16(p, o)
                 if ln == 0xFFFF and self._blank(p, o):
-                    self._log_pos = (s, o)
-                    return
+                    tail = (s, o)
+                    break
                 if not self._valid_at(p, o):
-                    # a torn last write, or damage: damage if anything valid follows here.
-                    # Either way the deltas from here on are not in the table: resync.
+                    # a torn last write, or damage: damage if anything valid follows in this
+                    # block. A torn delta never reached the table: ask for a resync anyway.
                     self.needs_resync = True
                     for o2 in range(o + 1, PAGE - 17):
                         if self._valid_at(p, o2):
                             self._broken()
                             return
+                    tail = (s + 1, 0) if s + 1 < self.log_blocks else None
                     break
                 if d.version != self.version + 1 or not self.ov.room(d):
                     self._broken()
                     return
                 self._apply(d)
                 o += 2 + ln
-        self._log_pos = None  # log full: the next delta compacts first
+        self._log_pos = tail  # None: the log is full, the next delta compacts first
 
     def _broken(self):
         self.state = BROKEN
