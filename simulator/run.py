@@ -21,7 +21,11 @@ from simulator import cardsync
 from simulator.site import Site
 from simulator.terminal import HEAP_CAP_KB, SimTerminal, micropython
 
-REPLY_TIMEOUT_S = 3.0
+# How long the simulated till waits for a reply while the terminal runs (a power cut
+# ends the wait at once). Generous: on a loaded machine the MicroPython process may get
+# little CPU, and a decision that comes late must not count as none (a real customer
+# holds the card for as long). A reply that does not come starts the lost-reply procedure.
+REPLY_TIMEOUT_S = 10.0
 LOST_REPLY_TIMEOUT_S = 30.0  # the lost-reply procedure: a till waits longer before giving up
 
 
@@ -59,6 +63,7 @@ class Run:
         self.taps = []
         self._open = {}  # terminal id -> (ref, amount, item) of the open request
         self._ref = 0
+        self.reply_timeout_s = REPLY_TIMEOUT_S
         self._card_names = {c["uid"]: c["number"] for c in scenario.cards}
         self.site = None  # broker + backend, when the scenario has the uplink on
         self.drained = None  # after settle(): did every journal reach the ledger in time
@@ -200,11 +205,17 @@ class Run:
                     await term.send("CANCEL %s" % req[0])
                     await self._reply(fut)
 
-    async def _reply(self, fut, timeout=REPLY_TIMEOUT_S):
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            return None, None
+    async def _reply(self, fut, timeout=None, term=None):
+        """(time, line) of the reply, or (None, None) after `timeout` s (default
+        `self.reply_timeout_s`) or as soon as `term` (when given) stops running."""
+        deadline = time.monotonic() + (self.reply_timeout_s if timeout is None else timeout)
+        while not fut.done():
+            left = deadline - time.monotonic()
+            if left <= 0 or (term is not None and not term.running()):
+                fut.cancel()  # a reply that still comes lands among the strays
+                return None, None
+            await asyncio.wait([fut], timeout=min(0.1, left))
+        return fut.result()
 
     async def _pay(self, term, ev):
         if not term.running() or term.pos_writer is None:
@@ -239,7 +250,7 @@ class Run:
         term.place(uid)
         try:
             if req:
-                at, line = await self._reply(fut)
+                at, line = await self._reply(fut, term=term)
                 if line is None:  # no decision heard in time (a busy or dying terminal)
                     at, line = await self._lost_reply(term, tap)
                 self._decided(tap, term, at, line)
@@ -270,14 +281,14 @@ class Run:
             return None, None
         fut = term.expect(tap.ref)
         await term.send("CANCEL %s" % tap.ref)
-        at, line = await self._reply(fut, LOST_REPLY_TIMEOUT_S)
+        at, line = await self._reply(fut, LOST_REPLY_TIMEOUT_S, term)
         if line is None or line.startswith(("CANCELLED ", "EXPIRED ")):
             return None, None  # still open when cancelled: nothing recorded, not paid
         if line.startswith(("APPROVED ", "REFUSED ")):
             return at, line  # the decision itself, late
         fut = term.expect_last()
         await term.send("LAST")
-        at, last = await self._reply(fut, LOST_REPLY_TIMEOUT_S)
+        at, last = await self._reply(fut, LOST_REPLY_TIMEOUT_S, term)
         heard = max([t.seq for t in self.taps if t.terminal == term.id and t.decision == "approved"] or [0])
         parts = (last or "").split()
         if len(parts) == 6 and parts[1] != "-" and int(parts[1]) > heard and parts[4] == "approved":

@@ -291,12 +291,14 @@ def test_a_till_that_hears_no_decision_learns_it_through_cancel_and_last(tmp_pat
 
     def lose(r):
         r.terminals["till1"].lose_replies.update({"r2", "r3"})
+        r.reply_timeout_s = 3.0  # the lost replies are waited for this long (a loaded machine may
+        # make r1 or r4 late too: learned through LAST all the same, which is the point)
 
     r, text, problems = run(sc, hook=lose, workdir=str(tmp_path))
     assert problems == [], text
-    got = [(t.ref, t.decision, t.seq, t.recovered) for t in r.taps]
-    assert got == [("r1", "approved", 1, False), ("r2", "no_reply", None, False), ("r3", "approved", 2, True),
-                   ("r4", "approved", 3, False)], got
+    got = [(t.ref, t.decision, t.seq) for t in r.taps]
+    assert got == [("r1", "approved", 1), ("r2", "no_reply", None), ("r3", "approved", 2), ("r4", "approved", 3)], got
+    assert r.taps[2].recovered and not r.taps[1].recovered
     recs = r.journal_records("till1")
     assert [(x["seq"], x["amount"]) for x in recs] == [(1, 500), (2, 700), (3, 300)]
     assert r.taps[2].balance_after == 100000 - 500 - 700
