@@ -8,6 +8,7 @@ flow control, and mpremote's file commands landing in the device's folder.
 import hashlib
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -107,3 +108,26 @@ def test_mpremote_file_commands_land_in_the_device_folder(vt, tmp_path):
     p = subprocess.run([mpr, "connect", vt.port, "exec", "print(sorted(__import__('os').listdir('/../..')))"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "['d']" in p.stdout
+
+
+def test_a_relative_folder_works(tmp_path):
+    """Started as docs/technician.md says (`python -m simulator.virtual_device dev`), with a
+    folder relative to the current one: mpremote reaches it and files land in dev/fs."""
+    from host_tools.bundle import ROOT
+
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.virtual_device", "dev"], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        p = subprocess.run([tool("mpremote"), "connect", line.split()[1], "exec",
+                            "open('/hello.txt', 'w').write('hi'); import os; print(os.listdir('/'))"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "['hello.txt']" in p.stdout
+        assert open(tmp_path / "dev" / "fs" / "hello.txt").read() == "hi"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
