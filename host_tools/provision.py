@@ -10,10 +10,12 @@ earlier config.json (read from the device: Wi-Fi, POS link and other settings ar
 kept; --fresh drops them) with provisioning's identity, broker login and key over it
 and then the `--set` overrides, validated by the firmware's own cpos.config.validate.
 Everything is checked (site, ledger, board, device, config, the hashed login) before
-anything is written; the device gets /config.json.new renamed over /config.json (a
-cut leaves the old one), then the broker files and the ledger entry.
+anything is written; the device gets /config.json.new (copied as a file: no password
+on a command line) renamed over /config.json (a cut leaves the old one), then the
+broker files and the ledger entry.
 """
 import ast
+import hashlib
 import json
 import os
 import re
@@ -29,10 +31,8 @@ from backend import broker_users
 
 MQTT_DEFAULTS = {"port": 1883}
 
-_WRITE = """
-import os, json
-with open("/config.json.new", "w") as f:
-    f.write(%r)
+_SWITCH = """
+import os, json, hashlib, binascii
 try:
     os.rename("/config.json.new", "/config.json")
 except OSError:
@@ -41,8 +41,8 @@ except OSError:
     except OSError:
         pass
     os.rename("/config.json.new", "/config.json")
-with open("/config.json") as f:
-    print("CPOS-CONFIG " + json.dumps(len(f.read())))
+with open("/config.json", "rb") as f:
+    print("CPOS-CONFIG " + json.dumps(binascii.hexlify(hashlib.sha256(f.read()).digest()).decode()))
 """
 
 
@@ -133,9 +133,19 @@ def broker_entries(site_dir, site, tid, hashed):
 
 
 def write_config(port, cfg):
+    """Copy the config to /config.json.new as a file (it holds the broker and Wi-Fi passwords:
+    never on mpremote's command line, which any user can read), then rename it over
+    /config.json on the device and check its hash there."""
     text = json.dumps(cfg, indent=1, sort_keys=True)
-    got = device.run(port, _WRITE % (text,), "CPOS-CONFIG")
-    if got != len(text):
+    fd, tmp = tempfile.mkstemp(prefix="cpos-config-", suffix=".json")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        device.mpremote(port, "fs", "cp", tmp, ":/config.json.new")
+    finally:
+        os.remove(tmp)
+    got = device.run(port, _SWITCH, "CPOS-CONFIG")
+    if got != hashlib.sha256(text.encode()).hexdigest():
         raise ProvisionError("config.json on %s did not read back whole: run cpos provision again" % port)
 
 

@@ -725,3 +725,27 @@ def test_old_option_names_still_work_but_are_not_shown(tmp_path):
     for c in ("rescue", "provision"):
         h = cpos(c, "--help").stdout
         assert "--terminal" in h and "--number" not in h
+
+
+def test_provision_puts_no_password_on_a_command_line(plug, bundles, tmp_path, monkeypatch, capsys):
+    """The config (broker password, Wi-Fi password, site key) reaches the device as a file, not
+    as code on mpremote's command line, where any user of the laptop can read it (ps)."""
+    from host_tools import cli, device as dev
+
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    seen = []
+    real = subprocess.run
+
+    def spy(cmd, *a, **kw):
+        seen.append(" ".join(map(str, cmd)))
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setattr(dev.subprocess, "run", spy)
+    args = [str(x) for x in provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine",
+                                           "--set", "wifi.password=wifi-secret-123")]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    cfg = json.loads(v.read("config.json"))
+    assert seen and any(" fs cp " in c for c in seen)
+    for secret in (cfg["mqtt"]["password"], "wifi-secret-123", cfg.get("site_key") or cfg["mqtt"]["password"]):
+        assert not [c for c in seen if secret in c]
