@@ -749,3 +749,19 @@ def test_provision_puts_no_password_on_a_command_line(plug, bundles, tmp_path, m
     assert seen and any(" fs cp " in c for c in seen)
     for secret in (cfg["mqtt"]["password"], "wifi-secret-123", cfg.get("site_key") or cfg["mqtt"]["password"]):
         assert not [c for c in seen if secret in c]
+
+
+def test_live_rescue_of_a_terminal_whose_journal_is_erased_says_so(plug, bundles, tmp_path):
+    """A terminal that never recorded a purchase (or whose journal partition is blank) is not
+    reported as "rescued 0 records": the technician learns that no journal was there."""
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    ledger = tmp_path / "site" / "ledger.sqlite"
+    before = folder_state(tmp_path / "site")
+    p = cpos("rescue", "-p", v.port, "--ledger", ledger)
+    failed_in_one_line(p, "the journal partition of %s holds no journal" % v.port, "all 0xFF", "nothing was submitted")
+    assert folder_state(tmp_path / "site") == before
+    _purchases(v, 2, 0)
+    p = cpos("rescue", "-p", v.port, "--ledger", ledger)
+    assert p.returncode == 0 and "rescued 2 records of t0007" in p.stdout, p.stderr
