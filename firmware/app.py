@@ -33,7 +33,7 @@ _HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
 _WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
-_IDLE_COMPACT_MS = const(20000)  # no card and no open request for this long: compact now
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment (compact, erase ahead)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
