@@ -1,13 +1,15 @@
-"""`python -m backend ACTION --db FILE ...`: run the backend, or do one portal action.
+"""`python -m backend ACTION --ledger FILE ...`: run the backend, or do one portal action.
 
-    python -m backend serve --db FILE --port N --password PW [...]
-    python -m backend --db FILE --port N --password PW [...]      (same: the old form)
-    python -m backend top-up --db FILE --account 7 --kr 200
-    python -m backend block --db FILE --card 884263sae
-    python -m backend conflicts --db FILE [--terminal 7] [--json]
+    python -m backend serve --ledger FILE --port N --password PW [...]
+    python -m backend --ledger FILE --port N --password PW [...]      (same: the old form)
+    python -m backend top-up --ledger FILE --account 7 --kr 200
+    python -m backend block --ledger FILE --card 884263sae
+    python -m backend conflicts --ledger FILE [--terminal 7] [--json]
     ...  (`python -m backend -h` lists every action; docs/portal.md describes them)
 
 A refused action prints one line `error: ...` on stderr and exits 2; nothing changed.
+The names match `cpos` (host_tools/cli.py): `--ledger` is the ledger's SQLite file
+(`--db`, its old name, still works), `--terminal` a terminal's number.
 """
 import argparse
 import asyncio
@@ -177,7 +179,8 @@ def _parser():
                                  description="The reference backend: serve it, or do one portal action.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="ACTION")
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True, help="the ledger's SQLite file")
+    db.add_argument("--ledger", dest="db", metavar="FILE", help="the ledger's SQLite file (required)")
+    db.add_argument("--db", dest="db", help=argparse.SUPPRESS, default=argparse.SUPPRESS)  # the old name
 
     def action(name, help):
         return sub.add_parser(name, parents=[db], help=help)
@@ -189,7 +192,7 @@ def _parser():
     s.add_argument("--password", required=True)
     s.add_argument("--client-id", default="cpos-backend")
     s.add_argument("--payments", default=None,
-                   help="the simulated payment provider's SQLite file (default DB.payments; 'off': "
+                   help="the simulated payment provider's SQLite file (default LEDGER.payments; 'off': "
                         "no automatic top-up processing)")
     s.add_argument("--crash-after-apply", type=int, default=0,
                    help="fault injection: SIGKILL itself right after committing the Nth batch")
@@ -251,7 +254,7 @@ def _parser():
     p.add_argument("--terminal", type=int, help="only this terminal's (number, e.g. 7 for t0007)")
     p.add_argument("--json", action="store_true", help="one JSON object per conflict")
     payments = argparse.ArgumentParser(add_help=False)
-    payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default DB.payments)")
+    payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default LEDGER.payments)")
     p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")
     p.add_argument("--ref", required=True)
     p.add_argument("--expiry", required=True, help="YYYY-MM")
@@ -265,7 +268,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["serve"] + argv  # the original flag form runs the service
-    a = _parser().parse_args(argv)
+    ap = _parser()
+    a = ap.parse_args(argv)
+    if a.db is None:
+        ap.error("the following arguments are required: --ledger")
     if a.cmd == "serve":
         return _serve(a)
     if a.cmd != "add-account" and not os.path.exists(a.db):

@@ -15,10 +15,11 @@ import re
 import time
 
 from cpos.money import MAX_ORE, ORE_PER_KRONE, format_kr
+from cpos.uid import UID_LENGTHS
 
 PLACES = {"school": 0, "club": 1}
 WINDOWS = {"day": 0, "week": 1, "month": 2}
-_UID = re.compile(r"^([0-9a-f]{8}|[0-9a-f]{14}|[0-9a-f]{20})$")
+_UID = re.compile("^(%s)$" % "|".join("[0-9a-f]{%d}" % (2 * n) for n in UID_LENGTHS))  # lower-case hex
 _NUMBER = re.compile(r"^[0-9A-Za-z]{1,32}$")  # printed card number: alphanumeric, case-sensitive
 
 TOPUP_TEXT = "1x Online Indbetaling"

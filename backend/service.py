@@ -26,6 +26,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from cpos import log as logmod
 from cpos.net import signing
 from cpos.net import messages as protocol
 from cpos.net.mqtt import Fatal, MQTTClient
@@ -47,7 +48,7 @@ class Backend:
         self.log = log or (lambda m: None)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
                                  backoff_min_ms=100, backoff_max_ms=2000,
-                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=self.log)
+                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=logmod.Log(self.log))
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
@@ -63,8 +64,6 @@ class Backend:
         self.applied = 0
         self.rejected = 0
         self.conflicts = 0  # records kept in uplink_conflicts by this process
-        self.apply_seconds = 0.0
-        self.records_applied = 0
         self.topups = None
         if payments is not None:
             self._start_topups(payments, topup_threshold, crash_after_charge)
@@ -90,7 +89,6 @@ class Backend:
                                      log=self.log, **kw)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topup")
         self._topup_queued = False
-        self.topup_runs = 0
         self._pool.submit(self._topup_work, True)
 
     def _kick_topups(self):
@@ -107,7 +105,6 @@ class Backend:
             self.topups.process_pending()
         except Exception as e:  # logged; the triggers stay pending for the next run
             self.log("backend: top-up processing failed: %s" % e)
-        self.topup_runs += 1
 
     async def run(self):
         if self.downlink is None:
@@ -154,7 +151,6 @@ class Backend:
         except protocol.ProtocolError as e:
             self.log("backend: bad topic %r: %s" % (topic, e))
             return
-        t0 = time.perf_counter()
         try:
             res = self.ledger.apply_batch(site, tid, payload)
         except protocol.ProtocolError as e:
@@ -166,8 +162,6 @@ class Backend:
         except Exception as e:  # the database failed: no PUBACK, the broker redelivers
             self.log("backend: apply failed: %s" % e)
             raise Fatal(str(e))
-        self.apply_seconds += time.perf_counter() - t0
-        self.records_applied += res.new_records
         self.applied += 1
         if res.conflicts:
             self.conflicts += res.conflicts

@@ -25,7 +25,6 @@ SIZES = (1000, 10000, 100000)
 N_LOOKUPS = 2000  # 3 of 4 known cards, 1 of 4 unknown UIDs
 N_DELTAS = 300
 KEYS = (20400, 202548, 202511)
-ESP32_HEAP = 110 * 1024
 
 
 def build(n, workdir):

@@ -14,7 +14,6 @@ import time
 from binascii import unhexlify
 
 gc.collect()
-HEAP0 = gc.mem_alloc()
 
 
 def alloc():
@@ -33,6 +32,7 @@ def table(part, blocks, image, uids_path, deltas_path):
     from cpos.blockfile import BlockFile
     from cpos.cards.table import CardTable, FOUND, APPLIED
     from cpos.rules import CardRecord, Spends
+    from cpos.uid import UID_LENGTHS
     import cpos.cards.install  # noqa: F401  (loaded by the first install or compaction; code, not table RAM)
     out["code_heap"] = alloc() - a
     dev = BlockFile(part, blocks * 4096)
@@ -67,7 +67,7 @@ def table(part, blocks, image, uids_path, deltas_path):
         recs = fu.read()
     nu = len(recs) // 11
     bufs = [None] * 11
-    for k in (4, 7, 10):
+    for k in UID_LENGTHS:
         bufs[k] = bytearray(k)
     times = []
     found = 0

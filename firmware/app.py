@@ -33,7 +33,7 @@ _HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
 _WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
-_IDLE_COMPACT_MS = const(20000)  # no card and no open request for this long: compact now
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment (compact, erase ahead)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
@@ -255,6 +255,7 @@ class App:
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
             self.compact_if_idle()
+            self.prepare_journal_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -314,9 +315,7 @@ class App:
         next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
         Returns True when it compacted."""
         t = self.table
-        if self.pos.request.open or t.installing or t.version == self._compact_failed or not t.needs_compaction:
-            return False
-        if ticks_diff(ticks_ms(), self._last_tap) < _IDLE_COMPACT_MS:
+        if not self._quiet() or t.installing or t.version == self._compact_failed or not t.needs_compaction:
             return False
         t0 = ticks_ms()
         ok = t.compact() == cardtable.INSTALL_OK
@@ -328,6 +327,16 @@ class App:
             self.log.warn("idle compaction of card table v%d failed" % t.version)
         self.report("compacted", ok=ok, ms=ms, table_version=t.version)
         return ok
+
+    def prepare_journal_if_idle(self):
+        """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
+        the purchase that opens it does not wait for the erase, which stalls an ESP32 for
+        tens of ms (docs/formats.md). Returns True when it erased."""
+        return self._quiet() and self.journal.prepare()
+
+    def _quiet(self):
+        """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
+        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for
@@ -381,7 +390,7 @@ class App:
         from cpos.net.journal_feed import JournalFeed
 
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
-                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log.info)
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log)
         limit = None
         if self.cfg.site_key is not None:
             # A record leaves the journal only once the synced table includes it too:
@@ -390,7 +399,7 @@ class App:
         self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
-                             log=self.log.info, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
+                             log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
         self.mqtt.will = self.uplink.will()
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
         if self.cfg.site_key is None:
@@ -398,7 +407,7 @@ class App:
         from cpos.net.sync import Sync
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
-                         on_included=self._on_included, log=self.log.info, clock=self.board.now)
+                         on_included=self._on_included, log=self.log, clock=self.board.now)
         return tasks + (("sync", self.sync.run()),)
 
     def _included_seq(self):

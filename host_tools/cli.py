@@ -1,34 +1,44 @@
-"""`cpos`: the technician's command line (build, flash, deploy, provision, status, logs, rescue).
+"""`cpos`: the technician's command line (build, flash, deploy, site init, provision, status, logs, rescue).
 
 Owns the commands, their options and their errors: every failure a technician can
-cause (wrong port, not a CPOS terminal, damaged bundle, cut cable, invalid config)
-ends with one line on stderr saying what to do and a non-zero exit, never a
-traceback. The work is done by host_tools.{bundle,partitions,deploy,provision,rescue}
-and, on the device, through the real `mpremote` (host_tools/device.py) and `esptool`.
-Like esptool and mpremote, the port comes first with --port/-p.
+cause (wrong port, not a CPOS terminal, damaged bundle, cut cable, invalid config,
+a missing or wrong file, a mistyped command or option) ends with one line on stderr
+saying what to do and a non-zero exit, never a traceback, and every command checks
+all it can before it writes anything. The work is done by
+host_tools.{bundle,partitions,deploy,site,provision,rescue} and, on the device,
+through the real `mpremote` (host_tools/device.py) and `esptool`.
+
+The port: `-p PORT` before or after the command, else $CPOS_PORT, else the one USB
+serial port there is (pyserial's list_ports; none or several: the technician is
+asked for -p). `cpos flash` erases a chip and takes only -p (or --dry-run).
 """
 import argparse
 import ast
+import difflib
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 
 from host_tools import bundle, deploy, device, partitions, provision, rescue
+from host_tools import site as sites
 
 EXAMPLES = {
     "build": "cpos build --board esp32_uart --out build/esp32_uart   (--frozen: for a frozen image)",
     "flash": "cpos flash -p /dev/ttyUSB0 --image ESP32_GENERIC-v1.25.0.bin\n"
              "  cpos flash --image ESP32_GENERIC-v1.25.0.bin --dry-run   (print the esptool commands)",
     "deploy": "cpos deploy -p /dev/ttyUSB0 build/esp32_uart",
-    "provision": "cpos provision -p /dev/ttyUSB0 --number 7 --site skole-nord --place school --kind till \\\n"
+    "site": "cpos site init --site-dir site/ --ledger site/ledger.sqlite   (once per site)",
+    "provision": "cpos provision -p /dev/ttyUSB0 --terminal 7 --site skole-nord --place school --kind till \\\n"
                  "      --board esp32_uart --broker-host 10.0.0.2 --site-dir site/ --ledger site/ledger.sqlite \\\n"
                  "      --set mqtt.keepalive=30",
     "status": "cpos status -p /dev/ttyUSB0        (add --json for the raw figures)",
     "logs": "cpos logs -p /dev/ttyUSB0 -n 50",
     "rescue": "cpos rescue -p /dev/ttyUSB0 --ledger site/ledger.sqlite\n"
               "  esptool read-flash 0x300000 0x40000 dump.bin && \\\n"
-              "  cpos rescue --dump dump.bin --site skole-nord --number 7 --ledger site/ledger.sqlite",
+              "  cpos rescue --dump dump.bin --site skole-nord --terminal 7 --ledger site/ledger.sqlite",
 }
 
 _LOG_TAIL = """
@@ -43,8 +53,31 @@ class Fail(Exception):
     pass
 
 
+def _writable_folder(path, what):
+    """Fail unless a file or folder can be created at `path` (its nearest existing parent is writable)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise Fail("cannot write %s %s: %s is not a writable folder; choose another place" % (what, path, parent))
+
+
 def cmd_build(a):
-    m = bundle.build(a.board, a.out, a.version, a.frozen)
+    out = a.out.rstrip("/") or a.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise Fail("--out %s is a file: give a folder for the bundle" % out)
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, "manifest.json")):
+        raise Fail("--out %s is a folder that is not a bundle (no manifest.json) and it would be replaced: "
+                   "choose an empty or new folder" % out)
+    _writable_folder(out, "the bundle")
+    if os.path.isdir(out) and not os.access(out, os.W_OK):
+        raise Fail("cannot replace the bundle %s: it is not writable" % out)
+    bundle.board_file(a.board)
+    bundle.mpy_cross()
+    try:
+        m = bundle.build(a.board, out, a.version, a.frozen)
+    except OSError as e:
+        raise Fail("cannot write the bundle %s (%s): choose another --out" % (out, e.strerror or e))
     print("built %s for %s in %s: %d files, hashes in manifest.json" % (m["version"], a.board, a.out, len(m["files"])))
     if a.frozen:
         print("boot.py and main.py only: the image must have boards/%s/manifest.py frozen in" % a.board)
@@ -59,6 +92,13 @@ def esptool_commands(port, baud, image_path):
 
 
 def cmd_flash(a):
+    if not a.port and not a.dry_run:
+        raise Fail("flash erases the whole chip: name its port with -p PORT ($CPOS_PORT and auto-detection are "
+                   "not used for flash), or add --dry-run to only write the image and print the commands")
+    if a.port and not a.dry_run and os.sep in a.port and not os.path.exists(a.port):
+        raise Fail("cannot open %s: check the USB cable and the port name (ls /dev/ttyUSB* /dev/ttyACM*)" % a.port)
+    if os.path.isdir(a.image):
+        raise Fail("--image %s is a folder: give the MicroPython .bin" % a.image)
     try:
         with open(a.image, "rb") as f:
             image = f.read()
@@ -70,12 +110,19 @@ def cmd_flash(a):
     except ValueError as e:
         raise Fail(str(e))
     out = a.out or os.path.splitext(a.image)[0] + "-cpos.bin"
-    with open(out, "wb") as f:
-        f.write(patched)
-    with open(os.path.splitext(out)[0] + "-partitions.csv", "w") as f:
-        f.write(partitions.csv())
+    csv_path = os.path.splitext(out)[0] + "-partitions.csv"
+    if os.path.isdir(out):
+        raise Fail("--out %s is a folder: give a file name for the image" % out)
+    _writable_folder(out, "the image")
     cmds = esptool_commands(a.port or "PORT", a.baud, out)
-    if a.dry_run or not a.port:
+    try:
+        with open(out, "wb") as f:
+            f.write(patched)
+        with open(csv_path, "w") as f:
+            f.write(partitions.csv())
+    except OSError as e:
+        raise Fail("cannot write the image %s (%s): choose another --out" % (out, e.strerror or e))
+    if a.dry_run:
         print("image with the CPOS partition table: %s" % out)
         for c in cmds:
             print(" ".join(c))
@@ -94,9 +141,13 @@ def cmd_deploy(a):
     deploy.deploy(a.port, a.bundle)
 
 
+def cmd_site(a):
+    sites.init(a.site_dir, a.ledger)
+
+
 def cmd_provision(a):
-    provision.provision(a.port, a.number, a.site, a.place, a.kind, a.board, a.broker_host, a.site_dir,
-                        a.ledger, a.set or ())
+    provision.provision(a.port, a.terminal, a.site, a.place, a.kind, a.board, a.broker_host, a.site_dir,
+                        a.ledger, a.set or (), fresh=a.fresh)
 
 
 def _status(port):
@@ -159,7 +210,8 @@ def cmd_status(a):
         _print_health(s["health"])
     else:
         print("health    no report logged yet (the app writes one every 30 s)")
-    print("log       %d boots, %d errors logged" % (s["boots_logged"], s["errors_logged"]))
+    print("log       %d boots, %d errors, %d security events logged" % (
+        s["boots_logged"], s["errors_logged"], s.get("security_logged", 0)))  # 0: firmware older than S lines
     w = s.get("wifi")
     print("wifi      %s" % ("n/a on this board" if w is None else
                              ("connected, %s" % w["ip"]) if w["connected"] else "not connected"))
@@ -185,26 +237,35 @@ def cmd_logs(a):
         print(t, line)
 
 
+def _journal_or_fail(data, source):
+    what = rescue.identify(data)
+    if what is not None:
+        raise Fail("%s holds no journal: %s; nothing was submitted (the journal partition: %s)"
+                   % (source, what, rescue.JOURNAL_READ))
+
+
 def cmd_rescue(a):
     from backend.ledger import Ledger
 
     if a.dump:
-        if a.site is None or a.number is None:
-            raise Fail("a dump names no terminal: give --site and --number")
-        with open(a.dump, "rb") as f:
-            data = f.read()
-        site, number = a.site, a.number
+        if a.site is None or a.terminal is None:
+            raise Fail("a dump names no terminal: give --site and --terminal")
+        try:
+            data = rescue.read_dump(a.dump)
+        except ValueError as e:
+            raise Fail(str(e))
+        _journal_or_fail(data, a.dump)
+        sites.check_ledger(a.ledger)
+        site, number = a.site, a.terminal
     else:
-        if not a.port:
-            raise Fail("give --port (a terminal) or --dump (a file from esptool read-flash)")
+        sites.check_ledger(a.ledger)
         device.require_terminal(a.port)
         data, cfg = rescue.read_device(a.port)
-        if cfg is None and (a.site is None or a.number is None):
-            raise Fail("the terminal has no readable config.json: give --site and --number")
+        if cfg is None and (a.site is None or a.terminal is None):
+            raise Fail("the terminal has no readable config.json: give --site and --terminal")
+        _journal_or_fail(data, "the journal partition of %s" % a.port)
         site = a.site or cfg["site"]
-        number = a.number or cfg["terminal_no"]
-    if len(data) < 2 * 4096:
-        raise Fail("a journal needs at least two 4096-byte sectors; this dump has %d bytes" % len(data))
+        number = a.terminal or cfg["terminal_no"]
     ledger = Ledger(a.ledger)
     try:
         sent, new, dup, conflicts = rescue.submit(ledger, site, number, data, a.all)
@@ -216,71 +277,207 @@ def cmd_rescue(a):
           % (sent, number, site, new, dup, conflicts))
     if conflicts:
         print("cpos rescue: %d record(s) reuse a seq the ledger holds with a different purchase (a wiped or "
-              "replaced journal): kept, not booked; list them with python -m backend conflicts --db %s "
+              "replaced journal): kept, not booked; list them with python -m backend conflicts --ledger %s "
               "--terminal %d" % (conflicts, a.ledger, number), file=sys.stderr)
 
 
+def version_text():
+    """cpos's package version, and the version of the firmware sources it builds."""
+    from importlib import metadata
+
+    try:
+        pkg = metadata.version("cpos-terminal")
+    except metadata.PackageNotFoundError:
+        pkg = "unknown"
+    return "cpos %s (firmware sources %s)" % (pkg, bundle.source_version())
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print cpos's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def _close(word, choices):
+    got = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return got[0] if got else None
+
+
+class CposParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line, with "did you mean" for a mistyped command,
+    choice or option."""
+
+    argv = ()  # the command line being parsed (main sets it)
+    commands = None  # on the top parser: {name: subparser}
+
+    def _known(self, token, parser):
+        name = token.split("=", 1)[0]
+        strings = list(parser._option_string_actions) + list(self.top._option_string_actions)
+        return name in strings or (name.startswith("--") and any(s.startswith(name) for s in strings))
+
+    def error(self, message):
+        top = self.top
+        parser = self
+        for t in CposParser.argv:
+            if top.commands and t in top.commands:
+                parser = top.commands[t]
+                sub = getattr(parser, "commands", None)
+                if sub:
+                    for u in CposParser.argv:
+                        if u in sub:
+                            parser = sub[u]
+                break
+        unknown = [t for t in CposParser.argv if t.startswith("-") and len(t) > 1 and not t[1:2].isdigit()
+                   and not self._known(t, parser)]
+        if unknown:
+            name = unknown[0].split("=", 1)[0]
+            options = [o for o in parser._option_string_actions if o.startswith("--")
+                       and parser._option_string_actions[o].help != argparse.SUPPRESS]
+            guess = _close(name, options)
+            message = "unknown option %s%s" % (name, ": did you mean %s?" % guess if guess else "")
+        else:
+            m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+            if m:
+                guess = _close(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+                if message.startswith("argument COMMAND:") or message.startswith("argument ACTION:"):
+                    message = "unknown %s '%s' (%s)" % ("command" if "COMMAND" in message else "action",
+                                                      m.group(1), m.group(2).replace("'", ""))
+                if guess:
+                    message += ": did you mean %s?" % guess
+        self.exit(2, "%s: %s (%s --help)\n" % (parser.prog, message, parser.prog))
+
+
+def _alias(p, old, dest):
+    """A hidden old spelling of an option (kept for scripts and old notes)."""
+    p.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                   type=p._option_string_actions["--" + dest.replace("_", "-")].type)
+
+
 def parser():
-    ap = argparse.ArgumentParser(
+    ap = CposParser(
         prog="cpos", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="CPOS Terminal technician tools (docs/technician.md).",
-        epilog="examples:\n" + "\n".join("  " + e for e in EXAMPLES.values()))
-    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+        description="CPOS Terminal technician tools (docs/technician.md). No hardware? Start the virtual device: "
+                    "python -m simulator.virtual_device DIR",
+        epilog="the port: -p PORT (before or after the command), else $CPOS_PORT, else the only USB serial "
+               "port there is\n\nexamples:\n" + "\n".join("  " + e for e in EXAMPLES.values()))
+    ap.top = ap
+    ap.add_argument("-p", "--port", help="serial port of the terminal, e.g. /dev/ttyUSB0 (default: $CPOS_PORT, "
+                                         "else the only USB serial port)")
+    ap.add_argument("--version", action=_Version)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=CposParser)
+    ap.commands = {}
 
     def add(name, help_text, port=True):
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog="example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.top = ap
+        ap.commands[name] = p
         if port:
-            p.add_argument("-p", "--port", required=port == "required", help="serial port of the terminal, e.g. /dev/ttyUSB0")
+            p.add_argument("-p", "--port", default=argparse.SUPPRESS,
+                           help="serial port of the terminal, e.g. /dev/ttyUSB0 (default: $CPOS_PORT, else the "
+                                "only USB serial port)" if port != "explicit" else
+                                "serial port of the board to erase and flash (required unless --dry-run)")
         return p
 
     p = add("build", "compile lib/ and firmware/ with mpy-cross into a versioned bundle with file hashes", port=False)
     p.add_argument("--board", default="esp32_uart", help="boards/<name> (esp32_uart, esp32_i2c, unix)")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced)")
+    p.add_argument("--out", required=True, help="bundle folder to write (an earlier bundle there is replaced)")
     p.add_argument("--version", help="version name (default: git describe)")
     p.add_argument("--frozen", action="store_true",
                    help="boot.py and main.py only, for an image with the modules frozen in (WROOM)")
-    p = add("flash", "erase the ESP32 and write MicroPython with the CPOS partition layout (esptool)")
+    p = add("flash", "erase the ESP32 and write MicroPython with the CPOS partition layout (esptool)", port="explicit")
     p.add_argument("--image", required=True, help="MicroPython ESP32_GENERIC .bin (the one flashed at 0x1000)")
     p.add_argument("--out", help="where to write the image with the CPOS partition table")
     p.add_argument("--baud", type=int, default=460800)
     p.add_argument("--dry-run", action="store_true", help="only write the image and print the esptool commands")
-    p = add("deploy", "copy a bundle, verify every hash on the device, then switch to it", port="required")
+    p = add("deploy", "copy a bundle, verify every hash on the device, then switch to it")
     p.add_argument("bundle", help="bundle folder from cpos build")
-    p = add("provision", "give a terminal its identity, config.json, broker login and backend entry", port="required")
-    p.add_argument("--number", type=int, required=True, help="terminal number (its id is t%%04d)")
+    p = add("site", "create a site: its folder (site key, broker passwd and acl) and its ledger", port=False)
+    site_sub = p.add_subparsers(dest="site_cmd", required=True, metavar="ACTION", parser_class=CposParser)
+    p.commands = {}
+    s = site_sub.add_parser("init", help="create the site folder and ledger (refuses an existing site)",
+                            description="create the site folder (site_key, passwd, acl) and the ledger; "
+                                        "refuses an existing site",
+                            epilog="example:\n  " + EXAMPLES["site"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.top = ap
+    p.commands["init"] = s
+    s.add_argument("--site-dir", required=True, help="the site folder to create")
+    s.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite): created, or an "
+                                                   "existing ledger kept")
+    p = add("provision", "give a terminal its identity, config.json, broker login and backend entry")
+    p.add_argument("--terminal", type=int, help="terminal number (its id is t%%04d); required")
+    _alias(p, "--number", "terminal")
     p.add_argument("--site", required=True)
     p.add_argument("--place", choices=["school", "club"], required=True)
     p.add_argument("--kind", choices=["till", "vending"], required=True)
     p.add_argument("--board", default="esp32_uart")
     p.add_argument("--broker-host", required=True, help="the site broker's address as the terminal reaches it")
-    p.add_argument("--site-dir", required=True, help="site folder: site_key, broker passwd and acl")
-    p.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite)")
+    p.add_argument("--site-dir", required=True, help="site folder from cpos site init: site_key, broker passwd and acl")
+    p.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite), from cpos site init")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. mqtt.port=8883")
-    p = add("status", "version, journal, card table, last health report, Wi-Fi", port="required")
+    p.add_argument("--fresh", action="store_true",
+                   help="drop the settings of the terminal's earlier config.json (Wi-Fi, POS link, ...) "
+                        "instead of keeping them")
+    p = add("status", "version, journal, card table, last health report, Wi-Fi")
     p.add_argument("--json", action="store_true")
-    p = add("logs", "the terminal's logged warnings, errors, boots and health reports", port="required")
+    p = add("logs", "the terminal's logged warnings, security events, errors, boots and health reports")
     p.add_argument("-n", "--lines", type=int, default=40)
     p = add("rescue", "submit a terminal's journal (live, or an esptool dump) to the backend, idempotently")
     p.add_argument("--dump", help="journal partition image (esptool read-flash 0x300000 0x40000 FILE)")
-    p.add_argument("--site")
-    p.add_argument("--number", type=int)
-    p.add_argument("--ledger", required=True)
+    p.add_argument("--site", help="the terminal's site (with --dump; live: from its config.json)")
+    p.add_argument("--terminal", type=int, help="the terminal's number (with --dump; live: from its config.json)")
+    _alias(p, "--number", "terminal")
+    p.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite), from cpos site init")
     p.add_argument("--all", action="store_true", help="also records the terminal saw acknowledged")
     return ap
 
 
-def main(argv=None):
-    a = parser().parse_args(argv)
+def detect_port():
+    """The only USB serial port there is; Fail if there is none or several."""
     try:
+        from serial.tools import list_ports
+    except ImportError:
+        raise Fail("no port given: use -p PORT or set CPOS_PORT (auto-detection needs pyserial)")
+    ports = sorted(p.device for p in list_ports.comports() if p.vid is not None)
+    if not ports:
+        raise Fail("no port given and no USB serial port found: plug the terminal in (with a data cable), "
+                   "or give -p PORT or set CPOS_PORT")
+    if len(ports) > 1:
+        raise Fail("no port given and %d USB serial ports found (%s): choose one with -p PORT or CPOS_PORT"
+                   % (len(ports), ", ".join(ports)))
+    return ports[0]
+
+
+_NEEDS_PORT = ("deploy", "provision", "status", "logs")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = parser()
+    CposParser.argv = argv
+    a = ap.parse_args(argv)
+    if a.cmd == "provision" and a.terminal is None:
+        ap.commands["provision"].error("the following arguments are required: --terminal")
+    name = "site " + a.site_cmd if a.cmd == "site" else a.cmd
+    try:
+        if a.cmd in _NEEDS_PORT or (a.cmd == "rescue" and not a.dump):
+            a.port = a.port or os.environ.get("CPOS_PORT") or detect_port()
         globals()["cmd_" + a.cmd](a)
-    except (Fail, bundle.BundleError, device.DeviceError, deploy.DeployError, provision.ProvisionError) as e:
-        print("cpos %s: %s" % (a.cmd, e), file=sys.stderr)
+    except (Fail, bundle.BundleError, device.DeviceError, deploy.DeployError, provision.ProvisionError,
+            sites.SiteError) as e:
+        print("cpos %s: %s" % (name, e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("cpos %s: interrupted; the terminal keeps its previous state (run the command again)" % a.cmd,
+        print("cpos %s: interrupted; the terminal keeps its previous state (run the command again)" % name,
               file=sys.stderr)
         return 130
+    except (OSError, sqlite3.Error) as e:  # a file or database problem no check above foresaw: still one line
+        print("cpos %s: %s" % (name, e), file=sys.stderr)
+        return 1
     return 0
 
 

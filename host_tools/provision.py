@@ -1,34 +1,38 @@
 """Provision a terminal: its identity, config.json, broker login and backend entry.
 
-Owns what makes a board terminal `t%04d` of a site. The site folder (`--site-dir`)
-holds what the site's broker and backend read: `site_key` (32 random bytes, hex, made
-once per site: the HMAC key of downlink messages), `passwd` (mosquitto password file,
-hashed with `mosquitto_passwd -U`) and `acl` (each terminal publishes only its own
-uplink and reads only its own downlink: simulator/broker.py). The config is built
-from the board's needs plus `--set` overrides, validated by the firmware's own
-cpos.config.validate before anything is written, and written to the device as
-/config.json.new renamed over /config.json (a cut leaves the old one).
+Owns what makes a board terminal `t%04d` of a site. The site folder (`--site-dir`,
+made once by `cpos site init`, host_tools/site.py) holds what the site's broker and
+backend read: `site_key` (the HMAC key of downlink messages), `passwd` (mosquitto
+password file, hashed with `mosquitto_passwd -U`) and `acl` (each terminal publishes
+only its own uplink and reads only its own downlink: simulator/broker.py); a folder or
+ledger that does not exist is refused, never created. The config is the terminal's
+earlier config.json (read from the device: Wi-Fi, POS link and other settings are
+kept; --fresh drops them) with provisioning's identity, broker login and key over it
+and then the `--set` overrides, validated by the firmware's own cpos.config.validate.
+Everything is checked (site, ledger, board, device, config, the hashed login) before
+anything is written; the device gets /config.json.new (copied as a file: no password
+on a command line) renamed over /config.json (a cut leaves the old one), then the
+broker files and the ledger entry.
 """
 import ast
+import hashlib
 import json
 import os
 import re
-import secrets
 import subprocess
 import tempfile
 
 from cpos import config
 from cpos.net import messages as protocol
 from host_tools import device
+from host_tools import site as sites
 from host_tools.bundle import source_dirs
 from backend import broker_users
 
 MQTT_DEFAULTS = {"port": 1883}
 
-_WRITE = """
-import os, json
-with open("/config.json.new", "w") as f:
-    f.write(%r)
+_SWITCH = """
+import os, json, hashlib, binascii
 try:
     os.rename("/config.json.new", "/config.json")
 except OSError:
@@ -37,8 +41,8 @@ except OSError:
     except OSError:
         pass
     os.rename("/config.json.new", "/config.json")
-with open("/config.json") as f:
-    print("CPOS-CONFIG " + json.dumps(len(f.read())))
+with open("/config.json", "rb") as f:
+    print("CPOS-CONFIG " + json.dumps(binascii.hexlify(hashlib.sha256(f.read()).digest()).decode()))
 """
 
 
@@ -59,21 +63,9 @@ def board_link(board):
     return ast.literal_eval(m.group(1))["pn532"]["link"]
 
 
-def site_key(site_dir):
-    """The site's downlink key (hex) if the site has one yet, else None."""
-    path = os.path.join(site_dir, "site_key")
-    return open(path).read().strip() if os.path.exists(path) else None
-
-
-def _save_site_key(site_dir, key):
-    fd = os.open(os.path.join(site_dir, "site_key"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-
-
 def _set(cfg, assignment):
     key, sep, value = assignment.partition("=")
-    if not sep:
+    if not sep or not key or "" in key.split("."):
         raise ProvisionError("--set %s: write KEY=VALUE, e.g. --set mqtt.keepalive=30" % assignment)
     try:
         value = json.loads(value)
@@ -81,19 +73,25 @@ def _set(cfg, assignment):
         pass  # plain text
     node = cfg
     parts = key.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ProvisionError("--set %s: %s is not a section" % (assignment, ".".join(parts[:i + 1])))
     node[parts[-1]] = value
 
 
-def build_config(number, site, place, kind, board, broker_host, password, key, sets=()):
-    """The config dict for this terminal, validated; ProvisionError (one line) if invalid."""
+def build_config(number, site, place, kind, board, broker_host, password, key, sets=(), old=None):
+    """The config dict for this terminal, validated; ProvisionError (one line) if invalid.
+    `old`: the terminal's earlier config, whose other settings are kept (identity, broker
+    login and key are provisioning's own; then the --set overrides)."""
     tid = protocol.terminal_id(number)
-    cfg = {"terminal_id": tid, "terminal_no": number, "site": site, "place": place, "kind": kind,
-           "board": board, "pn532": {"link": board_link(board)},
-           "storage": {"journal": {"partition": "journal"}, "cardtable": {"partition": "cardtable"}},
-           "mqtt": dict(MQTT_DEFAULTS, host=broker_host, user=tid, password=password),
-           "site_key": key}
+    base = {"pn532": {"link": board_link(board)}, "mqtt": dict(MQTT_DEFAULTS),
+            "storage": {"journal": {"partition": "journal"}, "cardtable": {"partition": "cardtable"}}}
+    cfg = _merge(base, {k: v for k, v in (old or {}).items() if k not in OWNED})
+    cfg = _merge(cfg, {"terminal_id": tid, "terminal_no": number, "site": site, "place": place, "kind": kind,
+                       "board": board, "pn532": {"link": board_link(board)},
+                       "mqtt": {"host": broker_host, "user": tid, "password": password},
+                       "site_key": key})
     for s in sets:
         _set(cfg, s)
     try:
@@ -125,16 +123,8 @@ def _replace_entry(path, user, text, start):
     os.replace(tmp, path)
 
 
-def broker_entries(site_dir, site, tid, password):
-    """Add or replace the terminal's login (hashed) and ACL in the site's broker files."""
-    fd, tmp = tempfile.mkstemp(dir=site_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write("%s:%s\n" % (tid, password))
-    try:
-        subprocess.run([broker_users.find_tool("mosquitto_passwd"), "-U", tmp], check=True, capture_output=True)
-        hashed = open(tmp).read()
-    finally:
-        os.remove(tmp)
+def broker_entries(site_dir, site, tid, hashed):
+    """Add or replace the terminal's login (`hashed`: its passwd line) and ACL in the site's broker files."""
     _replace_entry(os.path.join(site_dir, "passwd"), tid, hashed, "passwd")
     acl = os.path.join(site_dir, "acl")
     if not os.path.exists(acl):
@@ -143,26 +133,106 @@ def broker_entries(site_dir, site, tid, password):
 
 
 def write_config(port, cfg):
+    """Copy the config to /config.json.new as a file (it holds the broker and Wi-Fi passwords:
+    never on mpremote's command line, which any user can read), then rename it over
+    /config.json on the device and check its hash there."""
     text = json.dumps(cfg, indent=1, sort_keys=True)
-    got = device.run(port, _WRITE % (text,), "CPOS-CONFIG")
-    if got != len(text):
+    fd, tmp = tempfile.mkstemp(prefix="cpos-config-", suffix=".json")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        device.mpremote(port, "fs", "cp", tmp, ":/config.json.new")
+    finally:
+        os.remove(tmp)
+    got = device.run(port, _SWITCH, "CPOS-CONFIG")
+    if got != hashlib.sha256(text.encode()).hexdigest():
         raise ProvisionError("config.json on %s did not read back whole: run cpos provision again" % port)
 
 
-def provision(port, number, site, place, kind, board, broker_host, site_dir, ledger_path, sets=(), say=print):
+_READ = """
+try:
+    with open("/config.json") as f:
+        text = f.read()
+except OSError:
+    text = None
+import json
+print("CPOS-OLDCONFIG " + json.dumps(text))
+"""
+
+# What provisioning derives itself; everything else in a terminal's earlier config.json
+# (Wi-Fi, POS link, timings, ...) is kept when it is provisioned again, unless --fresh.
+OWNED = ("terminal_id", "terminal_no", "site", "place", "kind", "board", "site_key")
+
+
+def read_config(port):
+    """The terminal's current config.json as a dict, None if it has none; ProvisionError if
+    it is there but unreadable (the technician decides: --fresh replaces it)."""
+    text = device.run(port, _READ, "CPOS-OLDCONFIG")
+    if text is None:
+        return None
+    try:
+        cfg = json.loads(text)
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise ProvisionError("the config.json on %s is not a JSON object, so its settings (Wi-Fi, POS link) "
+                             "cannot be kept: give --fresh to replace it, nothing was written" % port)
+    return cfg
+
+
+def kept_settings(old, cfg):
+    """Top-level settings of an earlier config that the new one keeps as they were (sorted
+    names; provisioning's own sections and what --set changed are not listed)."""
+    return sorted(k for k in (old or {}) if k not in OWNED + ("mqtt", "pn532", "storage") and cfg.get(k) == old[k])
+
+
+def _merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def hashed_login(site_dir, tid, password):
+    """The passwd line for this login, hashed by mosquitto_passwd (nothing kept on disk)."""
+    try:
+        tool = broker_users.find_tool("mosquitto_passwd")
+    except RuntimeError as e:
+        raise ProvisionError(str(e))
+    fd, tmp = tempfile.mkstemp(dir=site_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("%s:%s\n" % (tid, password))
+        p = subprocess.run([tool, "-U", tmp], capture_output=True, text=True)
+        if p.returncode:
+            raise ProvisionError("mosquitto_passwd could not hash the login: %s" % (p.stderr.strip() or p.returncode))
+        with open(tmp) as f:
+            return f.read()
+    finally:
+        os.remove(tmp)
+
+
+def provision(port, number, site, place, kind, board, broker_host, site_dir, ledger_path, sets=(), say=print,
+              fresh=False):
+    """Check everything (site folder and key, ledger, board, the device, the merged
+    config), then write: the device's config.json, the broker login and ACL, the ledger
+    entry. A site must exist (`cpos site init`)."""
+    try:
+        key = sites.check_site(site_dir, ledger_path)
+        sites.check_ledger(ledger_path, site_dir)
+    except sites.SiteError as e:
+        raise ProvisionError("%s; nothing was written" % e)
     password = broker_users.new_password()
-    key = site_key(site_dir)
-    new_key = key is None
-    if new_key:
-        key = secrets.token_hex(32)  # the site's first terminal: its key is made now, kept once written
-    cfg = build_config(number, site, place, kind, board, broker_host, password, key, sets)
+    board_link(board)
+    for s in sets:  # a mistyped --set or board is found before the device is touched
+        _set({}, s)
     device.require_terminal(port)
-    write_config(port, cfg)
-    os.makedirs(site_dir, exist_ok=True)
-    if new_key:
-        _save_site_key(site_dir, key)
+    old = None if fresh else read_config(port)
+    cfg = build_config(number, site, place, kind, board, broker_host, password, key, sets, old)
     tid = cfg["terminal_id"]
-    broker_entries(site_dir, site, tid, password)
+    hashed = hashed_login(site_dir, tid, password)
+    write_config(port, cfg)
+    broker_entries(site_dir, site, tid, hashed)
     from backend.ledger import Ledger
 
     ledger = Ledger(ledger_path)
@@ -172,4 +242,7 @@ def provision(port, number, site, place, kind, board, broker_host, site_dir, led
         ledger.close()
     say("provisioned %s (site %s, %s %s) on %s; broker login and ACL in %s; registered in %s"
         % (tid, site, place, kind, port, site_dir, ledger_path))
+    kept = kept_settings(old, cfg)
+    if kept:
+        say("kept from the terminal's earlier config: %s (--fresh drops them)" % ", ".join(kept))
     return cfg

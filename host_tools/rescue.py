@@ -9,12 +9,19 @@ hex), oldest first: by default the unacknowledged ones, with --all every record 
 on flash, each with `"acked"`. Torn records fail their checksum and are skipped;
 a summary goes to stderr. Uses the device's own decoder (cpos.journal, cpos.purchase),
 so what it reads is what the terminal would have uploaded. Nothing is written.
+
+A file that holds no journal ring (no sector starts with a valid journal header) is
+refused with what it looks like instead (`identify`): an erased partition, a card-table
+image, a whole-flash dump, a firmware image. Reporting "0 records" for such a file
+would let a technician reflash a terminal whose purchases were never read.
 """
 import argparse
 import json
+import os
 import sys
 
 from cpos import purchase
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.journal import Journal, SLOT
 
 
@@ -35,13 +42,60 @@ class DumpDevice:
         raise OSError("a rescue never writes")
 
     def ioctl(self, op, arg=0):
-        if op == 4:
+        if op == BLOCK_COUNT:
             return len(self.data) // self.block
-        if op == 5:
+        if op == BLOCK_SIZE:
             return self.block
-        if op == 6:
+        if op == BLOCK_ERASE:
             raise OSError("a rescue never erases")
         return 0
+
+
+_JOURNAL_MAGIC = b"CPJ1"  # cpos.journal: each opened sector starts with it (docs/formats.md)
+_CARDTABLE_MAGICS = (b"CPSB", b"CPCT")  # cpos.cards: commit records and image headers
+JOURNAL_READ = "esptool read-flash 0x300000 0x40000 FILE"
+
+
+def identify(data, block=4096):
+    """None if `data` holds a journal ring (at least one sector with a valid journal
+    header, even with no purchase in it), else one phrase saying what it is instead."""
+    if len(data) < 2 * block:
+        return "%d bytes: a journal partition has at least two %d-byte sectors" % (len(data), block)
+    usable = len(data) - len(data) % block
+    view = memoryview(data)
+    starts = [bytes(view[i:i + 4]) for i in range(0, usable, block)]
+    if len(data) > 0x8000 + 2 and data[0x8000:0x8002] == b"\xaa\x50":
+        where = [i * block for i, st in enumerate(starts) if st == _JOURNAL_MAGIC]
+        return ("a whole-flash dump (partition table at 0x8000)%s: read the journal partition alone, or "
+                "print it with python -m host_tools.rescue FILE --offset 0x300000 --size 0x40000"
+                % (", journal sectors from 0x%x" % where[0] if where else ""))
+    j = Journal(DumpDevice(view[:usable], block))
+    j.recover()
+    if j.survey()["sectors"]:
+        return None
+    if data.count(0xFF) == len(data):
+        return "all 0xFF: an erased partition (no purchase was ever written there, or the wrong address was read)"
+    if data.count(0) == len(data):
+        return "all zeros: not a flash read-out (nothing was read, or the wrong file)"
+    if any(st in _CARDTABLE_MAGICS for st in starts):
+        return "a card table image (the cardtable partition at 0x340000, not the journal at 0x300000)"
+    if data[0] == 0xE9:
+        return "an ESP32 firmware image (starts with the image magic 0xE9), not a journal"
+    if any(st == _JOURNAL_MAGIC for st in starts):
+        return "journal sector headers whose checksums all fail: a damaged journal"
+    return "no journal sector header (CPJ1) in any of its %d sectors: not a journal partition" % (usable // block)
+
+
+def read_dump(path):
+    """The bytes of a dump file; ValueError (one line) if it cannot be read."""
+    if os.path.isdir(path):
+        raise ValueError("%s is a folder, not a dump file (%s)" % (path, JOURNAL_READ))
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError("cannot read %s (%s): give the file esptool wrote (%s)"
+                         % (path, e.strerror or e, JOURNAL_READ))
 
 
 def rescue(data, include_acked=False, block=4096):
@@ -68,7 +122,8 @@ def summary(data, block=4096):
     return s
 
 
-_DUMP = """
+# Runs on the terminal, which may hold no cpos package: the ioctl numbers travel with it.
+_DUMP = "BLOCK_COUNT, BLOCK_SIZE = %d, %d\n" % (BLOCK_COUNT, BLOCK_SIZE) + """
 import json, binascii
 try:
     with open("/config.json") as f:
@@ -81,7 +136,7 @@ try:
 except Exception:  # no deployed board module or config: the partition itself
     import esp32
     dev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")[0]
-n, size = dev.ioctl(4, 0), dev.ioctl(5, 0)
+n, size = dev.ioctl(BLOCK_COUNT, 0), dev.ioctl(BLOCK_SIZE, 0)
 print("CPOS-DUMP " + json.dumps({"blocks": n, "block": size, "config": cfg}))
 buf = bytearray(size)
 for i in range(n):
@@ -145,8 +200,11 @@ def main(argv=None):
     ap.add_argument("--all", action="store_true", help="also records already acknowledged")
     ap.add_argument("--sector", type=lambda x: int(x, 0), default=4096, help="erase sector size (4096)")
     a = ap.parse_args(argv)
-    with open(a.dump, "rb") as f:
-        raw = f.read()
+    try:
+        raw = read_dump(a.dump)
+    except ValueError as e:
+        print("rescue: %s" % e, file=sys.stderr)
+        return 2
     end = len(raw) if a.size is None else a.offset + a.size
     if a.offset < 0 or end > len(raw) or a.offset >= end:
         print("rescue: offset/size outside the dump (%d bytes)" % len(raw), file=sys.stderr)
@@ -154,6 +212,11 @@ def main(argv=None):
     data = raw[a.offset:end]
     if len(data) < 2 * a.sector:
         print("rescue: a journal needs at least two sectors", file=sys.stderr)
+        return 2
+    what = identify(data, a.sector)
+    if what is not None:
+        print("rescue: %s is not a journal: %s; nothing printed (%s)" % (a.dump, what, JOURNAL_READ),
+              file=sys.stderr)
         return 2
     n = 0
     for rec, acked in rescue(data, a.all, a.sector):

@@ -37,9 +37,17 @@ def main(argv=None):
     r.add_argument("--keep", metavar="DIR", dest="site_dir", help=argparse.SUPPRESS)  # the old name
     e = sub.add_parser("exposure", help="offline exposure: worst overdraft during an outage, with and "
                                         "without the offline policy (docs/offline.md)")
-    for name, default in (("terminals", 4), ("students", 300), ("outage-min", 120), ("threshold-min", 10),
-                          ("allowance-kr", 40), ("walk-s", 60), ("seed", 1)):
-        e.add_argument("--" + name, type=int, default=default)
+    for name, default, what in (
+            ("terminals", 4, "terminals cut off from the backend (each synced at the start of the outage)"),
+            ("students", 300, "students tapping during the outage (balances 0-300 kr.)"),
+            ("outage-min", 120, "length of the outage in minutes"),
+            ("threshold-min", 10, "the offline policy's threshold: minutes after its last sync during which a "
+                                  "terminal trusts its view of a balance"),
+            ("allowance-kr", 40, "the offline policy's allowance: whole kroner a card may spend at one terminal "
+                                 "since its last sync once the threshold has passed"),
+            ("walk-s", 60, "seconds a greedy student takes to walk from one terminal to the next"),
+            ("seed", 1, "random seed (the same seed gives the same table)")):
+        e.add_argument("--" + name, type=int, default=default, help=what + " (default %d)" % default)
     a = ap.parse_args(argv)
     if a.cmd == "exposure":
         return _exposure(a)

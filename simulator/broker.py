@@ -74,9 +74,6 @@ class Broker:
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def credentials(self, user):
-        return user, self.users[user]
-
     def start(self, timeout=10):
         assert self.proc is None or self.proc.poll() is not None
         self.proc = subprocess.Popen([find_tool("mosquitto"), "-c", self.conf],

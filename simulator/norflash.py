@@ -15,12 +15,15 @@ Interface (as `esp32.Partition`):
   readblocks(block, buf, offset=0)
   writeblocks(block, buf)            erase the block(s), then program
   writeblocks(block, buf, offset)    program only, no erase
-  ioctl(4, 0) block count, ioctl(5, 0) block size, ioctl(6, block) erase; 1-3 return 0.
+  ioctl(BLOCK_COUNT, 0), ioctl(BLOCK_SIZE, 0), ioctl(BLOCK_ERASE, block) (cpos.blockdev);
+  INIT, DEINIT and SYNC return 0.
 
 Checks for tests: `torn_overwrites` counts programs that touched bytes left by a torn
 program or a torn erase of the same sector, before any erase of that sector.
 Figures: `programs`, `erases`, `bytes_programmed`, `erase_counts` (per sector).
 """
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
+
 SECTOR = 4096
 
 CUT_BEFORE = 0
@@ -107,11 +110,11 @@ class NorFlash:
         self.program(block * self.sector + offset, buf)
 
     def ioctl(self, op, arg=0):
-        if op == 4:
+        if op == BLOCK_COUNT:
             return len(self.mem) // self.sector
-        if op == 5:
+        if op == BLOCK_SIZE:
             return self.sector
-        if op == 6:
+        if op == BLOCK_ERASE:
             self.erase(arg)
             return 0
         return 0

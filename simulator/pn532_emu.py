@@ -545,14 +545,3 @@ class PN532Emu:
             if self.frame_ready():
                 return self._out.pop(0)[1]
             return b""
-
-    def next_output_at(self):
-        """When the next output byte or frame will be ready (None: nothing due)."""
-        with self.lock:
-            self._advance()
-            if self._out:
-                return self._out[0][0]
-            p = self._pending
-            if p is not None:
-                return p.get("ready", p.get("next"))
-            return None

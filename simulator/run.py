@@ -21,7 +21,12 @@ from simulator import cardsync
 from simulator.site import Site
 from simulator.terminal import HEAP_CAP_KB, ScenarioClock, SimTerminal, micropython
 
-REPLY_TIMEOUT_S = 3.0
+# How long the simulated till waits for a reply while the terminal runs (a power cut
+# ends the wait at once). Generous: on a loaded machine the MicroPython process may get
+# little CPU, and a decision that comes late must not count as none (a real customer
+# holds the card for as long). A reply that does not come starts the lost-reply procedure.
+REPLY_TIMEOUT_S = 10.0
+LOST_REPLY_TIMEOUT_S = 30.0  # the lost-reply procedure: a till waits longer before giving up
 
 
 def shown(reason):
@@ -32,7 +37,7 @@ def shown(reason):
 
 class Tap:
     __slots__ = ("terminal", "uid", "card", "amount", "ref", "item", "placed_at", "at", "t", "decision", "reason",
-                 "seq", "balance_after", "latency_ms", "device", "topup")
+                 "seq", "balance_after", "latency_ms", "device", "topup", "recovered")
 
     def __init__(self, terminal, uid, card, amount, ref, placed_at, item=None, at=None, t=None):
         self.terminal, self.uid, self.card, self.amount, self.ref = terminal, uid, card, amount, ref
@@ -47,6 +52,7 @@ class Tap:
         self.latency_ms = None
         self.device = {}
         self.topup = None  # the decision raised an automatic top-up trigger (from the firmware)
+        self.recovered = False  # the decision was learned through CANCEL + LAST, not heard
 
     def as_json(self):
         da, en = shown(self.reason) if self.reason in reasons.NAMES else (None, None)
@@ -56,7 +62,7 @@ class Tap:
                 "decision": self.decision, "reason": self.reason, "text_da": da, "text_en": en,
                 "seq": self.seq, "balance_after": self.balance_after, "topup": self.topup,
                 "tap_to_decision_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
-                "device_us": self.device or None}
+                "device_us": self.device or None, "recovered_by_last": self.recovered}
 
 
 class Run:
@@ -75,6 +81,7 @@ class Run:
         self.taps = []
         self._open = {}  # terminal id -> (ref, amount, item) of the open request
         self._ref = 0
+        self.reply_timeout_s = REPLY_TIMEOUT_S
         self._card_names = {c["uid"]: c["number"] for c in scenario.cards}
         self.site = None  # broker + backend, when the scenario has the uplink on
         self.drained = None  # after settle(): did every journal reach the ledger in time
@@ -243,11 +250,17 @@ class Run:
                     await term.send("CANCEL %s" % req[0])
                     await self._reply(fut)
 
-    async def _reply(self, fut, timeout=REPLY_TIMEOUT_S):
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            return None, None
+    async def _reply(self, fut, timeout=None, term=None):
+        """(time, line) of the reply, or (None, None) after `timeout` s (default
+        `self.reply_timeout_s`) or as soon as `term` (when given) stops running."""
+        deadline = time.monotonic() + (self.reply_timeout_s if timeout is None else timeout)
+        while not fut.done():
+            left = deadline - time.monotonic()
+            if left <= 0 or (term is not None and not term.running()):
+                fut.cancel()  # a reply that still comes lands among the strays
+                return None, None
+            await asyncio.wait([fut], timeout=min(0.1, left))
+        return fut.result()
 
     async def _pay(self, term, ev):
         if not term.running() or term.pos_writer is None:
@@ -284,7 +297,9 @@ class Run:
         term.place(uid)
         try:
             if req:
-                at, line = await self._reply(fut)
+                at, line = await self._reply(fut, term=term)
+                if line is None:  # no decision heard in time (a busy or dying terminal)
+                    at, line = await self._lost_reply(term, tap)
                 self._decided(tap, term, at, line)
                 await self._device_timings(tap, term)
             else:
@@ -308,11 +323,37 @@ class Run:
         if self.progress is not None:
             self.progress.tap(tap)
 
+    async def _lost_reply(self, term, tap):
+        """What a till does when the decision on its request did not come (docs/pos-protocol.md,
+        "After a lost reply"): CANCEL the request, then ask LAST and compare with the seq of
+        the last APPROVED it heard. Returns (time, line) as if the decision had been heard:
+        the late reply itself if it arrives meanwhile, an APPROVED line rebuilt from LAST when
+        the purchase was recorded, or (None, None): not paid, or the terminal is gone."""
+        if not term.running() or term.pos_writer is None:
+            return None, None
+        fut = term.expect(tap.ref)
+        await term.send("CANCEL %s" % tap.ref)
+        at, line = await self._reply(fut, LOST_REPLY_TIMEOUT_S, term)
+        if line is None or line.startswith(("CANCELLED ", "EXPIRED ")):
+            return None, None  # still open when cancelled: nothing recorded, not paid
+        if line.startswith(("APPROVED ", "REFUSED ")):
+            return at, line  # the decision itself, late
+        fut = term.expect_last()
+        await term.send("LAST")
+        at, last = await self._reply(fut, LOST_REPLY_TIMEOUT_S, term)
+        heard = max([t.seq for t in self.taps if t.terminal == term.id and t.decision == "approved"] or [0])
+        parts = (last or "").split()
+        if len(parts) == 6 and parts[1] != "-" and int(parts[1]) > heard and parts[4] == "approved":
+            tap.recovered = True
+            return None, "APPROVED %s %s %s %s" % (tap.ref, parts[1], parts[2], parts[3])
+        return None, None
+
     def _decided(self, tap, term, at, line):
         if line is None:
             tap.decision = "no_reply"
             return
-        tap.latency_ms = (at - tap.placed_at) * 1000
+        if at is not None:  # None: learned through LAST, no latency to tell
+            tap.latency_ms = (at - tap.placed_at) * 1000
         parts = line.split()
         if parts[0] == "APPROVED" and parts[1] == tap.ref:
             tap.decision, tap.reason = "approved", "approved"
@@ -385,7 +426,7 @@ class Run:
     def journal_breakdown(self, term_id, recs=None):
         """Why a terminal's journal holds more records than its till heard approvals:
         (approvals heard, approved records the till did not hear (a power cut before the
-        answer, or none within REPLY_TIMEOUT_S), refusals journaled only to carry a top-up
+        answer, or no answer even to the lost-reply procedure), refusals journaled only to carry a top-up
         trigger)."""
         recs = self.journal_records(term_id) if recs is None else recs
         heard = set(t.seq for t in self.taps if t.terminal == term_id and t.decision == "approved")
@@ -429,8 +470,8 @@ class Run:
                 per = ", ".join("%s %d" % (tid, where.count(tid)) for tid in self.terminals if tid in where)
                 lines.append("  %4d  %-43s %-36s (%s: %s)" % (len(where), da, en, reason, per))
         lines.append("journal records %d = %d approvals the tills heard + %d approved but not heard by the till "
-                     "(a power cut before the answer, or none within %g s) + %d refusals journaled only to carry an "
-                     "automatic top-up trigger to the backend" % (n_rec, n_heard, n_unheard, REPLY_TIMEOUT_S, n_trig))
+                     "(a power cut before the answer, or no answer even to LAST) + %d refusals journaled only to carry an "
+                     "automatic top-up trigger to the backend" % (n_rec, n_heard, n_unheard, n_trig))
         problems = self.check()
         if self.site is not None and self.drained is not None:
             led = self.site.ledger

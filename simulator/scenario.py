@@ -36,6 +36,7 @@ import math
 import random
 
 from cpos import rules
+from cpos.uid import UID_LENGTHS
 from cpos.net import messages
 
 PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
@@ -116,6 +117,15 @@ def _num(d, key, what, default, lo=0.0, positive=False):
 def _flag(e, kind, where):
     if e[kind] is not True:
         _fail(e, where, "%r must be true, got %s" % (kind, json.dumps(e[kind])))
+
+
+def _uid_bytes(text):
+    """The UID that hex `text` spells, or None unless it is hex of a 4-, 7- or 10-byte UID."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if len(raw) in UID_LENGTHS else None
 
 
 class Scenario:
@@ -230,12 +240,9 @@ class Scenario:
 
     @staticmethod
     def _uid(obj, where, text):
-        try:
-            raw = bytes.fromhex(text)
-        except (ValueError, TypeError):
-            _fail(obj, where, "uid %s must be hex" % json.dumps(text))
-        if len(raw) not in (4, 7, 10):
-            _fail(obj, where, "uid %s must be 4, 7 or 10 bytes" % text)
+        raw = _uid_bytes(text) if isinstance(text, str) else None
+        if raw is None:
+            _fail(obj, where, "uid %s must be 4, 7 or 10 bytes in hex" % json.dumps(text))
         return raw
 
     def card_uid(self, ref, obj=None, where="tap"):
@@ -243,10 +250,7 @@ class Scenario:
         card = self.card_by_number.get(ref) if isinstance(ref, str) else None
         if card:
             return card["uid"]
-        try:
-            raw = bytes.fromhex(ref)
-        except (ValueError, TypeError):
-            raw = None
+        raw = _uid_bytes(ref) if isinstance(ref, str) else None
         if raw is not None and (raw in self.card_by_uid or raw in self.unknown_uids):
             return raw
         names = list(self.card_by_number) + [u.hex().upper() for u in list(self.card_by_uid) + self.unknown_uids]

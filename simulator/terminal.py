@@ -71,7 +71,9 @@ class SimTerminal:
         self.proc = None
         self.pos_reader = self.pos_writer = None
         self._waiting = {}  # POS ref -> future of (time, reply line)
+        self._last_waiter = None  # future of the next `LAST ...` reply, when one is asked for
         self.stray_replies = []
+        self.lose_replies = set()  # refs whose decision reply the till does not hear (a test's cable glitch)
         self.events = []  # every @event, in order
         self.log_lines = []
         self.boots = 0
@@ -197,6 +199,11 @@ class SimTerminal:
         self._waiting[ref] = fut
         return fut
 
+    def expect_last(self):
+        """A future for the next reply to `LAST` (it names no ref)."""
+        self._last_waiter = asyncio.get_event_loop().create_future()
+        return self._last_waiter
+
     async def _read_pos(self, reader):
         while True:
             line = await reader.readline()
@@ -204,7 +211,12 @@ class SimTerminal:
                 return
             text = line.decode(errors="replace").rstrip("\n")
             parts = text.split()
+            if len(parts) > 1 and parts[0] in ("APPROVED", "REFUSED") and parts[1] in self.lose_replies:
+                self.lose_replies.discard(parts[1])
+                continue
             fut = self._waiting.pop(parts[1], None) if len(parts) > 1 else None
+            if parts and parts[0] == "LAST" and self._last_waiter is not None:
+                fut, self._last_waiter = self._last_waiter, None
             if fut is not None and not fut.done():
                 fut.set_result((time.monotonic(), text))
             else:

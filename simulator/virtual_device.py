@@ -10,7 +10,10 @@ app itself is not started here; tests drive it through tests/ and the simulator)
 
     python -m simulator.virtual_device DIR [--partition LABEL:BYTES ...] [--hangup-after N] [--mute]
 
-Prints `PORT /dev/pts/N` once ready; `mpremote connect /dev/pts/N ...` then works.
+DIR may be relative (it is made absolute; created if missing). Prints `PORT /dev/pts/N`
+once ready; `mpremote connect /dev/pts/N ...` and `cpos -p /dev/pts/N ...` then work
+until it is stopped (Ctrl-C). If MicroPython cannot start there it says so on stderr
+and exits 1 without printing a port.
 --hangup-after N unplugs the device (closes the pty) after N bytes from the host;
 --mute answers nothing (a serial port with no MicroPython behind it).
 """
@@ -50,6 +53,7 @@ def _cooked(data):
 
 class Device:
     def __init__(self, folder, hangup_after=None, mute=False):
+        folder = os.path.abspath(folder)  # the agent runs in fs/: a relative path would miss it
         self.fs = os.path.join(folder, "fs")
         self.parts = os.path.join(folder, "partitions")
         os.makedirs(self.fs, exist_ok=True)
@@ -66,6 +70,7 @@ class Device:
         self.agent = None
         self.running = False
         self.frame = []  # agent output of the running command, split on \x04
+        self.crashed = False  # the interpreter died during the last command
 
     # -- the MicroPython process ---------------------------------------------------
     def start_agent(self):
@@ -86,6 +91,7 @@ class Device:
         """Read the agent's answer to one command: (stdout, traceback). With forward,
         stdout goes to the host as it comes (raw REPL framing kept)."""
         parts = [b""]
+        self.crashed = False
         fd = self.agent.stdout.fileno()
         while len(parts) < 3:
             r, _, _ = select.select([fd, self.master], [], [])
@@ -99,6 +105,7 @@ class Device:
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:  # the interpreter died: report it as a device would a crash
+                self.crashed = True
                 msg = b"virtual device: MicroPython exited\n"
                 while len(parts) < 3:
                     if forward:
@@ -119,8 +126,11 @@ class Device:
         return parts[0], parts[1]
 
     def run(self, code, single=False):
-        self.agent.stdin.write((b"s%d\n" if single else b"%d\n") % len(code) + code)
-        self.agent.stdin.flush()
+        try:
+            self.agent.stdin.write((b"s%d\n" if single else b"%d\n") % len(code) + code)
+            self.agent.stdin.flush()
+        except BrokenPipeError:
+            pass  # the interpreter is gone: collect() reports it as a crash
 
     # -- the serial port -----------------------------------------------------------
     def send(self, data):
@@ -137,14 +147,14 @@ class Device:
             return None
         return data
 
-    def unplug(self):
+    def unplug(self, status=0):
         self.stop_agent()
         for fd in (self.master, self.slave):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        sys.exit(0)
+        sys.exit(status)
 
     def soft_reset(self):
         self.send(b"MPY: soft reboot\r\n")
@@ -220,7 +230,12 @@ class Device:
 
     def serve(self):
         if not self.mute:
-            self.start_agent()
+            out = self.start_agent()
+            if self.crashed:
+                text = out.decode(errors="replace").strip().splitlines()
+                print("virtual device: MicroPython did not start in %s (%s)"
+                      % (self.fs, text[-1] if text else "no output"), file=sys.stderr, flush=True)
+                self.unplug(1)
         print("PORT", self.port, flush=True)
         while True:
             select.select([self.master], [], [])
@@ -250,7 +265,10 @@ def main(argv=None):
     dev = Device(a.dir, a.hangup_after, a.mute)
     make_partitions(dev.parts, [] if a.no_partitions else (a.partition or DEFAULT_PARTITIONS))
     signal.signal(signal.SIGTERM, lambda *_: dev.unplug())
-    dev.serve()
+    try:
+        dev.serve()
+    except KeyboardInterrupt:
+        dev.unplug()
 
 
 if __name__ == "__main__":

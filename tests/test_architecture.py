@@ -121,7 +121,8 @@ def test_a_wheel_installs_a_working_cpos(wheel_venv, tmp_path):
     for i in range(3):
         j.append(1767225600 + 60 * i, b"\x01\x02\x03\x04", 1001, 2500, 0, 0, 7, "Sandwich", 50000, 0, False)
     dev.close()
-    ledger = str(tmp_path / "ledger.db")
-    p = _run([cpos, "rescue", "--dump", dump, "--site", "skole-nord", "--number", "7", "--ledger", ledger],
+    ledger = str(tmp_path / "site" / "ledger.db")
+    _run([cpos, "site", "init", "--site-dir", str(tmp_path / "site"), "--ledger", ledger], cwd=str(tmp_path), env=env)
+    p = _run([cpos, "rescue", "--dump", dump, "--site", "skole-nord", "--terminal", "7", "--ledger", ledger],
              cwd=str(tmp_path), env=env)
     assert "rescued 3 records of t0007 (site skole-nord): 3 new in the ledger" in p.stdout, p.stdout

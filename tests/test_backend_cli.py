@@ -29,27 +29,27 @@ def cli(capsys, *argv):
 @pytest.fixture
 def db(tmp_path, capsys):
     path = str(tmp_path / "l.db")
-    assert cli(capsys, "add-account", "--db", path, "--name", "Test Barn 1") == (0, "account 1", "")
-    assert cli(capsys, "add-account", "--db", path, "--name", "Test Barn 2") == (0, "account 2", "")
-    assert cli(capsys, "issue-card", "--db", path, "--account", "1", "--uid", "04A1B2C3", "--number", "884263sae")[0] == 0
+    assert cli(capsys, "add-account", "--ledger", path, "--name", "Test Barn 1") == (0, "account 1", "")
+    assert cli(capsys, "add-account", "--ledger", path, "--name", "Test Barn 2") == (0, "account 2", "")
+    assert cli(capsys, "issue-card", "--ledger", path, "--account", "1", "--uid", "04A1B2C3", "--number", "884263sae")[0] == 0
     return path
 
 
 def test_actions(db, capsys):
-    assert cli(capsys, "top-up", "--db", db, "--account", "1", "--kr", "100") == (0, "balance 100.00 kr.", "")
-    assert cli(capsys, "transfer", "--db", db, "--from", "1", "--to", "2", "--amount", "20", "--message", "Test") == (
+    assert cli(capsys, "top-up", "--ledger", db, "--account", "1", "--kr", "100") == (0, "balance 100.00 kr.", "")
+    assert cli(capsys, "transfer", "--ledger", db, "--from", "1", "--to", "2", "--amount", "20", "--message", "Test") == (
         0, "balance 80.00 kr. (account 1), 20.00 kr. (account 2)", "")
-    assert cli(capsys, "enrol", "--db", db, "--account", "1", "--kr", "200", "--payment-ref", "visa-1")[0] == 0
-    assert cli(capsys, "payout", "--db", db, "--account", "1", "--amount", "10.50", "--reg", "1234",
+    assert cli(capsys, "enrol", "--ledger", db, "--account", "1", "--kr", "200", "--payment-ref", "visa-1")[0] == 0
+    assert cli(capsys, "payout", "--ledger", db, "--account", "1", "--amount", "10.50", "--reg", "1234",
                "--konto", "1234567891") == (0, "balance 69.50 kr.", "")
-    assert cli(capsys, "set-limit", "--db", db, "--account", "1", "--place", "club", "--window", "day",
+    assert cli(capsys, "set-limit", "--ledger", db, "--account", "1", "--place", "club", "--window", "day",
                "--amount", "20") == (0, "limit club day: 20.00 kr.", "")
-    assert cli(capsys, "set-places", "--db", db, "--account", "1", "school")[0] == 0
-    assert cli(capsys, "block", "--db", db, "--card", "884263sae") == (0, "card 884263sae blocked", "")
-    assert cli(capsys, "activate", "--db", db, "--card", "884263sae") == (0, "card 884263sae active", "")
-    assert cli(capsys, "order-card", "--db", db, "--card", "884263sae", "--new-uid", "04a1b2c4",
+    assert cli(capsys, "set-places", "--ledger", db, "--account", "1", "school")[0] == 0
+    assert cli(capsys, "block", "--ledger", db, "--card", "884263sae") == (0, "card 884263sae blocked", "")
+    assert cli(capsys, "activate", "--ledger", db, "--card", "884263sae") == (0, "card 884263sae active", "")
+    assert cli(capsys, "order-card", "--ledger", db, "--card", "884263sae", "--new-uid", "04a1b2c4",
                "--new-number", "728F9661") == (0, "card 884263sae replaced by 728F9661", "")
-    code, out, _ = cli(capsys, "account", "--db", db, "--account", "1")
+    code, out, _ = cli(capsys, "account", "--ledger", db, "--account", "1")
     assert code == 0 and out.splitlines() == [
         "account 1 Test Barn 1: balance 69.50 kr., active",
         "card 884263sae (uid 04a1b2c3): replaced",
@@ -58,7 +58,7 @@ def test_actions(db, capsys):
         "limit club day: 20.00 kr.",
         "automatic top-up: 200 kr. from visa-1, cancelled",  # the payout cancelled it
     ]
-    code, out, _ = cli(capsys, "statement", "--db", db, "--card", "728F9661")
+    code, out, _ = cli(capsys, "statement", "--ledger", db, "--card", "728F9661")
     assert code == 0
     assert [ln.split()[2] for ln in out.splitlines()[3:]] == ["Hævet", "Hævet", "Indsat"]  # newest first
     assert "1x Udbetaling til 1234-1234567891" in out and "1x Overførsel til Test Barn 2: Test" in out
@@ -78,16 +78,16 @@ def test_actions(db, capsys):
 ])
 def test_refusals_are_one_line_and_change_nothing(db, capsys, argv, message):
     before = open(db, "rb").read()
-    code, out, err = cli(capsys, argv[0], "--db", db, *argv[1:])
+    code, out, err = cli(capsys, argv[0], "--ledger", db, *argv[1:])
     assert code == 2 and out == "" and err.startswith(message) and "\n" not in err
     assert open(db, "rb").read() == before
 
 
 def test_bad_arguments_and_missing_database_exit_non_zero_without_a_traceback(tmp_path):
     none = str(tmp_path / "none.db")
-    cases = [(["top-up", "--db", none, "--account", "1", "--kr", "5"], "error: no ledger database %s" % none),
-             (["top-up", "--db", none, "--account", "1", "--kr", "2.5"], "error: argument --kr: not whole kroner"),
-             (["set-limit", "--db", none, "--account", "1", "--place", "gym", "--window", "day", "--amount", "1"],
+    cases = [(["top-up", "--ledger", none, "--account", "1", "--kr", "5"], "error: no ledger database %s" % none),
+             (["top-up", "--ledger", none, "--account", "1", "--kr", "2.5"], "error: argument --kr: not whole kroner"),
+             (["set-limit", "--ledger", none, "--account", "1", "--place", "gym", "--window", "day", "--amount", "1"],
               "error: argument --place: invalid choice")]
     for argv, message in cases:
         p = subprocess.run([sys.executable, "-m", "backend"] + argv, cwd=ROOT, env=cpython_env(),
@@ -101,11 +101,11 @@ def _enrolled_world(capsys, db):
     for argv in (["add-account", "--name", "A", "--id", "1001"], ["top-up", "--account", "1001", "--kr", "10"],
                  ["enrol", "--account", "1001", "--kr", "150", "--payment-ref", "visa-9"],
                  ["payment-card", "--ref", "visa-9", "--expiry", "2099-12", "--funds-kr", "1000"]):
-        assert cli(capsys, argv[0], "--db", db, *argv[1:])[0] == 0
+        assert cli(capsys, argv[0], "--ledger", db, *argv[1:])[0] == 0
 
 
 def _serve(broker, db, *extra):
-    be = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--db", db, "--port", str(broker.port),
+    be = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--ledger", db, "--port", str(broker.port),
                            "--password=" + broker.users["backend"]] + list(extra), cwd=ROOT, env=cpython_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert be.stdout.readline().strip() == "backend up"
@@ -214,9 +214,9 @@ def _conflict_world(db):
 
 
 def test_conflicts_are_listed_for_staff(db, capsys):
-    assert cli(capsys, "conflicts", "--db", db) == (0, "no conflicts", "")
+    assert cli(capsys, "conflicts", "--ledger", db) == (0, "no conflicts", "")
     old, new = _conflict_world(db)
-    code, out, err = cli(capsys, "conflicts", "--db", db)
+    code, out, err = cli(capsys, "conflicts", "--ledger", db)
     lines = out.splitlines()
     assert code == 0 and err == "" and len(lines) == 7 and lines[-1] == "2 conflict(s)"
     assert lines[0].startswith("conflict 1: t0001 seq 2, received ")
@@ -224,12 +224,12 @@ def test_conflicts_are_listed_for_staff(db, capsys):
         new[0]["uid"]) in lines[1]
     assert lines[2].startswith("  seq 2 holds: ") and "10.00 kr.  approved  1x Toast" in lines[2]
     assert lines[3].startswith("conflict 2: t0001 seq 3, ")
-    code, out, _ = cli(capsys, "conflicts", "--db", db, "--json", "--terminal", "1")
+    code, out, _ = cli(capsys, "conflicts", "--ledger", db, "--json", "--terminal", "1")
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["seq"], r["amount"], r["item"], r["stored"]["amount"]) for r in rows] == [
         (2, 2550, "1x Ny journal", 1000), (3, 2550, "1x Ny journal", 1000)]
-    assert cli(capsys, "conflicts", "--db", db, "--terminal", "2") == (0, "no conflicts", "")
-    code, out, _ = cli(capsys, "account", "--db", db, "--account", "1")
+    assert cli(capsys, "conflicts", "--ledger", db, "--terminal", "2") == (0, "no conflicts", "")
+    code, out, _ = cli(capsys, "account", "--ledger", db, "--account", "1")
     assert "balance -30.00 kr." in out  # the three first purchases only: conflicts are not booked
 
 
@@ -253,3 +253,16 @@ def test_serve_keeps_logs_and_acknowledges_a_conflicting_batch(broker, tmp_path,
         stop(be)
     err = be.stderr.read()
     assert "backend: CONFLICT: t0001 sent 1 record(s)" in err and ": 1; kept in uplink_conflicts" in err
+
+
+def test_the_ledger_is_named_as_in_cpos_and_the_old_name_still_works(db, capsys):
+    """One name per concept across `cpos` and `python -m backend`: --ledger for the ledger's
+    file and --terminal for a terminal's number; --db stays as a hidden old spelling."""
+    assert cli(capsys, "top-up", "--db", db, "--account", "1", "--kr", "5") == (0, "balance 5.00 kr.", "")
+    assert cli(capsys, "top-up", "--ledger", db, "--account", "1", "--kr", "5") == (0, "balance 10.00 kr.", "")
+    p = subprocess.run([sys.executable, "-m", "backend", "conflicts", "--help"], cwd=ROOT, env=cpython_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert "--ledger" in p.stdout and "--terminal" in p.stdout and "--db" not in p.stdout
+    p = subprocess.run([sys.executable, "-m", "backend", "conflicts"], cwd=ROOT, env=cpython_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "required: --ledger" in p.stderr and "Traceback" not in p.stderr

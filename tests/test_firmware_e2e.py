@@ -283,6 +283,28 @@ def test_after_a_power_cut_last_tells_the_till_which_unanswered_request_was_reco
     assert reply == out["r2"][1] and not verdict(reply, s)  # r3: not recorded, not paid
 
 
+def test_a_till_that_hears_no_decision_learns_it_through_cancel_and_last(tmp_path):
+    """The simulated till follows docs/pos-protocol.md after a lost reply, so a decision it
+    did not hear in time (a busy machine, a cable glitch) is neither lost nor counted as
+    unpaid: r2's refusal is not recorded (not paid), r3's approval is (paid, seq 2)."""
+    plan = [("ok", 500), ("poor", 5000), ("ok", 700), ("new", 300)]  # r4: another card, a new tap at once
+    sc = base_scenario([{"id": "till1", "kind": "till"}], purchases("till1", 0.5, plan, every=0.9))
+
+    def lose(r):
+        r.terminals["till1"].lose_replies.update({"r2", "r3"})
+        r.reply_timeout_s = 3.0  # the lost replies are waited for this long (a loaded machine may
+        # make r1 or r4 late too: learned through LAST all the same, which is the point)
+
+    r, text, problems = run(sc, hook=lose, workdir=str(tmp_path))
+    assert problems == [], text
+    got = [(t.ref, t.decision, t.seq) for t in r.taps]
+    assert got == [("r1", "approved", 1), ("r2", "no_reply", None), ("r3", "approved", 2), ("r4", "approved", 3)], got
+    assert r.taps[2].recovered and not r.taps[1].recovered
+    recs = r.journal_records("till1")
+    assert [(x["seq"], x["amount"]) for x in recs] == [(1, 500), (2, 700), (3, 300)]
+    assert r.taps[2].balance_after == 100000 - 500 - 700
+
+
 def test_bad_config_stops_with_one_line_naming_the_field(tmp_path):
     from host_tools import bundle
 

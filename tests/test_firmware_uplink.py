@@ -66,10 +66,7 @@ def test_broker_down_while_1000_taps_then_back(tmp_path, soak):
             assert [o[:2] for o in r.site.outages] == [("broker", "down"), ("broker", "up")]
             assert_all_in_ledger(r, text, problems)
             booked = sum(len(r.site.ledger.purchase_seqs(t.spec["no"])) for t in r.terminals.values())
-            # an approval whose reply came later than the simulator waits (a busy machine) is
-            # journaled and booked without the till having heard it: counted, not a loss
-            unheard = sum(r.journal_breakdown(tid)[1] for tid in r.terminals)
-            assert booked == len(approved) + unheard and unheard <= 5, text
+            assert booked == len(approved), text
         finally:
             await r.stop()
 

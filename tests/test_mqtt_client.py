@@ -58,6 +58,8 @@ def test_wrong_password_is_refused(runtime, broker):
     r = result(start(runtime, "bad_password", broker))
     assert r["connected"] is False
     assert "not authorized" in r["error"] or "bad user name" in r["error"]
+    # A credential the broker refuses is a security event, not a flaky link.
+    assert r["log"] and r["log"][0] == "S mqtt: RefusedError: " + r["error"], r["log"]
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -71,3 +71,19 @@ def test_report_table():
     rows = [ln for ln in text.splitlines() if ln.startswith("| lunch") or ln.startswith("| greedy")]
     assert len(rows) == 6 and "bound N x allowance = 90.00 kr." in text
     assert rows[3].split("|")[2].strip() == "no policy"
+
+
+def test_every_exposure_option_has_help(capsys):
+    """`python -m simulator exposure --help` says what each figure means and its default."""
+    import pytest as _pytest
+    from simulator.__main__ import main
+
+    with _pytest.raises(SystemExit) as e:
+        main(["exposure", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, words in (("--terminals", "cut off"), ("--students", "students"), ("--outage-min", "minutes"),
+                          ("--threshold-min", "threshold"), ("--allowance-kr", "kroner"), ("--walk-s", "walk"),
+                          ("--seed", "seed")):
+        at = text.index(option + " ", text.index("options:"))
+        assert words in text[at:at + 250] and "(default" in text[at:at + 250], option

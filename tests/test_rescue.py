@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cpos import purchase
 from cpos.journal import Journal, SLOT
 from simulator.norflash import NorFlash, PowerCut, CUT_INSIDE
@@ -102,11 +104,85 @@ def test_rescue_agrees_with_recovery_at_every_cut():
         assert theirs == mine
 
 
-def test_rescue_of_garbage_prints_nothing(tmp_path):
+def test_rescue_of_garbage_is_refused_saying_so(tmp_path):
+    """Random bytes hold no journal ring: refused (exit 2), not "0 records" (which would pass
+    for an empty journal and let the terminal be reflashed with its purchases unread)."""
     dump = tmp_path / "junk.bin"
     dump.write_bytes(os.urandom(3 * 4096))
     code, recs, err = run_rescue(dump)
+    assert code == 2 and recs == [] and "not a journal" in err and "no journal sector header" in err
+    assert len(err.strip().splitlines()) == 1
+    # an opened journal with nothing in it is a journal: 0 records is then the truth
+    f = NorFlash(3 * 4096)
+    j = Journal(f)
+    j.recover()
+    j.append(*jc.fields(0))
+    j.ack(1)
+    empty = tmp_path / "acked.bin"
+    empty.write_bytes(bytes(f.mem))
+    code, recs, err = run_rescue(empty)
     assert code == 0 and recs == [] and "0 records" in err
+
+
+def _cardtable_image():
+    from simulator.cardsync import install
+    from cpos.cards import layout
+
+    f = NorFlash(16 * 4096)
+    a = (100, 3, [-1] * 6, False, 0, [1, 2, 3], [0] * 6)
+    install(f, layout.build_image([(b"\1\2\3\4", 7, 0)], {7: a}, 1, 0))
+    return bytes(f.mem)
+
+
+def _whole_flash():
+    from host_tools import partitions
+
+    f, _ = journal_with(5, 0, nsec=3)
+    img = bytearray(b"\xff" * 0x400000)
+    img[0x1000] = 0xE9
+    img[0x8000:0x8C00] = partitions.binary()
+    img[0x300000:0x300000 + len(f.mem)] = f.mem
+    return bytes(img)
+
+
+@pytest.mark.parametrize("name,make,words", [
+    ("erased", lambda: b"\xff" * 0x40000, ["all 0xFF", "erased partition"]),
+    ("zeros", lambda: bytes(0x40000), ["all zeros"]),
+    ("cardtable", _cardtable_image, ["a card table image", "0x340000"]),
+    ("flash", _whole_flash, ["whole-flash dump", "journal sectors from 0x300000"]),
+    ("firmware", lambda: b"\xe9" + os.urandom(0x10000), ["ESP32 firmware image"]),
+    ("random", lambda: os.urandom(0x40000), ["no journal sector header (CPJ1)", "64 sectors"]),
+    ("short", lambda: b"\x00" * 100, ["100 bytes", "at least two"]),
+])
+def test_cpos_rescue_refuses_what_is_not_a_journal_and_says_what_it_is(tmp_path, capsys, name, make, words):
+    from host_tools import cli
+    from backend import Ledger
+
+    path = str(tmp_path / "ledger.sqlite")
+    Ledger(path).close()
+    before = open(path, "rb").read()
+    dump = tmp_path / (name + ".bin")
+    dump.write_bytes(make())
+    code = cli.main(["rescue", "--dump", str(dump), "--site", "skole-nord", "--terminal", "7", "--ledger", path])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("cpos rescue: %s holds no journal: " % dump), err
+    for w in words:
+        assert w in err, err
+    assert "nothing was submitted" in err and "read-flash 0x300000 0x40000" in err
+    assert open(path, "rb").read() == before
+
+
+def test_identify_finds_the_journal_in_each_journal(tmp_path):
+    """identify() says None (a journal) for every journal the suite makes, torn ones included."""
+    from host_tools.rescue import identify
+
+    for n, acked in ((1, 0), (150, 40), (150, 150)):
+        f, _ = journal_with(n, acked)
+        assert identify(bytes(f.mem)) is None
+    torn = bytearray(journal_with(30, 0)[0].mem)
+    torn[4096 + 70] ^= 0xFF  # a damaged record: still a journal, the rescue skips the record
+    assert identify(bytes(torn)) is None
 
 
 def _terminal7_journal(n, shift=0):
@@ -139,7 +215,7 @@ def test_rescue_submits_through_apply_batch_and_keeps_conflicts(tmp_path, capsys
                      "--ledger", path]) == 0
     out, err = capsys.readouterr()
     assert "rescued 8 records of t0007 (site skole-nord): 0 new in the ledger, 0 already there, 8 conflicting" in out
-    assert "kept, not booked" in err and "conflicts --db %s --terminal 7" % path in err
+    assert "kept, not booked" in err and "conflicts --ledger %s --terminal 7" % path in err
     assert cli.main(["rescue", "--dump", str(dump), "--site", "skole-nord", "--number", "7",
                      "--ledger", path]) == 0  # again: nothing kept twice
     assert "0 new in the ledger, 8 already there, 0 conflicting" in capsys.readouterr()[0]

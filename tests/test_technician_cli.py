@@ -99,10 +99,32 @@ def failed_in_one_line(p, *words):
     return lines[0]
 
 
+def site_init(tmp_path):
+    """The site folder and ledger, made as a technician makes them: `cpos site init` (once)."""
+    site = tmp_path / "site"
+    if not os.path.exists(site / "site_key"):
+        p = cpos("site", "init", "--site-dir", site, "--ledger", site / "ledger.sqlite")
+        assert p.returncode == 0, p.stderr
+    return site
+
+
 def provision_args(v, tmp_path, number=7, *extra):
-    return ["provision", "-p", v.port, "--number", number, "--site", SITE, "--place", "school", "--kind", "till",
-            "--broker-host", "127.0.0.1", "--site-dir", tmp_path / "site", "--ledger", tmp_path / "site" / "ledger.sqlite",
+    site = site_init(tmp_path)
+    return ["provision", "-p", v.port, "--terminal", number, "--site", SITE, "--place", "school", "--kind", "till",
+            "--broker-host", "127.0.0.1", "--site-dir", site, "--ledger", site / "ledger.sqlite",
             "--set", "mqtt.port=%d" % free_port()] + list(extra)
+
+
+def folder_state(path):
+    """Every file under `path` with its bytes (a site folder before and after a refusal)."""
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(d, name), path)] = "folder"
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, path)] = ("-> " + os.readlink(p)) if os.path.islink(p) else open(p, "rb").read()
+    return out
 
 
 # -- help ----------------------------------------------------------------------------
@@ -110,7 +132,7 @@ def provision_args(v, tmp_path, number=7, *extra):
 def test_help_lists_every_command_with_an_example():
     p = cpos("--help")
     assert p.returncode == 0
-    for c in ("build", "flash", "deploy", "provision", "status", "logs", "rescue"):
+    for c in ("build", "flash", "deploy", "site", "provision", "status", "logs", "rescue"):
         assert c in p.stdout
         sub = cpos(c, "--help")
         assert sub.returncode == 0 and "example:" in sub.stdout and "cpos " + c in sub.stdout
@@ -190,13 +212,14 @@ def test_wrong_port_says_so(bundles):
 
 
 def test_wrong_port_for_provision_and_rescue_writes_nothing(tmp_path):
-    site = tmp_path / "site"
-    p = cpos("provision", "-p", "/dev/ttyCPOS-none", "--number", 7, "--site", SITE, "--place", "school",
+    site = site_init(tmp_path)
+    before = folder_state(site)
+    p = cpos("provision", "-p", "/dev/ttyCPOS-none", "--terminal", 7, "--site", SITE, "--place", "school",
              "--kind", "till", "--broker-host", "127.0.0.1", "--site-dir", site, "--ledger", site / "ledger.sqlite")
     failed_in_one_line(p, "cannot open /dev/ttyCPOS-none", "port name")
     failed_in_one_line(cpos("rescue", "-p", "/dev/ttyCPOS-none", "--ledger", site / "ledger.sqlite"),
                        "cannot open /dev/ttyCPOS-none", "port name")
-    assert not os.path.exists(site)  # no key, broker login or ledger entry for a terminal never reached
+    assert folder_state(site) == before  # no broker login or ledger entry for a terminal never reached
 
 
 def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_path):
@@ -205,7 +228,7 @@ def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_pa
     failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"]), "not a CPOS terminal", "cpos flash")
     failed_in_one_line(cpos(*provision_args(v, tmp_path)), "not a CPOS terminal")
     assert v.tree() == before
-    assert not os.path.exists(tmp_path / "site" / "passwd")
+    assert open(tmp_path / "site" / "passwd").read() == ""
 
 
 def test_a_port_without_micropython_is_not_a_terminal(plug, bundles):
@@ -274,6 +297,7 @@ def test_provision_writes_config_broker_login_and_backend_entry(plug, bundles, t
     assert cpos(*provision_args(v, tmp_path, 7, "--set", "mqtt.port=%d" % port)).returncode == 0
     cfg2 = json.loads(v.read("config.json"))
     assert cfg2["mqtt"]["password"] != cfg["mqtt"]["password"]
+    assert cfg2["removal_window_ms"] == 800  # the earlier --set is kept
     passwd = open(tmp_path / "site" / "passwd").read().splitlines()
     assert [l.split(":")[0] for l in passwd] == ["t0007"]
     assert open(tmp_path / "site" / "site_key").read().strip() == key  # one key per site
@@ -290,10 +314,12 @@ def test_a_config_that_fails_validation_writes_nothing(plug, bundles, tmp_path):
     v = plug()
     assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
     before = v.tree()
-    p = cpos(*provision_args(v, tmp_path, 7, "--set", "removal_window_ms=5"))
+    args = provision_args(v, tmp_path, 7, "--set", "removal_window_ms=5")
+    site = folder_state(tmp_path / "site")
+    p = cpos(*args)
     failed_in_one_line(p, "config removal_window_ms: must be between 100 and 5000", "--set")
     assert v.tree() == before
-    assert not os.path.exists(tmp_path / "site")  # no key, login, ACL or ledger entry either
+    assert folder_state(tmp_path / "site") == site  # no login, ACL or ledger entry either
 
 
 # -- status, logs, rescue ----------------------------------------------------------------
@@ -344,6 +370,67 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
     assert logs.stdout.splitlines()[-1] == "5090 E reader: no answer"
 
 
+# What runs on the device: the firmware's own pieces wired as firmware/main.py and firmware/app.py
+# wire them (Log over devlog.FileSink on board.log_path(), MQTTClient, Sync on the card-table
+# partition), with one stand-in, the socket: the client reads the broker's bytes from WIRE.
+_DOWNLINK_ON_THE_DEVICE = """
+import asyncio, binascii, board
+from cpos import config, devlog, log
+from cpos.cards import table as cardtable
+from cpos.net.mqtt import MQTTClient
+from cpos.net.sync import Sync
+cfg = config.load(board.config_path())
+lg = log.Log(devlog.FileSink(board.log, board.log_path(), board.now))
+m = cfg.mqtt
+c = MQTTClient(cfg.terminal_id, m["host"], m["port"], m["user"], m["password"], log=lg)
+t = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]), acc_slots=64, card_slots=32)
+s = Sync(t, c, cfg.site, cfg.terminal_id, cfg.site_key, log=lg, clock=board.now)
+
+class Wire:
+    def __init__(self, data):
+        self.data = data
+
+    async def readexactly(self, n):
+        if len(self.data) < n:
+            raise EOFError
+        b = self.data[:n]
+        self.data = self.data[n:]
+        return b
+
+c._reader = Wire(binascii.unhexlify(WIRE))
+asyncio.run(c._reader_loop(None))
+print("REFUSED", s.rejected, sorted(s.why.items()))
+"""
+
+
+def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundles, tmp_path):
+    from cpos.cards import delta as carddelta
+    from cpos.net import signing
+
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    with open(tmp_path / "site" / "site_key") as f:
+        key = signing.Key(bytes.fromhex(f.read().strip()))
+    topic = messages.topic(SITE, "t0007", messages.SYNC_DOWN)
+    # Unblocking a card without the site key; then a genuine "you are current" answer to a
+    # request the terminal never made (an old one, recorded and sent again).
+    forged = signing.encode(signing.Key(b"\x01" * 32), topic, signing.DELTA, 1,
+                            carddelta.encode(1, 0, carddelta.UNBLOCK, uid=b"\x04\xa1\xb2\xc3"))
+    replayed = signing.encode(key, topic, signing.CURRENT, 3, arg=12345)
+    wire = b"".join(mqtt.publish_header(topic, len(p), qos=0) + p for p in (forged, replayed))
+    code = "WIRE = %r\n" % wire.hex() + _DOWNLINK_ON_THE_DEVICE
+    p = subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True, text=True)
+    assert p.returncode == 0 and "REFUSED 2 [('bad tag', 1), ('replayed', 1)]" in p.stdout, p.stdout + p.stderr
+    logs = cpos("logs", "-p", v.port)
+    assert logs.returncode == 0, logs.stderr
+    lines = [line.split(" ", 1)[1] for line in logs.stdout.splitlines()]
+    assert lines[-3:] == ["I boot", "S sync: refused message: bad tag",
+                          "S sync: refused message: replayed"], logs.stdout
+    status = cpos("status", "-p", v.port)
+    assert "log       1 boots, 0 errors, 2 security events logged" in status.stdout, status.stdout
+
+
 def test_status_of_a_terminal_with_no_firmware_says_deploy(plug):
     v = plug()
     failed_in_one_line(cpos("status", "-p", v.port), "no CPOS firmware deployed", "cpos deploy")
@@ -365,12 +452,12 @@ def test_rescue_from_the_terminal_and_from_a_dump_is_idempotent(plug, bundles, t
     again = cpos("rescue", "-p", v.port, "--ledger", ledger_path)
     assert again.returncode == 0 and "0 new" in again.stdout and "20 already there" in again.stdout
     dump = os.path.join(v.parts, "journal.bin")
-    p = cpos("rescue", "--dump", dump, "--site", SITE, "--number", 7, "--ledger", ledger_path, "--all")
+    p = cpos("rescue", "--dump", dump, "--site", SITE, "--terminal", 7, "--ledger", ledger_path, "--all")
     assert p.returncode == 0 and "rescued 30 records" in p.stdout and "10 new" in p.stdout
     led = Ledger(str(ledger_path))
     assert led.received_seqs(7) == list(range(1, 31)) and led.watermark(7) == 30
     led.close()
-    wrong = cpos("rescue", "--dump", dump, "--site", SITE, "--number", 8, "--ledger", ledger_path)
+    wrong = cpos("rescue", "--dump", dump, "--site", SITE, "--terminal", 8, "--ledger", ledger_path)
     failed_in_one_line(wrong, "terminal 7, not 8")
 
 
@@ -434,7 +521,7 @@ def test_flash_refuses_an_image_that_is_not_micropython(tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(_stock_image(app_bytes=0x1F0001))
     failed_in_one_line(cpos("flash", "--image", big, "--dry-run"), "does not fit")
-    failed_in_one_line(cpos("flash", "--image", tmp_path / "missing.bin"), "cannot read the image")
+    failed_in_one_line(cpos("flash", "--image", tmp_path / "missing.bin", "--dry-run"), "cannot read the image")
 
 
 def test_frozen_manifests_name_every_bundle_module():
@@ -459,3 +546,283 @@ def test_a_frozen_bundle_carries_only_boot_and_main(plug, tmp_path):
     assert cpos("deploy", "-p", v.port, out).returncode == 0
     assert sorted(os.listdir(os.path.join(v.fs, "bundles", "f1"))) == ["boot.py", "main.py", "manifest.json"]
     assert v.read("active") == "f1"
+
+
+# -- a CLI that protects the technician ---------------------------------------------------
+
+def _journal_dump(path, n=3, terminal=7):
+    dev = BlockFile(str(path), 4 * 4096)
+    j = Journal(dev)
+    j.recover()
+    for i in range(n):
+        j.append(1700000000 + 60 * i, bytes([1, 2, 3, 4]), 1000, 2500, 0, 0, terminal, "Sandwich", 50000, 0, False)
+    dev.close()
+    return path
+
+
+def test_every_command_fails_in_one_line_on_bad_input(tmp_path, bundles):
+    """Missing and unreadable files, folders, wrong kinds of file, unwritable outputs and wrong
+    ports: each is one line on stderr, a non-zero exit, no traceback, and nothing written."""
+    site = site_init(tmp_path)
+    ledger = site / "ledger.sqlite"
+    a_file = tmp_path / "note.txt"
+    a_file.write_text("not a folder\n")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(os.urandom(3 * 4096))
+    blank = tmp_path / "blank.bin"
+    blank.write_bytes(b"\xff" * 0x40000)
+    plain_db = tmp_path / "other.sqlite"
+    import sqlite3
+    c = sqlite3.connect(str(plain_db))
+    c.execute("CREATE TABLE t (x)")
+    c.close()
+    dump = _journal_dump(tmp_path / "journal.bin")
+    img = tmp_path / "ESP32_GENERIC.bin"
+    img.write_bytes(_stock_image())
+    dangling = tmp_path / "dangling.bin"
+    os.symlink(tmp_path / "gone", dangling)
+    under_a_file = a_file / "out"
+    nobody = "/dev/ttyCPOS-none"
+    prov = ["--terminal", 7, "--site", SITE, "--place", "school", "--kind", "till", "--broker-host", "127.0.0.1"]
+    dump_args = ["--site", SITE, "--terminal", 7]
+    cases = [
+        (["rescue", "--dump", tmp_path / "missing.bin", "--ledger", ledger] + dump_args, ["cannot read", "missing.bin"]),
+        (["rescue", "--dump", dangling, "--ledger", ledger] + dump_args, ["cannot read", "dangling.bin"]),
+        (["rescue", "--dump", tmp_path, "--ledger", ledger] + dump_args, ["is a folder"]),
+        (["rescue", "--dump", junk, "--ledger", ledger] + dump_args, ["holds no journal", "no journal sector header"]),
+        (["rescue", "--dump", blank, "--ledger", ledger] + dump_args, ["holds no journal", "all 0xFF"]),
+        (["rescue", "--dump", img, "--ledger", ledger] + dump_args, ["holds no journal"]),
+        (["rescue", "--dump", dump, "--ledger", tmp_path / "ledgr.sqlite"] + dump_args, ["no ledger", "cpos site init"]),
+        (["rescue", "--dump", dump, "--ledger", junk] + dump_args, ["is not a ledger"]),
+        (["rescue", "--dump", dump, "--ledger", plain_db] + dump_args, ["not a CPOS ledger"]),
+        (["rescue", "--dump", dump, "--ledger", tmp_path] + dump_args, ["is a folder"]),
+        (["rescue", "--dump", dump, "--ledger", ledger], ["--site and --terminal"]),
+        (["rescue", "-p", nobody, "--ledger", ledger], ["cannot open " + nobody]),
+        (["build", "--out", under_a_file], ["cannot write", "not a writable folder"]),
+        (["build", "--out", a_file], ["is a file"]),
+        (["build", "--out", site], ["not a bundle", "would be replaced"]),
+        (["build", "--board", "esp33", "--out", tmp_path / "b"], ["unknown board 'esp33'"]),
+        (["flash", "--image", tmp_path / "missing.bin", "--dry-run"], ["cannot read the image"]),
+        (["flash", "--image", tmp_path, "--dry-run"], ["is a folder"]),
+        (["flash", "--image", junk, "--dry-run"], ["not a combined MicroPython ESP32 image"]),
+        (["flash", "--image", img, "--out", under_a_file, "--dry-run"], ["cannot write the image"]),
+        (["flash", "--image", img, "--out", tmp_path, "--dry-run"], ["is a folder"]),
+        (["flash", "--image", img], ["-p PORT", "--dry-run"]),
+        (["flash", "-p", nobody, "--image", img], ["cannot open " + nobody]),
+        (["deploy", "-p", nobody, bundles["v1"]], ["cannot open " + nobody]),
+        (["deploy", "-p", nobody, tmp_path / "nobundle"], ["not a bundle"]),
+        (["deploy", "-p", nobody, a_file], ["not a bundle"]),
+        (["status", "-p", nobody], ["cannot open " + nobody]),
+        (["logs", "-p", nobody], ["cannot open " + nobody]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", tmp_path / "sit", "--ledger", ledger],
+         ["site folder", "does not exist", "cpos site init", "nothing was written"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", a_file, "--ledger", ledger], ["is a file"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", tmp_path, "--ledger", ledger], ["no site_key", "cpos site init"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", site, "--ledger", site / "ledgr.sqlite"],
+         ["no ledger", "cpos site init"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", site, "--ledger", junk], ["is not a ledger"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", site, "--ledger", ledger, "--board", "esp33"],
+         ["unknown board"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", site, "--ledger", ledger, "--set", "wifi"], ["KEY=VALUE"]),
+        (["provision", "-p", nobody] + prov + ["--site-dir", site, "--ledger", ledger], ["cannot open " + nobody]),
+        (["site", "init", "--site-dir", site, "--ledger", ledger], ["already holds a site", "nothing changed"]),
+        (["site", "init", "--site-dir", tmp_path / "new", "--ledger", junk], ["is not a ledger"]),
+        (["site", "init", "--site-dir", under_a_file, "--ledger", tmp_path / "l.sqlite"], ["cannot create"]),
+    ]
+    before = folder_state(tmp_path)
+    for args, words in cases:
+        p = cpos(*args)
+        try:
+            failed_in_one_line(p, *words)
+        except AssertionError as e:
+            raise AssertionError("cpos %s: %s" % (" ".join(map(str, args)), e))
+        assert p.stdout == "", (args, p.stdout)
+    assert folder_state(tmp_path) == before  # nothing written anywhere, not even a half-built bundle
+
+
+def test_a_mistyped_command_or_option_gets_one_line_with_a_suggestion(tmp_path):
+    for args, words in ((["provison"], ["unknown command 'provison'", "did you mean provision?"]),
+                        (["stauts", "-p", "x"], ["did you mean status?"]),
+                        (["site", "int"], ["did you mean init?"]),
+                        (["provision", "--sitedir", "x"], ["unknown option --sitedir", "did you mean --site-dir?"]),
+                        (["rescue", "--dumb", "x", "--ledger", "l"], ["did you mean --dump?"]),
+                        (["provision", "--place", "scool"], ["invalid choice: 'scool'", "did you mean school?"]),
+                        (["provision", "--terminal", "7"], ["required", "--site"]),
+                        (["provision", "--site", "s", "--place", "club", "--kind", "till", "--broker-host", "h",
+                          "--site-dir", "d", "--ledger", "l"], ["required: --terminal"]),
+                        (["build"], ["required", "--out"])):
+        p = cpos(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        failed_in_one_line(p, *words)
+    v = cpos("--version")
+    assert v.returncode == 0 and re.match(r"cpos \d+\.\d+\.\d+ \(firmware sources \S+\)$", v.stdout.strip()), v.stdout
+
+
+def test_site_init_makes_a_site_once(tmp_path):
+    site = tmp_path / "site"
+    p = cpos("site", "init", "--site-dir", site, "--ledger", site / "ledger.sqlite")
+    assert p.returncode == 0, p.stderr
+    key = open(site / "site_key").read().strip()
+    assert len(bytes.fromhex(key)) == 32 and oct(os.stat(site / "site_key").st_mode & 0o777) == "0o600"
+    assert open(site / "acl").read() == broker_users.backend_acl() and open(site / "passwd").read() == ""
+    led = Ledger(str(site / "ledger.sqlite"))
+    assert led.db.execute("SELECT count(*) FROM terminals").fetchone() == (0,)
+    led.close()
+    before = folder_state(site)
+    failed_in_one_line(cpos("site", "init", "--site-dir", site, "--ledger", tmp_path / "other.sqlite"),
+                       "already holds a site")
+    assert folder_state(site) == before and not os.path.exists(tmp_path / "other.sqlite")
+    # a new site may take an existing ledger (the backend's own), which is kept as it is
+    p = cpos("site", "init", "--site-dir", tmp_path / "site2", "--ledger", site / "ledger.sqlite")
+    assert p.returncode == 0 and "kept the ledger" in p.stdout, p.stderr
+    assert open(tmp_path / "site2" / "site_key").read().strip() != key
+
+
+def test_provision_refuses_a_mistyped_site_or_ledger_and_writes_nothing(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    args = provision_args(v, tmp_path)
+    site = tmp_path / "site"
+    state = folder_state(tmp_path)
+    device = v.tree()
+
+    def swap(flag, value):
+        out = list(args)
+        out[out.index(flag) + 1] = value
+        return out
+
+    failed_in_one_line(cpos(*swap("--site-dir", tmp_path / "sitee")), "does not exist", "cpos site init")
+    failed_in_one_line(cpos(*swap("--ledger", site / "leger.sqlite")), "no ledger", "cpos site init")
+    not_a_db = tmp_path / "ledger.txt"
+    not_a_db.write_text("accounts\n")
+    state[os.path.relpath(not_a_db, tmp_path)] = not_a_db.read_bytes()
+    failed_in_one_line(cpos(*swap("--ledger", not_a_db)), "is not a ledger")  # it crashed after writing, once
+    assert v.tree() == device and folder_state(tmp_path) == state  # no new site, key, login, config
+    assert cpos(*args).returncode == 0
+
+
+def test_reprovisioning_keeps_earlier_settings_unless_told(plug, bundles, tmp_path):
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    pos = '{"link": "uart", "uart": 1, "tx": 32, "rx": 33, "baud": 115200}'
+    p = cpos(*provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine", "--set", "wifi.password=test-only",
+                             "--set", "pos=" + pos, "--set", "removal_window_ms=700"))
+    assert p.returncode == 0, p.stderr
+    first = json.loads(v.read("config.json"))
+    p = cpos(*provision_args(v, tmp_path, 9, "--set", "removal_window_ms=900"))
+    assert p.returncode == 0, p.stderr
+    assert "kept from the terminal's earlier config: pos, wifi (--fresh drops them)" in p.stdout
+    again = json.loads(v.read("config.json"))
+    assert again["wifi"] == {"ssid": "Kantine", "password": "test-only"} and again["pos"] == json.loads(pos)
+    assert again["removal_window_ms"] == 900 and again["terminal_id"] == "t0009"  # told: changed
+    assert again["mqtt"]["password"] != first["mqtt"]["password"]
+    p = cpos(*provision_args(v, tmp_path, 9, "--fresh"))
+    assert p.returncode == 0 and "kept" not in p.stdout, p.stdout + p.stderr
+    fresh = json.loads(v.read("config.json"))
+    assert "wifi" not in fresh and "pos" not in fresh and "removal_window_ms" not in fresh
+    # a config.json that is not JSON is not silently replaced
+    with open(os.path.join(v.fs, "config.json"), "w") as f:
+        f.write("{broken")
+    before = v.tree()
+    failed_in_one_line(cpos(*provision_args(v, tmp_path, 9)), "not a JSON object", "--fresh")
+    assert v.tree() == before
+
+
+def test_the_port_before_or_after_the_command_or_from_cpos_port(plug, bundles):
+    v = plug()
+    assert cpos("-p", v.port, "deploy", bundles["v1"]).returncode == 0
+    s = json.loads(cpos("-p", v.port, "status", "--json").stdout)
+    assert s["version"] == "v1"
+    env = dict(os.environ, CPOS_PORT=v.port)
+    p = subprocess.run([bundle.tool("cpos"), "status", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0 and json.loads(p.stdout)["version"] == "v1", p.stderr
+    # -p wins over CPOS_PORT; a wrong CPOS_PORT is named in the one line
+    env = dict(os.environ, CPOS_PORT="/dev/ttyCPOS-none")
+    p = subprocess.run([bundle.tool("cpos"), "status", "-p", v.port, "--json"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([bundle.tool("cpos"), "logs"], capture_output=True, text=True, env=env, timeout=120)
+    failed_in_one_line(p, "cannot open /dev/ttyCPOS-none")
+    # flash takes no port from the environment: it erases a chip
+    p = subprocess.run([bundle.tool("cpos"), "flash", "--image", "x.bin"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    failed_in_one_line(p, "-p PORT", "CPOS_PORT and auto-detection are not used")
+
+
+class _Port:
+    def __init__(self, device, vid):
+        self.device, self.vid = device, vid
+
+
+def test_the_only_usb_serial_port_is_found_by_itself(plug, bundles, monkeypatch, capsys):
+    from serial.tools import list_ports
+    from host_tools import cli
+
+    v = plug()
+    monkeypatch.delenv("CPOS_PORT", raising=False)
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    monkeypatch.setattr(list_ports, "comports", lambda: [_Port("/dev/ttyS0", None), _Port(v.port, 0x10C4)])
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v1"
+    monkeypatch.setattr(list_ports, "comports", lambda: [_Port("/dev/ttyS0", None)])
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cpos status: no port given and no USB serial port found") and "-p PORT" in err
+    monkeypatch.setattr(list_ports, "comports", lambda: [_Port("/dev/ttyUSB1", 0x10C4), _Port("/dev/ttyACM0", 0x303A)])
+    assert cli.main(["logs"]) == 1
+    err = capsys.readouterr().err
+    assert "2 USB serial ports found (/dev/ttyACM0, /dev/ttyUSB1): choose one with -p" in err
+    assert len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(list_ports, "comports", lambda: [_Port(v.port, 0x10C4)])
+    assert cli.main(["flash", "--image", "x.bin"]) == 1  # never auto-detected for flash
+    assert "-p PORT" in capsys.readouterr().err
+
+
+def test_old_option_names_still_work_but_are_not_shown(tmp_path):
+    site = site_init(tmp_path)
+    dump = _journal_dump(tmp_path / "journal.bin")
+    p = cpos("rescue", "--dump", dump, "--site", SITE, "--number", 7, "--ledger", site / "ledger.sqlite")
+    assert p.returncode == 0 and "rescued 3 records of t0007" in p.stdout, p.stderr
+    for c in ("rescue", "provision"):
+        h = cpos(c, "--help").stdout
+        assert "--terminal" in h and "--number" not in h
+
+
+def test_provision_puts_no_password_on_a_command_line(plug, bundles, tmp_path, monkeypatch, capsys):
+    """The config (broker password, Wi-Fi password, site key) reaches the device as a file, not
+    as code on mpremote's command line, where any user of the laptop can read it (ps)."""
+    from host_tools import cli, device as dev
+
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    seen = []
+    real = subprocess.run
+
+    def spy(cmd, *a, **kw):
+        seen.append(" ".join(map(str, cmd)))
+        return real(cmd, *a, **kw)
+
+    monkeypatch.setattr(dev.subprocess, "run", spy)
+    args = [str(x) for x in provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine",
+                                           "--set", "wifi.password=wifi-secret-123")]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    cfg = json.loads(v.read("config.json"))
+    assert seen and any(" fs cp " in c for c in seen)
+    for secret in (cfg["mqtt"]["password"], "wifi-secret-123", cfg.get("site_key") or cfg["mqtt"]["password"]):
+        assert not [c for c in seen if secret in c]
+
+
+def test_live_rescue_of_a_terminal_whose_journal_is_erased_says_so(plug, bundles, tmp_path):
+    """A terminal that never recorded a purchase (or whose journal partition is blank) is not
+    reported as "rescued 0 records": the technician learns that no journal was there."""
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    ledger = tmp_path / "site" / "ledger.sqlite"
+    before = folder_state(tmp_path / "site")
+    p = cpos("rescue", "-p", v.port, "--ledger", ledger)
+    failed_in_one_line(p, "the journal partition of %s holds no journal" % v.port, "all 0xFF", "nothing was submitted")
+    assert folder_state(tmp_path / "site") == before
+    _purchases(v, 2, 0)
+    p = cpos("rescue", "-p", v.port, "--ledger", ledger)
+    assert p.returncode == 0 and "rescued 2 records of t0007" in p.stdout, p.stderr

@@ -8,6 +8,7 @@ flow control, and mpremote's file commands landing in the device's folder.
 import hashlib
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -107,3 +108,62 @@ def test_mpremote_file_commands_land_in_the_device_folder(vt, tmp_path):
     p = subprocess.run([mpr, "connect", vt.port, "exec", "print(sorted(__import__('os').listdir('/../..')))"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "['d']" in p.stdout
+
+
+def test_a_relative_folder_works(tmp_path):
+    """Started as docs/technician.md says (`python -m simulator.virtual_device dev`), with a
+    folder relative to the current one: mpremote reaches it and files land in dev/fs."""
+    from host_tools.bundle import ROOT
+
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.virtual_device", "dev"], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        p = subprocess.run([tool("mpremote"), "connect", line.split()[1], "exec",
+                            "open('/hello.txt', 'w').write('hi'); import os; print(os.listdir('/'))"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "['hello.txt']" in p.stdout
+        assert open(tmp_path / "dev" / "fs" / "hello.txt").read() == "hi"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+def test_the_technician_guide_starts_with_the_virtual_device_and_its_steps_work(tmp_path):
+    """docs/technician.md's first section and first runnable step start the virtual device;
+    the commands of its second block (CPOS_PORT, build, deploy, status) then work as written."""
+    import re
+    import shlex
+    from host_tools.bundle import ROOT
+
+    text = open(os.path.join(ROOT, "docs", "technician.md")).read()
+    assert re.findall(r"^## (.*)$", text, re.M)[0] == "Without hardware: start the virtual device"
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    start = shlex.split(blocks[0].split("#")[0])
+    assert start[1:4] == ["-m", "simulator.virtual_device", "vdev"], blocks[0]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable] + start[1:], cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        steps = blocks[1].strip().splitlines()
+        assert steps[0] == "export CPOS_PORT=/dev/pts/N"
+        env["CPOS_PORT"] = line.split()[1]
+        out = ""
+        for step in steps[1:]:
+            args = shlex.split(step)
+            assert args[0] == "cpos"
+            p = subprocess.run([tool("cpos")] + args[1:], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                               timeout=300)
+            assert p.returncode == 0, (step, p.stderr)
+            out = p.stdout
+        assert "board esp32_uart" in out and "version" in out  # the status of the deployed virtual terminal
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()

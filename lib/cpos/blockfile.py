@@ -11,8 +11,9 @@ dying (the unix port's "power cut"); `sync=True` also fsyncs where the runtime c
   readblocks(block, buf, offset=0)
   writeblocks(block, buf)          erase, then program
   writeblocks(block, buf, offset)  program only
-  ioctl(4) block count, ioctl(5) block size, ioctl(6, block) erase; others return 0.
+  ioctl(BLOCK_COUNT), ioctl(BLOCK_SIZE), ioctl(BLOCK_ERASE, block) (cpos.blockdev); others return 0.
 """
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 
 BLOCK = const(4096)
@@ -76,7 +77,7 @@ class BlockFile:
     def writeblocks(self, block, buf, offset=None):
         if offset is None:
             for i in range((len(buf) + self.block - 1) // self.block):
-                self.ioctl(6, block + i)
+                self.ioctl(BLOCK_ERASE, block + i)
             offset = 0
         start = block * self.block + offset
         if start < 0 or start + len(buf) > self.size:
@@ -97,11 +98,11 @@ class BlockFile:
         self._flush()
 
     def ioctl(self, op, arg=0):
-        if op == 4:
+        if op == BLOCK_COUNT:
             return self.size // self.block
-        if op == 5:
+        if op == BLOCK_SIZE:
             return self.block
-        if op == 6:
+        if op == BLOCK_ERASE:
             if arg < 0 or arg >= self.size // self.block:
                 raise ValueError("erase outside the partition")
             self._writable()

@@ -2,7 +2,7 @@
 
 Owns where purchase records (cpos.purchase) and acknowledgement watermarks live on a
 block device with esp32.Partition's interface (`readblocks(n, buf, off)`,
-`writeblocks(n, buf, off)` = program without erase, `ioctl(4|5|6)`), how they are
+`writeblocks(n, buf, off)` = program without erase, `ioctl` of cpos.blockdev), how they are
 found again after a power cut, and when the journal is full. The byte layout is in
 docs/formats.md ("Purchase journal"); the device is `esp32.Partition` on the ESP32,
 `cpos.blockfile.BlockFile` on the unix port, `simulator.norflash.NorFlash` in tests.
@@ -22,19 +22,21 @@ Invariants kept here (tested by tests/test_journal_powercut.py):
   (see `ack`); when they would, `append` raises JournalFull and writes nothing.
 """
 import struct
-from binascii import crc32
 
 from cpos import purchase
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 
 SLOT = const(64)
 _MAGIC = b"CPJ1"
-_HDR = "<4sIII"  # magic, sector id, first seq, ack watermark; CRC-32 of bytes 0..15 at 16
+_HDR = "<4sIII"  # magic, sector id, first seq, ack watermark
+_HDR_CRC = const(16)  # CRC-32 of bytes 0..15
 _HDR_LEN = const(20)
 _ACK_TYPE = const(0x41)  # 'A'
-_ACK = "<BBBBI"  # type, 0, 0, 0, watermark; CRC-32 of bytes 0..7 at 8
+_ACK = "<BBBBI"  # type, 0, 0, 0, watermark
+_ACK_CRC = const(8)  # CRC-32 of bytes 0..7
 _ACK_LEN = const(12)
-_U32 = 0xFFFFFFFF
 _BLANK = b"\xff" * SLOT
 
 
@@ -52,8 +54,8 @@ class Journal:
 
     def __init__(self, dev):
         self.dev = dev
-        self.sector = dev.ioctl(5, 0)
-        self.nsec = dev.ioctl(4, 0)
+        self.sector = dev.ioctl(BLOCK_SIZE, 0)
+        self.nsec = dev.ioctl(BLOCK_COUNT, 0)
         if self.sector % SLOT or self.sector < 2 * SLOT or self.nsec < 2:
             raise ValueError("journal needs at least 2 sectors of a multiple of 64 bytes")
         self.slots = self.sector // SLOT - 1  # record slots per sector (slot 0 is the header)
@@ -170,7 +172,7 @@ class Journal:
         if self._used < self.slots:
             b = self._ackb
             struct.pack_into(_ACK, b, 0, _ACK_TYPE, 0, 0, 0, watermark)
-            struct.pack_into("<I", b, 8, crc32(memoryview(b)[:8]) & _U32)
+            seal(b, _ACK_CRC)
             self._ok = False
             self.dev.writeblocks(self._head, b, (self._used + 1) * SLOT)
             self._used += 1
@@ -231,7 +233,7 @@ class Journal:
         if t == self._ready or self._count_free(self._w) < 1:
             return False
         self._ok = False
-        self.dev.ioctl(6, t)
+        self.dev.ioctl(BLOCK_ERASE, t)
         self._sid[t] = 0
         self._ready = t
         self._ok = True
@@ -294,7 +296,7 @@ class Journal:
     def _parse_header(self, hb):
         if hb[0:4] != _MAGIC:
             return None
-        if struct.unpack_from("<I", hb, 16)[0] != crc32(memoryview(hb)[:16]) & _U32:
+        if not sealed_ok(hb, _HDR_CRC):
             return None
         _, s, f, hw = struct.unpack_from(_HDR, hb, 0)
         if s == 0:
@@ -302,8 +304,7 @@ class Journal:
         return s, f, hw
 
     def _is_ack(self, buf):
-        return (buf[0] == _ACK_TYPE and
-                struct.unpack_from("<I", buf, 8)[0] == crc32(memoryview(buf)[:8]) & _U32)
+        return buf[0] == _ACK_TYPE and sealed_ok(buf, _ACK_CRC)
 
     def _count_free(self, w):
         """Sectors that may be erased under watermark `w`, the head excluded."""
@@ -330,12 +331,12 @@ class Journal:
         t = (h + 1) % n if h >= 0 else 0
         sid = self._sid[h] + 1 if h >= 0 else 1
         if self._ready != t:
-            self.dev.ioctl(6, t)
+            self.dev.ioctl(BLOCK_ERASE, t)
         self._ready = -1
         self._sid[t] = 0
         hb = self._hdr
         struct.pack_into(_HDR, hb, 0, _MAGIC, sid, self._next, w)
-        struct.pack_into("<I", hb, 16, crc32(memoryview(hb)[:16]) & _U32)
+        seal(hb, _HDR_CRC)
         self.dev.writeblocks(t, hb, 0)
         self._sid[t] = sid
         self._first[t] = self._next

@@ -16,13 +16,6 @@ def is_ore(value):
     return type(value) is int and -MAX_ORE <= value <= MAX_ORE
 
 
-def kroner(whole):
-    """Whole kroner to øre. Raises ValueError for anything but a non-negative int."""
-    if type(whole) is not int or whole < 0 or whole * ORE_PER_KRONE > MAX_ORE:
-        raise ValueError("whole kroner must be a non-negative int")
-    return whole * ORE_PER_KRONE
-
-
 def parse_kr(text):
     """Parse `"12"`, `"12.5"` or `"12.50"` (kroner) to øre; raises ValueError otherwise.
 

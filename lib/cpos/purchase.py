@@ -15,21 +15,20 @@ Layout (little-endian, 64 bytes, CRC-32 over bytes 0..59 at 60):
  60 u32 crc32
 """
 import struct
-from binascii import crc32
 
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 from cpos.money import MAX_ORE
+from cpos.uid import UID_LENGTHS, UID_MAX
 
 SIZE = const(64)
 TYPE = const(0x50)
 ITEM_MAX = const(22)
-UID_MAX = const(10)
 _CRC_AT = const(60)
 _HEAD = "<BBBBIIIIii"  # type, flags, reason, item length, seq, t, account, terminal, amount, balance
 _UID_AT = const(28)
 _ITEM_AT = const(38)
 _U32 = 0xFFFFFFFF
-_UID_LENGTHS = (4, 7, 10)
 _ZEROS = bytes(UID_MAX + ITEM_MAX)
 
 FIELDS = ("seq", "t", "uid", "account", "amount", "place", "kind", "terminal", "item",
@@ -60,7 +59,7 @@ def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
     _u32(t, "t")
     _u32(account, "account")
     _u32(terminal, "terminal")
-    if len(uid) not in _UID_LENGTHS:
+    if len(uid) not in UID_LENGTHS:
         raise ValueError("uid must be 4, 7 or 10 bytes")
     if type(amount) is not int or not 0 <= amount <= MAX_ORE:
         raise ValueError("amount must be int øre in 0..MAX_ORE")
@@ -77,16 +76,16 @@ def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
     buf[_UID_AT:_CRC_AT] = _ZEROS  # zero padding for uid and item
     buf[_UID_AT:_UID_AT + len(uid)] = uid
     buf[_ITEM_AT:_ITEM_AT + len(it)] = it
-    struct.pack_into("<I", buf, _CRC_AT, crc32(memoryview(buf)[:_CRC_AT]) & _U32)
+    seal(buf, _CRC_AT)
 
 
 def is_valid(buf):
     """True if `buf` holds a whole purchase record whose checksum matches."""
     if len(buf) < SIZE or buf[0] != TYPE:
         return False
-    if (buf[1] >> 4) not in _UID_LENGTHS or buf[3] > ITEM_MAX:
+    if (buf[1] >> 4) not in UID_LENGTHS or buf[3] > ITEM_MAX:
         return False
-    return struct.unpack_from("<I", buf, _CRC_AT)[0] == crc32(memoryview(buf)[:_CRC_AT]) & _U32
+    return sealed_ok(buf, _CRC_AT)
 
 
 def seq_of(buf):

@@ -100,7 +100,6 @@ class Spends:
         for w in range(WINDOWS):
             self.totals[slot(place, w)] += amount
 
-
     def roll(self, now):
         """Move every window to the one containing `now`, zeroing totals from older windows."""
         for w in range(WINDOWS):
@@ -117,13 +116,6 @@ class Spends:
             if other.keys[w] == self.keys[w]:
                 for p in range(PLACE_KINDS):
                     self.totals[slot(p, w)] += other.totals[slot(p, w)]
-
-    def copy_from(self, other):
-        for w in range(WINDOWS):
-            self.keys[w] = other.keys[w]
-        for i in range(PLACE_KINDS * WINDOWS):
-            self.totals[i] = other.totals[i]
-        return self
 
 
 class Profile:

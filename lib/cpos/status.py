@@ -3,10 +3,11 @@
 Owns the figures a technician asks for: running version, configuration identity,
 journal fill and oldest unacknowledged record, card-table version and state, and what
 the last health report of the running app said (uptime at that moment, reader errors,
-uplink/broker state, whatever App.health() reported) from the on-flash log
-(cpos.devlog), plus Wi-Fi where the board has it. Runs with the app stopped (mpremote
-interrupts it): it recovers the journal read-only in effect, exactly as a boot does,
-and mounts the card table. `main()` prints the object with the marker `CPOS-STATUS`.
+uplink/broker state, whatever App.health() reported) and the count of boots, errors
+and security events in the on-flash log (cpos.devlog), plus Wi-Fi where the board has
+it. Runs with the app stopped (mpremote interrupts it): it recovers the journal
+read-only in effect, exactly as a boot does, and mounts the card table. `main()`
+prints the object with the marker `CPOS-STATUS`.
 """
 import json
 
@@ -73,6 +74,7 @@ def _log(out):
                 out["uptime_s"] = t - boot
     out["boots_logged"] = sum(1 for _, l in lines if l == "I boot")
     out["errors_logged"] = sum(1 for _, l in lines if l.startswith("E "))
+    out["security_logged"] = sum(1 for _, l in lines if l.startswith("S "))
 
 
 def report():

@@ -4,8 +4,6 @@ Index = reason code (see `cpos.reasons`). Lines stay short enough for a 2x20
 character display after the amount line; the Danish words are the card system's own
 (spærret, maks forbrug, saldo).
 """
-from cpos import reasons
-
 # (Danish, English) per reason code, in code order.
 _TEXTS = (
     ("Godkendt", "Approved"),
@@ -24,8 +22,6 @@ _TEXTS = (
 
 BALANCE_DA = "Saldo"
 BALANCE_EN = "Balance"
-TOPUP_DA = "Automatisk optankning"
-TOPUP_EN = "Automatic top-up"
 
 
 def danish(code):
@@ -36,8 +32,3 @@ def danish(code):
 def english(code):
     """English display text for a reason code."""
     return _TEXTS[code][1] if 0 <= code < len(_TEXTS) else "Error %d" % code
-
-
-def covers_all_reasons():
-    """True if every reason code has a text (checked by the tests)."""
-    return len(_TEXTS) == len(reasons.NAMES)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 
+from cpos import log
 from cpos.compat import ticks_ms, ticks_diff
 from cpos.net.mqtt import MQTTClient, sleep_ms as nap
 
@@ -74,7 +75,9 @@ async def roundtrip(host, port, site, tpw, bpw):
 
 
 async def bad_password(host, port, site, tpw, bpw):
-    c = MQTTClient("t0001", host, port, "t0001", "wrong", keepalive=10, backoff_min_ms=50, backoff_max_ms=100)
+    lines = []
+    c = MQTTClient("t0001", host, port, "t0001", "wrong", keepalive=10, backoff_min_ms=50, backoff_max_ms=100,
+                   log=log.Log(lines.append))
     task = asyncio.create_task(c.run())
     ok = await c.wait_connected(1500)
     for _ in range(100):  # a loaded machine may take longer than that for the refusal
@@ -84,7 +87,7 @@ async def bad_password(host, port, site, tpw, bpw):
     err = str(c.last_error)
     await c.stop()
     task.cancel()
-    return {"connected": ok, "error": err}
+    return {"connected": ok, "error": err, "log": lines[:3]}
 
 
 async def outage(host, port, site, tpw, bpw):

@@ -4,10 +4,10 @@ Usage: standin_sync.py FLASH_FILE HOST PORT SITE TERMINAL PASSWORD KEY_HEX WATCH
 Runs on MicroPython (under the heap cap) and CPython. Keeps its card table in FLASH_FILE
 (so a restart is a reboot), syncs it with the backend, and prints a line
 `STATE {json}` whenever what it believes changes: table version, included_seq, synced,
-refusal counts by reason, and the watched card as a lookup sees it. Every log line of
-the engine is printed as `LOG ...`. A file CTL_DIR/tap holding an amount in øre is a tap
-of the watched card at a till: the stand-in waits as the firmware does
-(`Sync.settled`), decides with cpos.rules and prints `DECISION <reason name> <ms>`.
+refusal counts by reason, and the watched card as a lookup sees it. Every line of
+the engine's cpos.log.Log is printed as `LOG ...` (`LOG S sync: refused message: bad tag`).
+A file CTL_DIR/tap holding an amount in øre is a tap of the watched card at a till: the
+stand-in waits as the firmware does (`Sync.settled`), decides with cpos.rules and prints `DECISION <reason name> <ms>`.
 Stops at CTL_DIR/stop.
 """
 import asyncio
@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from cpos import reasons, rules
+from cpos import log, reasons, rules
 from cpos.cards import table as cardtable
 from cpos.blockfile import BlockFile
 from cpos.compat import sleep_ms, ticks_diff, ticks_ms
@@ -40,7 +40,7 @@ async def main(argv):
     uid = bytes(int(watch[i:i + 2], 16) for i in range(0, len(watch), 2))
     table = cardtable.CardTable(BlockFile(flash, 24 * 4096), acc_slots=64, card_slots=32, log_blocks=2)
     c = MQTTClient(tid, host, int(port), tid, pw, keepalive=5, backoff_min_ms=50, backoff_max_ms=500)
-    s = Sync(table, c, site, tid, key_from_hex(key), log=lambda m: say("LOG " + m), retry_ms=2000)
+    s = Sync(table, c, site, tid, key_from_hex(key), log=log.Log(lambda line: say("LOG " + line)), retry_ms=2000)
     card, spends = rules.CardRecord(), rules.Spends()
     profile = rules.Profile()
 

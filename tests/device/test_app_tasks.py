@@ -12,6 +12,7 @@ Fakes: tests/device/app_world.py. What is shown here:
 import asyncio
 
 from cpos import log, rules
+from cpos.blockdev import BLOCK_ERASE
 from cpos.cards import delta as carddelta
 from cpos.cards import table as cardtable
 from cpos.compat import ticks_ms
@@ -62,6 +63,17 @@ def test_a_long_compaction_feeds_the_watchdog_while_it_progresses():
     board.close()
 
 
+def _not_while_busy(app, work):
+    """`work()` does nothing just after a card or while a payment is open; leaves the
+    terminal idle (no card for 21 s, no payment)."""
+    app._last_tap = ticks_ms()
+    assert not work()  # a card a moment ago: not now
+    app._last_tap = ticks_ms() - 21000
+    app.pos.request.set("r1", 100, "1x Te", None)
+    assert not work()  # a payment is open: not now
+    app.pos.request.close()
+
+
 def test_the_card_table_compacts_when_the_terminal_is_idle():
     # Deltas fill the overlay; the health task's tick folds them into a new image once no
     # card came for 20 s and no payment is open, instead of the next delta doing it
@@ -76,12 +88,7 @@ def test_the_card_table_compacts_when_the_terminal_is_idle():
         assert t.apply_delta(d) == cardtable.APPLIED
         v, acct = v + 1, acct + 1
         assert acct < 64, "the overlay never asked for a compaction"
-    app._last_tap = ticks_ms()
-    assert not app.compact_if_idle()  # a card a moment ago: not now
-    app._last_tap = ticks_ms() - 21000
-    app.pos.request.set("r1", 100, "1x Te", None)
-    assert not app.compact_if_idle()  # a payment is open: not now
-    app.pos.request.close()
+    _not_while_busy(app, app.compact_if_idle)
     assert app.compact_if_idle()
     assert not t.needs_compaction and not app.compact_if_idle()  # nothing left to fold
     card, spends = rules.CardRecord(), rules.Spends()
@@ -94,6 +101,24 @@ def test_the_card_table_compacts_when_the_terminal_is_idle():
     t = boot(board).table
     assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
     assert t.version == v - 1 and not t.needs_compaction
+    board.close()
+
+
+def test_the_journal_erases_its_next_sector_when_the_terminal_is_idle():
+    # The erase that the purchase opening a new sector would wait for is done at a quiet
+    # moment instead; that purchase then only programs, and is on flash as before.
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    _not_while_busy(app, app.prepare_journal_if_idle)
+    assert app.prepare_journal_if_idle()
+    assert not app.prepare_journal_if_idle()  # done already
+    erase = app.journal.dev.ioctl
+    erased = []
+    app.journal.dev.ioctl = lambda op, arg=0: erased.append(arg) if op == BLOCK_ERASE else erase(op, arg)
+    w = CheckingWriter()
+    pay(app, w, 500)
+    assert w.on_flash == [500] and erased == [], (w.on_flash, erased)
     board.close()
 
 

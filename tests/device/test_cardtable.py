@@ -5,7 +5,7 @@ import gc
 import os
 import sys
 
-from cardtable_model import FLASH, Ref, Rng, make_snapshot, make_account, make_uid, install_image, install_built, check_all
+from cardtable_model import FLASH, Ref, Rng, flash, make_snapshot, make_account, make_uid, install_image, install_built, check_all
 from cpos.cards import layout
 from cpos.cards import delta as carddelta
 from cpos.cards import table as cardtable
@@ -201,8 +201,8 @@ def _cut_sweep(prepare, action, modes=(CUT_BEFORE, CUT_INSIDE, CUT_AFTER), least
             gc.collect()
 
 
-def _old_or_new(dev, old, new):
-    t = CardTable(dev, log_blocks=1)
+def _old_or_new(dev, old, new, **geometry):
+    t = CardTable(dev, **(geometry or {"log_blocks": 1}))
     assert t.state == cardtable.OK, t.state
     ref = old if t.version == old.version else new
     assert t.version == ref.version and t.included_seq == ref.included_seq, (t.version, old.version)
@@ -259,6 +259,51 @@ def test_power_cut_at_every_write_of_a_compaction_and_a_delta():
     for dev, old, new in _cut_sweep(prepare, lambda t: t.apply_delta(last), least=1):
         _old_or_new(dev, old, new)
         assert dev.torn_overwrites == 0
+
+
+def test_deltas_past_the_first_log_block_survive_a_reboot_and_a_cut():
+    """Issue 13's reproduction in the geometry the firmware ships (4 delta-log blocks, the
+    overlay slots firmware/app.py gives with the downlink on): 200 balance deltas to one
+    account fill the first log block and go on in the second. A reboot, and a power cut at
+    any write of the next delta, must replay every one of them (the replay stopped at the
+    first block's blank tail: version 179 after 205, and no resync asked for)."""
+    gc.collect()
+    geo = {"acc_slots": 64, "card_slots": 32}  # log_blocks: cardtable.LOG_BLOCKS, as shipped
+    dev = flash(16)
+    t = CardTable(dev, **geo)
+    assert t.log_blocks == 4
+    rng = Rng(11)
+    cards, accounts = make_snapshot(rng, 20)
+    ref = Ref()
+    ref.install(cards, accounts, 5, 3)
+    assert install_built(t, layout.ImageBuilder(cards, accounts, 5, 3, KEYS), 5, 3) == cardtable.INSTALL_OK
+    cards = accounts = None
+    acct = ref.cards[list(ref.cards)[0]][0]
+    for v in range(6, 206):
+        assert t.apply_delta(carddelta.encode(v, 3, carddelta.BALANCE, None, None, acct, 1000 + v)) == APPLIED
+        ref.delta(v, 3, carddelta.BALANCE, None, None, acct, 1000 + v)
+    assert t._log_pos[0] >= 1, t._log_pos  # the log went on past its first block
+    t = CardTable(dev, **geo)  # a plain reboot
+    assert (t.state, t.version, t.needs_resync) == (cardtable.OK, 205, False), (t.state, t.version)
+    check_all(t, ref)
+    old = Ref()
+    old.cards, old.accounts, old.version, old.included_seq = dict(ref.cards), dict(ref.accounts), 205, 3
+    nxt = carddelta.encode(206, 3, carddelta.BALANCE, None, None, acct, 4242)
+    ref.delta(206, 3, carddelta.BALANCE, None, None, acct, 4242)
+    snap = dev.save()
+
+    def prepare():
+        dev.restore(snap)
+        return dev, CardTable(dev, **geo), old, ref
+
+    for d, o, n in _cut_sweep(prepare, lambda tb: tb.apply_delta(nxt), least=1):
+        t = _old_or_new(d, o, n, **geo)
+        # the backend resends what it does not see acknowledged: applied once, either way
+        want = APPLIED if t.version == 205 else DUPLICATE
+        got = t.apply_delta(nxt)
+        assert got == want, (got, want, t._log_pos)
+        check_all(t, ref)
+        check_all(CardTable(d, **geo), ref)  # and it is on flash
 
 
 def test_a_flipped_bit_in_any_block_is_caught():

@@ -1,7 +1,14 @@
-"""The on-flash log (cpos.devlog): which lines it keeps, its stamps, its size bound."""
+"""The on-flash log (cpos.devlog): which lines it keeps, its stamps, its size bound, and the
+rate limit that keeps a flood of forged messages from wearing the flash."""
 import os
 
-from cpos import devlog
+from cardtable_model import FLASH
+from cpos import devlog, log
+from cpos.cards import delta as carddelta
+from cpos.cards.table import CardTable
+from cpos.net import signing
+from cpos.net.sync import Sync
+from downlink_fakes import KEY, SITE, TOPIC, UID, FakeClient
 
 _PATH = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_devlog.txt"
 
@@ -14,23 +21,24 @@ def _fresh():
             pass
 
 
-def test_keeps_boots_warnings_errors_and_health_only():
+def test_keeps_boots_warnings_security_events_errors_and_health_only():
     _fresh()
     seen = []
     clock = [1000]
     sink = devlog.FileSink(seen.append, _PATH, lambda: clock[0])
     for line in ("I POS: connected", "W journal full: purchase refused", "I health {'pending': 3}",
-                 "E app failed: boom", "D noise"):
+                 "S sync: refused message: bad tag", "E app failed: boom", "D noise"):
         clock[0] += 5
         sink(line)
-    assert len(seen) == 5  # every line still reaches the board's console
+    assert len(seen) == 6  # every line still reaches the board's console
     assert devlog.read(_PATH) == [(1000, "I boot"), (1010, "W journal full: purchase refused"),
-                                  (1015, "I health {'pending': 3}"), (1020, "E app failed: boom")]
+                                  (1015, "I health {'pending': 3}"), (1020, "S sync: refused message: bad tag"),
+                                  (1025, "E app failed: boom")]
 
 
 def test_file_stays_under_its_limit_keeping_the_newest_lines():
     _fresh()
-    sink = devlog.FileSink(lambda line: None, _PATH, lambda: 7, limit=600)
+    sink = devlog.FileSink(lambda line: None, _PATH, lambda: 7, limit=600, burst=200)  # no rate limit here
     for i in range(200):
         sink("W warning number %d" % i)
     assert os.stat(_PATH)[6] <= 600
@@ -46,3 +54,72 @@ def test_unwritable_log_never_stops_the_terminal():
     sink("E still reported")
     assert seen == ["E still reported"]
     assert devlog.read("/no/such/file") == []
+
+
+def _sync_logging_to(lg):
+    FLASH.wipe(1)
+    c = FakeClient()
+    s = Sync(CardTable(FLASH, log_blocks=1), c, SITE, "t0001", KEY, log=lg)
+    return s, c
+
+
+def test_a_flood_of_forged_messages_keeps_only_the_buckets_worth_then_says_how_many_were_not_kept():
+    _fresh()
+    t0 = 1764072000
+    clock = [t0]
+    console = [0]
+
+    def count(line):
+        console[0] += 1
+
+    lg = log.Log(devlog.FileSink(count, _PATH, lambda: clock[0]))  # defaults: burst 20, one more per 30 s
+    s, c = _sync_logging_to(lg)
+    forged = signing.encode(signing.Key(b"z" * 32), TOPIC, signing.DELTA, 1,
+                            carddelta.encode(1, 0, carddelta.UNBLOCK, uid=UID))
+    for i in range(10000):  # 100 forged messages a second for 100 s, each refused by the real engine
+        if i % 100 == 0:
+            clock[0] += 1
+        c.handler(TOPIC, forged, False)
+    assert s.rejected == 10000 and s.why == {"bad tag": 10000}
+    assert console[0] == 10000  # the console still shows every one
+    kept = devlog.read(_PATH)
+    assert kept[0] == (t0, "I boot")
+    refused = [line for _, line in kept if line.startswith("S ")]
+    notes = [int(line.split()[2]) for _, line in kept if line.startswith("W log: ")]
+    # The burst, then one line per 30 s refill; each refill line follows a count of those dropped.
+    assert len(refused) == 20 + 100 // 30, len(refused)
+    assert refused == ["S sync: refused message: bad tag"] * len(refused), refused[:3]
+    assert len(notes) == 100 // 30 and len(kept) == 1 + len(refused) + len(notes), kept
+    assert os.stat(_PATH)[6] < 2000, os.stat(_PATH)[6]
+    # Once the bucket has a token again, warnings and errors are kept as before, after one
+    # line that says how many were not kept since the last.
+    clock[0] += 30
+    lg.warn("journal full: purchase refused")
+    clock[0] += 30
+    lg.error("reader: no answer")
+    tail = devlog.read(_PATH)[-3:]
+    assert tail[1:] == [(t0 + 130, "W journal full: purchase refused"), (t0 + 160, "E reader: no answer")], tail
+    assert tail[0][0] == t0 + 130 and tail[0][1].startswith("W log: "), tail
+    last = int(tail[0][1].split()[2])
+    assert tail[0][1] == "W log: %d lines not kept (rate limit)" % last
+    assert sum(notes) + last == 10000 - len(refused), (notes, last)
+
+
+def test_the_count_of_lines_not_kept_rides_on_the_next_health_line_even_with_the_bucket_empty():
+    _fresh()
+    clock = [500]
+    seen = []
+    sink = devlog.FileSink(seen.append, _PATH, lambda: clock[0], burst=2, every=30)
+    for i in range(5):
+        sink("S forged %d" % i)
+    clock[0] = 400  # the clock set back (NTP): no refill, no crash
+    sink("E still metered")
+    sink("I health {'pending': 0}")
+    sink("I health {'pending': 0}")
+    assert len(seen) == 8
+    assert devlog.read(_PATH) == [(500, "I boot"), (500, "S forged 0"), (500, "S forged 1"),
+                                  (400, "W log: 4 lines not kept (rate limit)"), (400, "I health {'pending': 0}"),
+                                  (400, "I health {'pending': 0}")]
+    clock[0] = 430
+    sink("E kept again")
+    assert devlog.read(_PATH)[-1] == (430, "E kept again")

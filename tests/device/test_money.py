@@ -3,14 +3,6 @@ from cpos import money
 from checks import raises
 
 
-def test_kroner_to_ore():
-    assert money.kroner(0) == 0
-    assert money.kroner(50) == 5000
-    raises(ValueError, money.kroner, -1)
-    raises(ValueError, money.kroner, 1.5)
-    raises(ValueError, money.kroner, True)
-
-
 def test_parse_kr():
     assert money.parse_kr("12") == 1200
     assert money.parse_kr("12.5") == 1250

@@ -10,8 +10,10 @@ import struct
 
 from cpos.compat import const
 from cpos.cards import layout as cardfmt
-from cpos.cards.layout import Cursor, sealed_ok, seal, uid_kind
+from cpos.cards.layout import Cursor
+from cpos.crc import seal, sealed_ok
 from cpos.rules import CardRecord, Spends, NO_LIMIT
+from cpos.uid import UID_MAX, uid_kind
 
 MAGIC = const(0x44)
 FORMAT = const(1)
@@ -113,20 +115,15 @@ def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=No
     return bytes(out)
 
 
-def peek_version(buf):
-    """(version, included_seq) of a delta that `decode` accepted."""
-    return struct.unpack_from("<II", buf, 3)
-
-
 class Delta:
     """A decoded delta; one instance is reused by the table for every delta it applies."""
 
     def __init__(self):
         self.card = CardRecord()  # account state of NEW_CARD / REPLACE, limits of LIMITS
         self.spends = Spends()  # keys and totals of NEW_CARD / REPLACE / TOTALS
-        self.uid = bytearray(10)
+        self.uid = bytearray(UID_MAX)
         self.uid_len = 0
-        self.uid2 = bytearray(10)
+        self.uid2 = bytearray(UID_MAX)
         self.uid2_len = 0
         self._cur = Cursor()
         self.clear()

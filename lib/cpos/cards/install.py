@@ -7,13 +7,14 @@ block and record; `compact` folds the overlay into a new image in the other slot
 import struct
 
 from cpos.cards import layout
-from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, PAGE_MAGIC, rd16, sealed_ok, sort_key
+from cpos.cards.layout import PAGE, PAGE_HDR, PAGE_DATA_END, rd16, sort_key
 from cpos.cards.overlay import CARD, C_STATUS, C_ACCOUNT
 from cpos.rules import CardRecord, Spends
+from cpos.uid import UID_LENGTHS
 
-_OK = 0  # cardtable.INSTALL_OK
-_BAD = 3  # cardtable.INSTALL_BAD
-_TABLE_OK = 1  # cardtable.OK
+_OK = 0  # cpos.cards.table.INSTALL_OK (not imported: table imports this module)
+_BAD = 3  # cpos.cards.table.INSTALL_BAD
+_TABLE_OK = 1  # cpos.cards.table.OK
 
 
 def verify_image(t, slot, version, inc, nbytes):
@@ -35,8 +36,7 @@ def verify_image(t, slot, version, inc, nbytes):
     count = 0
     for pn in range(n_pages):
         t.dev.readblocks(start + 1 + pn, p)
-        if not sealed_ok(p) or p[0] != PAGE_MAGIC or p[1] != layout.FORMAT \
-                or rd16(p, 4) != pn or bytes(p[6:10]) != tag:
+        if not layout.page_ok(p, pn, tag):
             raise ValueError("page damaged")
         cnt = rd16(p, 2)
         fill = rd16(p, 10)
@@ -87,7 +87,7 @@ def compact(t):
         o = i * CARD
         f = c[o]
         if f != 0xFF and f & C_ACCOUNT:
-            uid = bytes(c[o + 1:o + 1 + layout.UID_LENGTHS[f & 3]])
+            uid = bytes(c[o + 1:o + 1 + UID_LENGTHS[f & 3]])
             acct = c[o + 11] | (c[o + 12] << 8) | (c[o + 13] << 16)
             card.clear()
             spends.clear()

@@ -11,13 +11,13 @@ An account state, wherever the builder or a delta carries one, is a plain tuple
 with `limits` 6 ints (NO_LIMIT for none), `keys` 3 window keys, `totals` 6 ints.
 """
 import struct
-from binascii import crc32
 
 from cpos.compat import const
+from cpos.crc import seal, sealed_ok
 from cpos.rules import NO_LIMIT, REPLACED
+from cpos.uid import UID_LENGTHS, uid_kind
 
 PAGE = const(4096)  # one table page is one flash block (erase sector)
-CRC_RESIDUE = const(0x2144DF1C)  # crc32(data + crc32(data) as <I): a small int on ESP32
 PAGE_HDR = const(12)
 PAGE_DATA_END = const(4092)  # the CRC takes the last 4 bytes
 PAGE_MAGIC = const(0x50)  # 'P'
@@ -43,20 +43,6 @@ _F_LIMITS = const(8)
 _F_TOTALS = const(16)
 _F_KEYS = const(32)
 _F_RESERVED = const(0xC0)
-
-UID_LENGTHS = (4, 7, 10)
-
-
-def uid_kind(n):
-    """0, 1, 2 for a 4-, 7-, 10-byte UID; -1 for any other length."""
-    if n == 4:
-        return 0
-    if n == 7:
-        return 1
-    if n == 10:
-        return 2
-    return -1
-
 
 def uid_hash(uid, off, n):
     """24-bit hash of the `n` UID bytes at uid[off:]; small ints only (no heap on a 32-bit port)."""
@@ -257,12 +243,6 @@ def decode_record_into(buf, pos, end, cur, card, spends, ref_keys):
     return n
 
 
-def record_to_tuple(buf, pos, end, cur, card, spends, ref_keys):
-    """(uid, account, status, account tuple) of a record; allocates (builder side)."""
-    n = decode_record_into(buf, pos, end, cur, card, spends, ref_keys)
-    return (bytes(buf[pos + 1:pos + 1 + n]), card.account, card.status, card_account(card, spends))
-
-
 def card_account(card, spends):
     """The account tuple held in a filled CardRecord and Spends."""
     return (card.balance, card.places, list(card.limits), bool(card.topup_enrolled),
@@ -278,19 +258,11 @@ def rd32(b, o):
     return b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)
 
 
-def seal(block):
-    """Write the CRC32 of block[:-4] into its last 4 bytes."""
-    n = len(block) - 4
-    block[n:] = struct.pack("<I", crc32(memoryview(block)[:n]) & 0xFFFFFFFF)
-
-
-def sealed_ok(block):
-    """True if a sealed block's CRC holds (a small-int compare: no heap in the good case)."""
-    return crc32(block) == CRC_RESIDUE
-
-
-def page_count(page):
-    return rd16(page, 2)
+def page_ok(page, n, tag):
+    """True if `page` is an intact page number `n` of the image whose tag (its version,
+    4 bytes little-endian) is `tag`. Allocates nothing in the good case (the tap path)."""
+    return (sealed_ok(page) and page[0] == PAGE_MAGIC and page[1] == FORMAT and rd16(page, 4) == n
+            and page[6] == tag[0] and page[7] == tag[1] and page[8] == tag[2] and page[9] == tag[3])
 
 
 def dir_entry(page, i):

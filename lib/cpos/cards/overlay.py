@@ -6,9 +6,10 @@ one keyed by card UID (status, and for new cards the account they belong to). Lo
 read them without allocating; their size does not depend on the number of cards.
 """
 from cpos.compat import const
-from cpos.cards.layout import uid_hash, uid_kind
+from cpos.cards.layout import uid_hash
 from cpos.cards.delta import BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
 from cpos.rules import ACTIVE, BLOCKED, REPLACED
+from cpos.uid import uid_kind
 
 # account overlay entry: acct(3) mask(1) balance(4) places(1) enrolled(1) topup(4)
 # limits(6x4) keys(3x4) totals(6x4); signed fields are sign-magnitude (small ints only)

@@ -14,14 +14,15 @@ a snapshot install or a compaction writes the other slot and switches by writing
 one commit record, so a power cut leaves the old table or the new one.
 """
 import struct
-from binascii import crc32
 
+from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 from cpos.cards import layout
-from cpos.cards.layout import (PAGE, PAGE_DATA_END, PAGE_MAGIC, CRC_RESIDUE, Cursor,
-                          uid_hash, uid_kind, rd16, rd32, sealed_ok, seal)
+from cpos.cards.layout import PAGE, PAGE_DATA_END, Cursor, uid_hash, rd16, rd32
+from cpos.crc import seal, sealed_ok
 from cpos.cards.delta import Delta, MAX_DELTA
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
+from cpos.uid import UID_LENGTHS, uid_kind
 
 # lookup results
 FOUND = const(0)
@@ -58,9 +59,9 @@ class CardTable:
     """The terminal's card table. `lookup` is the tap path; the rest is the sync path."""
 
     def __init__(self, dev, acc_slots=16, card_slots=24, log_blocks=LOG_BLOCKS):
-        if dev.ioctl(5, 0) != PAGE:
+        if dev.ioctl(BLOCK_SIZE, 0) != PAGE:
             raise ValueError("the card table needs 4096-byte blocks")
-        nblocks = dev.ioctl(4, 0)
+        nblocks = dev.ioctl(BLOCK_COUNT, 0)
         self.dev = dev
         self._slot_len = (nblocks - _SB_BLOCKS) // 2
         if log_blocks < 1:
@@ -178,32 +179,41 @@ class CardTable:
         return True
 
     def _replay(self):
+        """Apply the live slot's delta log to the overlay, block by block. apply_delta goes
+        on at the start of the next block when a delta does not fit in a block's tail, and
+        after a torn write found here; so a blank tail, or a torn last record, ends the log
+        only when the next block is blank too."""
         base = self._log_start(self.slot)
         p = self.page
         d = self._delta
+        tail = None  # (block, offset) where the next delta goes
         for s in range(self.log_blocks):
             self.dev.readblocks(base + s, p)
+            if tail is not None and rd16(p, 0) == 0xFFFF and self._blank(p, 0):
+                break  # nothing was written past the previous block
+            tail = None
             o = 0
             while o + 2 <= PAGE:
                 ln = rd16(p, o)
                 if ln == 0xFFFF and self._blank(p, o):
-                    self._log_pos = (s, o)
-                    return
+                    tail = (s, o)
+                    break
                 if not self._valid_at(p, o):
-                    # a torn last write, or damage: damage if anything valid follows here.
-                    # Either way the deltas from here on are not in the table: resync.
+                    # a torn last write, or damage: damage if anything valid follows in this
+                    # block. A torn delta never reached the table: ask for a resync anyway.
                     self.needs_resync = True
                     for o2 in range(o + 1, PAGE - 17):
                         if self._valid_at(p, o2):
                             self._broken()
                             return
+                    tail = (s + 1, 0) if s + 1 < self.log_blocks else None
                     break
                 if d.version != self.version + 1 or not self.ov.room(d):
                     self._broken()
                     return
                 self._apply(d)
                 o += 2 + ln
-        self._log_pos = None  # log full: the next delta compacts first
+        self._log_pos = tail  # None: the log is full, the next delta compacts first
 
     def _broken(self):
         self.state = BROKEN
@@ -269,10 +279,7 @@ class CardTable:
     def _read_page(self, p):
         """Read page p of the live image into self.page; False if it is damaged."""
         self.dev.readblocks(self._img_start(self.slot) + 1 + p, self.page)
-        pg = self.page
-        t = self._tag
-        if (crc32(pg) != CRC_RESIDUE or pg[0] != PAGE_MAGIC or pg[1] != layout.FORMAT
-                or rd16(pg, 4) != p or pg[6] != t[0] or pg[7] != t[1] or pg[8] != t[2] or pg[9] != t[3]):
+        if not layout.page_ok(self.page, p, self._tag):
             self.needs_resync = True
             return False
         return True
@@ -288,7 +295,7 @@ class CardTable:
         while lo <= hi:
             mid = (lo + hi) >> 1
             off = rd16(pg, PAGE_DATA_END - 2 * (mid + 1))
-            rn = layout.UID_LENGTHS[pg[off] & 3]
+            rn = UID_LENGTHS[pg[off] & 3]
             c = uid_hash(pg, off + 1, rn) - h
             if c == 0:
                 c = rn - n
@@ -405,7 +412,7 @@ class CardTable:
             blk = start + (pos + i) // PAGE
             o = (pos + i) % PAGE
             if o == 0:
-                self.dev.ioctl(6, blk)
+                self.dev.ioctl(BLOCK_ERASE, blk)
             k = min(PAGE - o, len(data) - i)
             self.dev.writeblocks(blk, mv[i:i + k], o)
             i += k
@@ -436,12 +443,12 @@ class CardTable:
         self.dev.readblocks(self._img_start(slot), p)
         hdr_crc = rd32(p, PAGE_DATA_END)
         for s in range(self.log_blocks):
-            self.dev.ioctl(6, self._log_start(slot) + s)
+            self.dev.ioctl(BLOCK_ERASE, self._log_start(slot) + s)
         rec = bytearray(struct.pack(_SB_FMT, _SB_MAGIC, 1, slot, 0, self._sb_seq + 1, version, inc,
                                     n_pages, 0, hdr_crc, 0))
         seal(rec)
         blk = 1 - self._sb_block
-        self.dev.ioctl(6, blk)
+        self.dev.ioctl(BLOCK_ERASE, blk)
         self.dev.writeblocks(blk, rec, 0)
         self.mount()
 

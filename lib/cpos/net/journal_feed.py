@@ -16,7 +16,7 @@ not yet released are sent once more; the backend's ledger ignores repeats.
 """
 import json
 
-from cpos import purchase
+from cpos import log as logmod, purchase
 from cpos.journal import JournalFull
 
 
@@ -24,7 +24,7 @@ class JournalFeed:
     def __init__(self, journal, ack_limit=None, log=None):
         self.journal = journal
         self.ack_limit = ack_limit
-        self.log = log
+        self.log = log or logmod.NULL  # a cpos.log.Log
         self._buf = bytearray(purchase.SIZE)
         self._acked = journal.watermark
         self.deferred = 0  # acks the journal could not record yet (JournalFull)
@@ -72,6 +72,5 @@ class JournalFeed:
             # The head sector is full and this watermark frees no old one: the next,
             # higher acknowledgement will. Nothing is lost; purchases wait for room.
             self.deferred += 1
-            if self.log is not None:
-                self.log.warn("journal: release to %d deferred (no free sector yet)" % w)
+            self.log.warn("journal: release to %d deferred (no free sector yet)" % w)
             return False

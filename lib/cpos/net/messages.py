@@ -20,13 +20,6 @@ MAX_ITEM = const(64)  # characters of item text in a record
 
 ROOT = "cpos/v1/"
 
-# Record fields, as the journal names them. Types checked by the backend.
-RECORD_FIELDS = (
-    "seq", "t", "uid", "account", "amount", "place", "kind", "terminal",
-    "item", "balance_after", "reason", "topup",
-)
-
-
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; it changes nothing."""
 
@@ -110,12 +103,7 @@ def encode_ack(watermark, t):
 
 def decode_ack(payload):
     """The watermark of an ack message; ProtocolError when malformed or of another version."""
-    try:
-        m = json.loads(payload)
-    except Exception:
-        raise ProtocolError("ack is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("ack version")
+    m = _message(payload, "ack")
     w = m.get("w")
     if not isinstance(w, int) or isinstance(w, bool) or w < 0:
         raise ProtocolError("ack watermark")
@@ -133,7 +121,7 @@ def _message(payload, what):
     except Exception:
         raise ProtocolError("%s is not JSON" % what)
     if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("bad %s" % what)
+        raise ProtocolError("%s version" % what)
     return m
 
 
@@ -218,12 +206,7 @@ def decode_batch(payload):
     """
     if len(payload) > MAX_PAYLOAD:
         raise ProtocolError("batch too large")
-    try:
-        m = json.loads(payload)
-    except Exception:
-        raise ProtocolError("batch is not JSON")
-    if not isinstance(m, dict) or m.get("v") != VERSION:
-        raise ProtocolError("batch version")
+    m = _message(payload, "batch")
     lo = _int(m, "lo", 1, 0xFFFFFFFF)
     hi = _int(m, "hi", lo, 0xFFFFFFFF)
     if hi - lo > MAX_SPAN:

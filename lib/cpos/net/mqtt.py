@@ -10,11 +10,13 @@ running in another task, never waits on the network.
 Delivery guarantees above QoS 1 are not its business: the uplink resends from the
 journal after any failure, so sessions are clean by default and nothing is kept here
 across connections (docs/protocol.md explains why we wrote this instead of using a
-registry package).
+registry package). It logs through a cpos.log.Log: a broker refusing the connection
+(RefusedError) or a subscription at S, a lost link at I, a malformed packet at W.
 """
 import asyncio
 import struct
 
+from cpos import log as logmod
 from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff
 
 _CONNECT = const(0x10)
@@ -23,9 +25,7 @@ _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)
 _SUBACK = const(0x90)
-_PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
-_DISCONNECT = const(0xE0)
 
 PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
@@ -42,6 +42,12 @@ CONNACK_TEXT = (
 
 class MQTTError(Exception):
     """Protocol violation, refused connection or refused subscription."""
+
+
+class RefusedError(MQTTError):
+    """The broker refused the connection (a CONNACK return code): bad user name or
+    password, not authorized, identifier rejected. Logged at S, not I: a wrong or stolen
+    credential, not a flaky link."""
 
 
 # --- codec ---------------------------------------------------------------------------------
@@ -143,10 +149,6 @@ def topic_matches(filt, topic):
 
 # --- client --------------------------------------------------------------------------------
 
-def _nolog(msg):
-    pass
-
-
 class _Pending:
     __slots__ = ("event", "acked")
 
@@ -180,7 +182,7 @@ class MQTTClient:
         self.backoff_max_ms = backoff_max_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.max_packet = max_packet
-        self.log = log or _nolog
+        self.log = log or logmod.NULL  # a cpos.log.Log
         self.connected = False
         self.generation = 0  # increments on every successful connect
         self.last_error = None
@@ -284,7 +286,10 @@ class MQTTClient:
                 raise
             except Exception as e:
                 self.last_error = e
-                self.log("mqtt: %s: %s" % (type(e).__name__, e))
+                if isinstance(e, RefusedError):
+                    self.log.security("mqtt: %s: %s" % (type(e).__name__, e))
+                else:
+                    self.log.info("mqtt: %s: %s" % (type(e).__name__, e))
             self._close()
             if self._stopping:
                 break
@@ -358,7 +363,7 @@ class MQTTClient:
             raise MQTTError("expected CONNACK")
         rc = body[1]
         if rc:
-            raise MQTTError("connection refused: %s" % (CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else rc))
+            raise RefusedError("connection refused: %s" % (CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else rc))
         for filt, qos, _ in self._subs:
             writer.write(subscribe_packet(self._next_pid(), filt, qos))
         await writer.drain()
@@ -415,7 +420,7 @@ class MQTTClient:
                             p.event.set()
                 elif kind == _SUBACK:
                     if len(body) >= 3 and body[2] == 0x80:
-                        self.log("mqtt: subscription refused")
+                        self.log.security("mqtt: subscription refused")
                 elif kind == _PINGRESP:
                     pass
                 else:
@@ -430,7 +435,7 @@ class MQTTClient:
             topic, qos, pid, payload, retained = parse_publish(first, body)
         except (MQTTError, UnicodeError) as e:
             self.dropped_packets += 1
-            self.log("mqtt: dropped malformed PUBLISH: %s" % e)
+            self.log.warn("mqtt: dropped malformed PUBLISH: %s" % e)
             return
         for filt, _, handler in self._subs:
             if topic_matches(filt, topic):
@@ -439,7 +444,7 @@ class MQTTClient:
                     if r is not None and hasattr(r, "send"):
                         await r
                 except Exception as e:  # a handler's bug must not take the link down
-                    self.log("mqtt: handler error on %s: %s" % (topic, e))
+                    self.log.error("mqtt: handler error on %s: %s" % (topic, e))
                     if isinstance(e, _Fatal):
                         raise
         if qos:
@@ -467,7 +472,7 @@ class MQTTClient:
                 await r.readexactly(k)
                 n -= k
             self.dropped_packets += 1
-            self.log("mqtt: skipped oversized packet")
+            self.log.warn("mqtt: skipped oversized packet")
             return hdr[0], None
         body = await r.readexactly(n) if n else b""
         self._last_rx = ticks_ms()

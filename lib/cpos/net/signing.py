@@ -67,19 +67,6 @@ class Key:
         return o.digest()
 
 
-def hmac_sha256(key, data):
-    """Plain HMAC-SHA256(key, data), for comparing with CPython's hmac in tests."""
-    k = key
-    if len(k) > _BLOCK:
-        k = hashlib.sha256(k).digest()
-    k = bytes(k) + bytes(_BLOCK - len(k))
-    h = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-    h.update(data)
-    o = hashlib.sha256(bytes(b ^ 0x5C for b in k))
-    o.update(h.digest())
-    return o.digest()
-
-
 def key_from_hex(text):
     """The site key of the configuration: exactly 64 hex digits (32 bytes)."""
     from binascii import unhexlify

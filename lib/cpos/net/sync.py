@@ -6,7 +6,8 @@ applying what comes back on `down/sync`: versioned deltas in order, snapshot chu
 installed beside the live table and switched to atomically, and the backend's
 `current` answer that says the terminal is up to date. Every message is verified
 (cpos.net.signing) before anything in it is looked at; one that is malformed, forged,
-replayed or out of order changes nothing and is counted and logged.
+replayed or out of order changes nothing and is counted, and logged at the security level
+(`S sync: refused message: <why>`, cpos.log).
 
 When a delta or a snapshot moves the table's `included_seq`, `on_included(seq)` is
 called at once, before the next message and before any tap can run: the app moves its
@@ -20,16 +21,13 @@ already holds.
 import asyncio
 import os
 
+from cpos import log as logmod
 from cpos.cards import table as cardtable
 from cpos.net import signing
 from cpos.net import messages as protocol
 from cpos.compat import const, ticks_diff, ticks_ms, wait_event_ms
 
 _IDLE_MS = const(1000)
-
-
-def _nolog(msg):
-    pass
 
 
 def _nonce():
@@ -51,7 +49,7 @@ class Sync:
         self.t_down = protocol.topic(site, tid, protocol.SYNC_DOWN)
         self._tb = self.t_down.encode()
         self.on_included = on_included
-        self.log = log or _nolog
+        self.log = log or logmod.NULL  # a cpos.log.Log
         self.retry_ms = retry_ms
         self.settle_ms = settle_ms
         self._ok = asyncio.Event()  # set while the backend's last word is "current"
@@ -94,7 +92,7 @@ class Sync:
     def _reject(self, why):
         self.rejected += 1
         self.why[why] = self.why.get(why, 0) + 1
-        self.log("sync: refused message: %s" % why)
+        self.log.security("sync: refused message: %s" % why)
 
     def _ask(self):
         if self._asked is None:
@@ -156,7 +154,7 @@ class Sync:
         elif r == cardtable.MALFORMED:
             self._reject("malformed")
         else:  # NO_SPACE: only a snapshot helps
-            self.log("sync: no room for delta v%d: asking for a snapshot" % m.version)
+            self.log.warn("sync: no room for delta v%d: asking for a snapshot" % m.version)
             self.synced = False
             self._snapshot = True
             self._ask()
@@ -198,7 +196,7 @@ class Sync:
         self._snapshot = False
         self.snapshots += 1
         self._contact()
-        self.log("sync: snapshot v%d installed (%d cards, included seq %d)" % (
+        self.log.info("sync: snapshot v%d installed (%d cards, included seq %d)" % (
             t.version, t.n_cards, t.included_seq))
         if m.version > self.current:
             self.current = m.version

@@ -4,7 +4,9 @@ Owns the terminal's side of the end-to-end acknowledgement (docs/protocol.md): w
 records are in flight, building batch messages into one preallocated buffer, resending
 everything unacknowledged after a reconnect, a reboot or an ack timeout, and applying
 the backend's watermark to the journal. It runs in its own asyncio task and never
-touches the tap path; the tap path only calls `kick()` after a journal append.
+touches the tap path; the tap path only calls `kick()` after a journal append. An ack
+without a valid tag, or for records never written, changes nothing: it is counted in
+`bad_acks` and logged at the security level (`S uplink: ...`, cpos.log).
 
 The journal it needs (the real one is adapted to this):
 - `next_seq`        the seq the next append will get (records have seq < next_seq)
@@ -17,14 +19,11 @@ The journal it needs (the real one is adapted to this):
 import asyncio
 import json
 
+from cpos import log as logmod
 from cpos.net import messages as protocol
 from cpos.compat import const, sleep_ms, ticks_ms, ticks_diff, wait_event_ms
 
 _IDLE_MS = const(1000)
-
-
-def _nolog(msg):
-    pass
 
 
 class Uplink:
@@ -44,7 +43,7 @@ class Uplink:
         self.ack_timeout_ms = ack_timeout_ms
         self.clock = clock
         self.ticks = ticks
-        self.log = log or _nolog
+        self.log = log or logmod.NULL  # a cpos.log.Log
         self.on_ack = on_ack  # on_ack(watermark) after an acknowledgement is applied
         self._buf = bytearray(min(buf_size, protocol.MAX_PAYLOAD))
         self._mv = memoryview(self._buf)
@@ -92,13 +91,13 @@ class Uplink:
             w = protocol.decode_ack(payload)
         except protocol.ProtocolError as e:
             self.bad_acks += 1
-            self.log("uplink: ignored ack: %s" % e)
+            self.log.security("uplink: ignored ack: %s" % e)
             return
         if w >= self.journal.next_seq:
             # The backend claims records this terminal never wrote: a journal reset or a
             # forged message. Changing nothing is safe; the operator must look.
             self.bad_acks += 1
-            self.log("uplink: ack %d beyond next_seq %d ignored" % (w, self.journal.next_seq))
+            self.log.security("uplink: ack %d beyond next_seq %d ignored" % (w, self.journal.next_seq))
             return
         if w > self._ack_in:
             self._ack_in = w
@@ -186,7 +185,8 @@ class Uplink:
             if outstanding > 0 and ticks_diff(self.ticks(), self._progress) > self.ack_timeout_ms:
                 # No ack for too long (backend down, or the broker lost our batches): resend.
                 self.resends += 1
-                self.log("uplink: no ack for %d ms, resending from %d" % (self.ack_timeout_ms, self.journal.acked + 1))
+                self.log.info("uplink: no ack for %d ms, resending from %d" % (
+                    self.ack_timeout_ms, self.journal.acked + 1))
                 self._sent = self.journal.acked
                 self._progress = self.ticks()
                 outstanding = 0

@@ -154,10 +154,6 @@ class FrameReader:
         self._drop = 0
         self._post = False
 
-    def space(self):
-        self._consume()
-        return _CAP - self.n
-
     def feed(self, data, start=0, end=-1):
         """Append bytes; return how many were taken (the buffer is bounded)."""
         self._consume()

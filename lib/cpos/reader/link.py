@@ -190,7 +190,33 @@ class StreamLink(_Link):
             self.port.close()
 
 
-class I2CLink(_Link):
+class _BusLink(_Link):
+    """I2C and SPI: the host polls the chip's ready status, then reads a frame's worth.
+
+    A subclass says whether the chip is ready (`_ready()`) and reads into a buffer
+    (`_read_into(mv)`: where the frame bytes start in it, -1 if the read failed).
+    """
+
+    async def read_event(self, reader, timeout_ms, maxlen=0):
+        clock = self.clock
+        t0 = clock.ticks_ms()
+        nread = self._read_size(maxlen)
+        while True:
+            if self._ready():
+                mv = memoryview(self._rx)[:nread]
+                start = self._read_into(mv)
+                if start >= 0:
+                    self.rx_bytes += nread
+                    reader.feed(mv, start, nread)
+                    ev = reader.next(True)
+                    if ev:
+                        return ev
+            if clock.ticks_diff(clock.ticks_ms(), t0) >= timeout_ms:
+                return F.NONE
+            await clock.sleep_ms(self.poll_ms)
+
+
+class I2CLink(_BusLink):
     """I2C: writes are plain; every read begins with the ready byte (01 = ready).
 
     `i2c` has machine.I2C's `writeto(addr, buf)` and `readfrom_into(addr, buf)`.
@@ -230,36 +256,25 @@ class I2CLink(_Link):
             pass
         await self.clock.sleep_ms(2)
 
-    async def read_event(self, reader, timeout_ms, maxlen=0):
-        clock = self.clock
-        t0 = clock.ticks_ms()
-        nread = self._read_size(maxlen)
-        while True:
-            ready = False
-            try:
-                self.i2c.readfrom_into(self.addr, self._st)
-                ready = self._st[0] == 0x01
-            except OSError:
-                self.bus_errors += 1
-            if ready:
-                mv = memoryview(self._rx)[:nread]
-                try:
-                    self.i2c.readfrom_into(self.addr, mv)
-                except OSError:
-                    self.bus_errors += 1
-                    mv = None
-                if mv is not None and mv[0] == 0x01:
-                    self.rx_bytes += nread
-                    reader.feed(mv, 1, nread)
-                    ev = reader.next(True)
-                    if ev:
-                        return ev
-            if clock.ticks_diff(clock.ticks_ms(), t0) >= timeout_ms:
-                return F.NONE
-            await clock.sleep_ms(self.poll_ms)
+    def _ready(self):
+        try:
+            self.i2c.readfrom_into(self.addr, self._st)
+            return self._st[0] == 0x01
+        except OSError:
+            self.bus_errors += 1
+            return False
+
+    def _read_into(self, mv):
+        """The frame follows the ready byte, which must still say ready."""
+        try:
+            self.i2c.readfrom_into(self.addr, mv)
+        except OSError:
+            self.bus_errors += 1
+            return -1
+        return 1 if mv[0] == 0x01 else -1
 
 
-class SPILink(_Link):
+class SPILink(_BusLink):
     """SPI mode 0, LSB first: bytes are bit-reversed here so any MSB-first SPI works.
 
     `spi` has machine.SPI's `write(buf)` and `readinto(buf, write_byte)`; `cs` is a
@@ -309,28 +324,17 @@ class SPILink(_Link):
         self.cs.value(1)
         await self.clock.sleep_ms(1)
 
-    async def read_event(self, reader, timeout_ms, maxlen=0):
-        clock = self.clock
-        t0 = clock.ticks_ms()
-        nread = self._read_size(maxlen)
-        while True:
-            try:
-                self._xfer_read(_SPI_STATUS, self._st)
-                ready = self._st[0] & 0x01
-            except OSError:
-                self.bus_errors += 1
-                ready = 0
-            if ready:
-                mv = memoryview(self._rx)[:nread]
-                self._xfer_read(_SPI_READ, mv)
-                self.rx_bytes += nread
-                reader.feed(mv, 0, nread)
-                ev = reader.next(True)
-                if ev:
-                    return ev
-            if clock.ticks_diff(clock.ticks_ms(), t0) >= timeout_ms:
-                return F.NONE
-            await clock.sleep_ms(self.poll_ms)
+    def _ready(self):
+        try:
+            self._xfer_read(_SPI_STATUS, self._st)
+            return self._st[0] & 0x01
+        except OSError:
+            self.bus_errors += 1
+            return 0
+
+    def _read_into(self, mv):
+        self._xfer_read(_SPI_READ, mv)  # an OSError goes up to the tap loop, as one from `write` does
+        return 0
 
 
 class SocketPort:

@@ -14,6 +14,7 @@ or without a card. Buffers are allocated once; a UID lands in `self.uid`.
 """
 from cpos.compat import const
 from cpos.reader import frame as F
+from cpos.uid import UID_LENGTHS, UID_MAX
 
 CMD_GET_FIRMWARE_VERSION = const(0x02)
 CMD_SAM_CONFIGURATION = const(0x14)
@@ -31,7 +32,8 @@ ACK_TIMEOUT_MS = const(30)  # the chip ACKs within ~1 ms of the frame's end
 POLL_TIMEOUT_MS = const(250)  # InListPassiveTarget can take >100 ms with a card at the edge
 
 _ILPT_106A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
-_FIELD_OFF = b"\x01\x00"
+_FIELD_ON = bytes((RF_ITEM_FIELD, 1))
+_FIELD_OFF = bytes((RF_ITEM_FIELD, 0))
 _RELEASE_ALL = b"\x00"
 
 
@@ -44,7 +46,7 @@ class PN532:
         self.reader = F.FrameReader()
         self._tx = bytearray(F.frame_size(F.MAX_DATA))
         self._params = bytearray(3)
-        self.uid = bytearray(10)
+        self.uid = bytearray(UID_MAX)
         self.uid_len = 0
         self.sens_res = 0
         self.sel_res = 0
@@ -134,7 +136,7 @@ class PN532:
         await self.rf_configuration(RF_ITEM_TIMINGS, (0x00, atr_res, retry))
 
     async def rf_field(self, on):
-        await self.command(CMD_RF_CONFIGURATION, b"\x01\x01" if on else _FIELD_OFF, 50, 4)
+        await self.command(CMD_RF_CONFIGURATION, _FIELD_ON if on else _FIELD_OFF, 50, 4)
 
     async def begin(self):
         """Wake and configure the chip; raise a PN532Error if it is not a PN532."""
@@ -166,7 +168,7 @@ class PN532:
         if d[0] > 2 or len(d) < 6:
             raise F.FrameError("bad target list")
         n = d[5]
-        if n not in (4, 7, 10) or len(d) < 6 + n:
+        if n not in UID_LENGTHS or len(d) < 6 + n:
             raise F.FrameError("bad UID length %d" % n)
         self.sens_res = (d[2] << 8) | d[3]
         self.sel_res = d[4]

@@ -28,6 +28,7 @@ Firmware use:
 """
 from cpos.compat import const
 from cpos.reader import frame as F
+from cpos.uid import UID_MAX
 
 # step() results
 ERROR = const(-1)
@@ -52,7 +53,7 @@ class CardReader:
         self.reinit_after = reinit_after
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
-        self.uid = bytearray(10)
+        self.uid = bytearray(UID_MAX)
         self.uid_len = 0
         self._mv = memoryview(self.uid)
         self.present = False
