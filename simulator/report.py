@@ -270,11 +270,11 @@ def try_next(run, site_dir):
         db = os.path.join(d, "site", "ledger.db")
         acc = featured_account(run)
         if acc is not None:
-            lines.append("  %s -m backend statement --db %s --card %s" % (py, db, acc[1]))
-            lines.append("  %s -m backend account --db %s --account %d" % (py, db, acc[0]))
-        lines.append("  %s -m backend conflicts --db %s" % (py, db))
+            lines.append("  %s -m backend statement --ledger %s --card %s" % (py, db, acc[1]))
+            lines.append("  %s -m backend account --ledger %s --account %d" % (py, db, acc[0]))
+        lines.append("  %s -m backend conflicts --ledger %s" % (py, db))
         tid, term = next(iter(run.terminals.items()))
-        lines.append("  %s rescue --dump %s --site %s --number %d --ledger %s" % (
+        lines.append("  %s rescue --dump %s --site %s --terminal %d --ledger %s" % (
             _tool("cpos"), os.path.join(d, tid, "journal.bin"), run.scenario.site, term.spec["no"], db))
     tid = next(iter(run.terminals))
     lines.append("  less %s" % os.path.join(d, tid, "console.log"))
