@@ -5,33 +5,51 @@ next tap; the terminal reports its table version (sync requests and its
 health report on up/health); the backend's signed acks are accepted;
 the last delta includes every purchase."""
 import asyncio
+import time
 
 from simulator.run import Run
 from test_firmware_e2e import base_scenario, purchases, reasons_seen, run
 
 
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
-    sc = base_scenario([{"id": "till1", "kind": "till"}],
-                       purchases("till1", 1.0, [("ok", 1000), ("ok", 1000)], every=1.0)
-                       + purchases("till1", 5.0, [("ok", 1000), ("new", 500)], every=1.0), uplink=True)
+    """Two customers, then the parent blocks the card in the portal, then two more. The test
+    waits for conditions, not for time: the block is made once the terminal holds its
+    downlink stream, and the next customers come once the terminal reports the table
+    version that carries it (how long that took is printed, not asserted: on a loaded
+    machine a fixed 3.5 s found no stream yet)."""
+    first = purchases("till1", 1.0, [("ok", 1000), ("ok", 1000)], every=1.0)
+    later = purchases("till1", 0.3, [("ok", 1000), ("new", 500)], every=1.0)
+    sc = base_scenario([{"id": "till1", "kind": "till"}], first, uplink=True)
     seen = {}
 
-    async def block_later(r):
-        await asyncio.sleep(3.5)
-        r.site.ledger.set_card_status("ok", "blocked")  # the parent blocks it in the portal
-        seen["version"] = r.site.ledger.db.execute("SELECT max(version) FROM dl_streams").fetchone()[0]
+    async def until(cond, what, limit=60.0):
+        for _ in range(int(limit / 0.05)):
+            got = cond()
+            if got:
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError("no %s within %d s" % (what, limit))
 
     async def go():
         r = Run(sc, str(tmp_path), quiet=True)
         try:
             r.prepare()
             await r.boot_all()
-            task = asyncio.ensure_future(block_later(r))
             await r.play()
-            await task
+            led = r.site.ledger
+            term = r.terminals["till1"]
+            await until(lambda: led.db.execute("SELECT version FROM dl_streams WHERE terminal = 1").fetchone(),
+                        "downlink stream for till1")
+            t_block = time.monotonic()
+            led.set_card_status("ok", "blocked")  # the parent blocks it in the portal
+            seen["version"] = led.db.execute("SELECT max(version) FROM dl_streams").fetchone()[0]
+            # the terminal reports the version it holds (up/health) within a second of a change
+            await until(lambda: (led.health(1) or (0, -1))[1] >= seen["version"] + 1, "report of the blocked table")
+            print("the block reached the firmware %.2f s after the portal made it" % (time.monotonic() - t_block))
+            r.scenario.events = base_scenario([{"id": "till1", "kind": "till"}], later, uplink=True).events
+            await r.play()
             await asyncio.sleep(0.5)
             # The terminal's health report (up/health) says which table version it holds.
-            led = r.site.ledger
             for _ in range(100):
                 held = led.db.execute("SELECT version FROM dl_streams WHERE terminal = 1").fetchone()[0]
                 seen["health"] = led.health(1)
@@ -40,9 +58,9 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
                 await asyncio.sleep(0.05)
             seen["held"] = held
             text, problems = r.summary()
-            events = list(r.terminals["till1"].events)
+            events = list(term.events)
             recs = r.journal_records("till1")
-            seen["watermark"] = r.site.ledger.watermark(1)
+            seen["watermark"] = led.watermark(1)
             return r, text, problems, events, recs
         finally:
             await r.stop()
