@@ -193,6 +193,11 @@ def cmd_status(a):
                 oldest += ", %d s old" % (s["now"] - j["oldest_unacked_t"])
         print("journal   %d/%d slots, next seq %d, acked %d, %d pending, oldest unacked: %s"
               % (j["used"], j["total"], j["next_seq"], j["acked"], j["pending"], oldest))
+        d = j.get("decay")
+        if d:
+            print("          FLASH DECAY: %d sector headers repaired or placed, %d sectors outside the ring%s"
+                  % (d["headers"], d["orphans"], " (run cpos rescue: their purchases are not uploaded)"
+                     if d["orphans"] else ""))
     t = s.get("cardtable")
     if t:
         print("cardtable v%d (%s), %d cards, includes own seq %d" % (t["version"], t["state"], t["cards"], t["included_seq"]))
