@@ -268,3 +268,20 @@ def test_decay_sweep_over_the_power_cut_workloads(name):
         assert got == list(range(j.watermark + 1, last + 1)), seed
         assert j.damage()["orphans"] == 0
     assert hit["header"] and hit["record"], hit
+
+
+def test_one_bit_repair_is_exact_and_refuses_two():
+    from cpos.bitfix import fix_one_bit
+
+    good = bytearray(SLOT)
+    purchase.encode_into(good, 77, *jc.fields(5))
+    for bit in range(SLOT * 8):
+        b = bytearray(good)
+        b[bit // 8] ^= 1 << (bit % 8)
+        assert fix_one_bit(b, purchase.is_valid) == bit and b == good, bit
+    for a, c in ((0, 9), (40, 300), (100, 511)):
+        b = bytearray(good)
+        b[a // 8] ^= 1 << (a % 8)
+        b[c // 8] ^= 1 << (c % 8)
+        before = bytes(b)
+        assert fix_one_bit(b, purchase.is_valid) == -1 and b == before

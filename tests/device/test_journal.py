@@ -243,6 +243,25 @@ def test_two_sectors_would_deadlock_full():
     raises(JournalFull, buy, j, 13)
 
 
+def test_decayed_headers_and_records_lose_nothing():
+    """On both runtimes: one bit of a header (repaired), two bits of the newest header
+    (placed from its records: no seq rollback), one bit of a record (repaired when read)."""
+    f, j = fresh(nsec=5)
+    for i in range(20):  # sectors 0, 1 full (7 each), sector 2 holds 15..20
+        buy(j, i)
+    f.flip(512 + 6, 0x02)  # sector 1's header, one bit
+    f.flip(2 * 512 + 4, 0x01)  # the newest header, two bits
+    f.flip(2 * 512 + 9, 0x80)
+    f.flip(3 * SLOT + 30, 0x10)  # purchase 3
+    j = Journal(f)
+    assert j.recover() == 21
+    got = unacked(j)
+    assert [r["seq"] for r in got] == list(range(1, 21))
+    assert all(r == expected(r["seq"], fields(r["seq"] - 1)) for r in got)
+    assert j.damage() == {"headers": 2, "orphans": 0, "records_repaired": 1}
+    assert buy(j, 20) == 21
+
+
 class BlankPartition:
     """An erased 1 MB partition that costs no RAM (a NorFlash would not fit the heap cap)."""
 
