@@ -42,6 +42,7 @@ _STATUS = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.R
 _ACCOUNT_KINDS = ("balance", "limits", "places", "enrol", "totals")
 _LONGEST_WINDOW = 31 * 86400  # no day, ISO week or month spans more than this
 SKIP = b""  # _delta: the change tells this terminal nothing
+MAX_VERSION = 0xFFF00000  # versions are u32; a stream never gets this close to wrapping
 
 
 class Downlink:
@@ -55,6 +56,8 @@ class Downlink:
         self.db.executescript(SCHEMA)
         self.snapshots = 0
         self.deltas = 0
+        self.failed = {}  # terminal number -> pumps of its stream that failed
+        self.refused = 0  # sync requests refused (a version this backend never sent)
 
     # --- ledger state as card-table data ---------------------------------------------------
 
@@ -190,6 +193,8 @@ class Downlink:
 
     def _pump_one(self, number, tid, site, w):
         version, change_id, included = self._stream(number)
+        if version >= MAX_VERSION:
+            raise ValueError("stream at v%d: no room for more versions" % version)
         rows = self.led.changes_since(change_id, limit=100000)
         if version == 0:
             return [], False  # no table yet: the terminal's first sync request brings a snapshot
@@ -225,6 +230,22 @@ class Downlink:
         self.deltas += len(out)
         return out, False
 
+    def adopt_version(self, number):
+        """After the ledger was restored from a backup: take the version terminal `number`
+        last reported as this stream's, so its next sync request brings a snapshot above it.
+        Returns the adopted version; KeyError when the terminal never reported one."""
+        with self.led._tx():
+            row = self.db.execute("SELECT version, reported FROM dl_streams WHERE terminal = ?", (number,)).fetchone()
+            if row is None or row[1] is None:
+                raise KeyError(number)
+            if row[1] > MAX_VERSION:
+                raise ValueError("v%d leaves no room for later versions" % row[1])
+            if row[1] > row[0]:
+                self.db.execute("UPDATE dl_streams SET version = ? WHERE terminal = ?", (row[1], number))
+                self.db.execute("DELETE FROM dl_sent WHERE terminal = ?", (number,))
+            self.log("downlink: t%04d: stream version %d adopted (was %d)" % (number, max(row), row[0]))
+            return max(row)
+
     def reported(self, number):
         """(version, state, t) the terminal last reported in a sync request, or None."""
         row = self.db.execute("SELECT reported, reported_state, reported_t FROM dl_streams WHERE terminal = ?",
@@ -232,14 +253,26 @@ class Downlink:
         return None if row is None or row[0] is None else row
 
     def pump(self):
-        """Turn new changes into deltas for every terminal with a stream; the messages to send."""
+        """Turn new changes into deltas for every terminal with a stream; the messages to send.
+
+        Each terminal's stream is pumped in its own transaction: one stream that fails
+        (whatever its state) is logged and rolled back alone, and every other terminal
+        still gets its deltas."""
         out = []
-        with self.led._tx():
-            for number, tid, site, w in self.led.db.execute(
-                    "SELECT t.number, t.tid, t.site, t.watermark FROM terminals t JOIN dl_streams s "
-                    "ON s.terminal = t.number ORDER BY t.number").fetchall():
-                if site in self.keys:
+        for number, tid, site in self.led.db.execute(
+                "SELECT t.number, t.tid, t.site FROM terminals t JOIN dl_streams s "
+                "ON s.terminal = t.number ORDER BY t.number").fetchall():
+            if site not in self.keys:
+                continue
+            try:
+                with self.led._tx():
+                    w = self._terminal(number)[2]
                     out += self._pump_one(number, tid, site, w)[0]
+            except Exception as e:  # this stream only; its changes stay unsent and are tried again
+                n = self.failed[number] = self.failed.get(number, 0) + 1
+                if n == 1 or n % 100 == 0:
+                    self.log("downlink: stream of %s failed (%d times so far), other terminals unaffected: %s"
+                             % (tid, n, e))
         return out
 
     def on_request(self, site, tid, payload):
@@ -257,12 +290,20 @@ class Downlink:
             self._stream(number)
             self.db.execute("UPDATE dl_streams SET reported = ?, reported_state = ?, reported_t = ? WHERE terminal = ?",
                             (have, state, int(self.led.clock()), number))
+            sent = self._stream(number)[0]
+            if have > sent:
+                # A version this backend never sent: a forged request, or a ledger restored from
+                # a backup. Nothing moves; staff can adopt the terminal's version after a restore
+                # (`python -m backend adopt-version`). The reply says what the backend holds.
+                self.refused += 1
+                self.log("downlink: SECURITY: %s says it holds v%d, but its stream was only sent up to v%d: "
+                         "refused (after a ledger restore: `python -m backend adopt-version --terminal %d`)"
+                         % (tid, have, sent, number))
+                return [self._seal(site, tid, signing.CURRENT, sent, arg=nonce)]
             out, snapped = self._pump_one(number, tid, site, w)
             version = self._stream(number)[0]
             if not snapped:
-                if have > version:  # the backend's stream is behind the terminal (a restored database)
-                    version = have
-                if resync or state != 1 or have == 0 or have > self._stream(number)[0]:
+                if resync or state != 1 or have == 0:
                     out = self._snapshot(number, tid, site, w, version + 1)
                 elif have < version:
                     sent = self.db.execute("SELECT version, payload FROM dl_sent WHERE terminal = ? AND version > ? "
