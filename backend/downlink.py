@@ -45,6 +45,20 @@ SKIP = b""  # _delta: the change tells this terminal nothing
 MAX_VERSION = 0xFFF00000  # versions are u32; a stream never gets this close to wrapping
 
 
+def provisioned(ledger, number, version=1):
+    """Terminal `number` was given a table image made from the ledger as it is now, at
+    `version`, outside the downlink (the simulator installs one before the first boot): its
+    stream starts there, as if that snapshot had been sent, so the terminal's first sync
+    request names a version the backend knows it sent."""
+    db = ledger.db
+    db.executescript(SCHEMA)
+    with ledger._tx():
+        last = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+        db.execute("INSERT OR REPLACE INTO dl_streams (terminal, version, change_id, included) VALUES (?, ?, ?, 0)",
+                   (number, version, last))
+        db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
+
+
 class Downlink:
     def __init__(self, ledger, keys, keep=5000, log=None):
         """`keys`: {site: key bytes}; terminals of other sites get nothing."""

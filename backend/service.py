@@ -48,12 +48,19 @@ class Backend:
         self.ledger = ledger
         self.clock = clock or ledger.clock  # UTC seconds: the ack's time, top-ups' bookings
         self.log = log or (lambda m: None)
+        mlog = logmod.Log(self.log)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
                                  backoff_min_ms=100, backoff_max_ms=2000,
-                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=logmod.Log(self.log))
+                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
-        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
-        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
+        # Everything that carries no money (sync requests, health, status) arrives on a second
+        # connection: a terminal flooding those topics fills that stream, never the one the
+        # batches queue in, so the other terminals' acknowledgements do not wait behind it.
+        self.control = MQTTClient(client_id + "-ctl", host, port, user, password, keepalive=30, clean=True,
+                                  backoff_min_ms=100, backoff_max_ms=2000,
+                                  max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
+        self.control.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
+        self.control.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
         self.downlink = None
         self.poll_ms = poll_ms
         # Per-terminal budgets for the messages that cost work and carry no money: (burst, per s),
@@ -66,7 +73,7 @@ class Backend:
 
             self.downlink = Downlink(ledger, site_keys, log=self.log)
             self._dl_lock = asyncio.Lock()  # messages leave in the order their versions were made
-            self.client.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
+            self.control.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
@@ -114,14 +121,14 @@ class Backend:
             self.log("backend: top-up processing failed: %s" % e)
 
     async def run(self):
-        if self.downlink is None:
-            await self.client.run()
-            return
-        poll = asyncio.create_task(self._poll())
+        tasks = [asyncio.create_task(self.control.run())]
+        if self.downlink is not None:
+            tasks.append(asyncio.create_task(self._poll()))
         try:
             await self.client.run()
         finally:
-            poll.cancel()
+            for t in tasks:
+                t.cancel()
 
     async def _downlink(self, make):
         """Make messages (`make()`, which assigns versions) and publish them, one caller at
@@ -151,6 +158,7 @@ class Backend:
         return True
 
     async def _on_sync(self, topic, payload, retained):
+        await asyncio.sleep(0)  # a flood on this connection must not starve the batches' connection
         try:
             site, tid, _ = protocol.split_topic(topic)
             protocol.decode_sync(payload)
@@ -205,7 +213,8 @@ class Backend:
         if res.triggers and self.topups is not None:
             self._kick_topups()
 
-    def _on_status(self, topic, payload, retained):
+    async def _on_status(self, topic, payload, retained):
+        await asyncio.sleep(0)
         try:
             site, tid, _ = protocol.split_topic(topic)
             m = protocol.decode_status(payload)
@@ -213,7 +222,8 @@ class Backend:
         except (protocol.ProtocolError, ValueError) as e:
             self.log("backend: bad status on %s: %s" % (topic, e))
 
-    def _on_health(self, topic, payload, retained):
+    async def _on_health(self, topic, payload, retained):
+        await asyncio.sleep(0)
         try:
             site, tid, _ = protocol.split_topic(topic)
             if self._over(self.health_limit, "health report", tid):
@@ -223,6 +233,7 @@ class Backend:
             self.log("backend: bad health report on %s: %s" % (topic, e))
 
     async def stop(self):
+        await self.control.stop()
         await self.client.stop()
         if self.topups is not None:
             self._pool.shutdown(wait=True)
