@@ -180,15 +180,15 @@ def test_one_terminals_failing_stream_does_not_stop_the_others():
 # --- through the broker ----------------------------------------------------------------------
 
 def _flood(broker, tid, messages_):
-    """Publish (topic, payload) pairs as terminal `tid` (its own credentials), QoS 0, as fast as it can."""
+    """Publish (topic, payload, qos) as terminal `tid` (its own credentials), as fast as it can."""
     from cpos.net.mqtt import MQTTClient
 
     async def go():
         c = MQTTClient(tid, broker.host, broker.port, tid, broker.users[tid], keepalive=10)
         task = asyncio.create_task(c.run())
         assert await c.wait_connected(5000)
-        for topic, payload in messages_:
-            await c.publish(topic, payload, qos=0)
+        for topic, payload, qos in messages_:
+            await c.publish(topic, payload, qos=qos)
         await c.publish(messages_[-1][0], messages_[-1][1], qos=1)  # the broker has all of it
         await c.stop()
         task.cancel()
@@ -222,8 +222,11 @@ def test_through_the_broker_a_forged_have_and_a_flood_harm_no_other_terminal(bro
     up = messages.topic(broker.site, "t0001", messages.SYNC_UP)
     health = messages.topic(broker.site, "t0001", messages.HEALTH)
     report = json.dumps({"v": 1, "t": FAKE_NOW, "table_version": 1}).encode()
-    _flood(broker, "t0001", [(up, messages.encode_sync(4294967294, 1, False, 7))] +
-           [(up, messages.encode_sync(0, 0, True, n)) for n in range(1, 400)] + [(health, report)] * 400)
+    # QoS 1 first (the broker queues those for the backend: the budgets must drop them), then a
+    # QoS 0 flood (the broker may drop some of those itself when the backend reads slower).
+    _flood(broker, "t0001", [(up, messages.encode_sync(4294967294, 1, False, 7), 1)] +
+           [(up, messages.encode_sync(0, 0, True, n), 1) for n in range(1, 20)] + [(health, report, 1)] * 20 +
+           [(up, messages.encode_sync(0, 0, True, n), 0) for n in range(20, 400)] + [(health, report, 0)] * 400)
     led.set_card_status("884263sae", "blocked")  # the block reaches the other terminal
     assert t2.wait(lambda s: s["status"] == BLOCKED)["rejected"] == 0
     stop(be)
