@@ -41,7 +41,7 @@ def _serve(a):
     be = Backend(ledger, a.host, a.port, a.user, a.password, a.client_id, a.crash_after_apply,
                  log=lambda m: print(m, file=sys.stderr, flush=True),
                  payments=None if a.payments == "off" else _payments(a), crash_after_charge=a.crash_after_charge,
-                 site_keys=keys, poll_ms=a.poll_ms,
+                 site_keys=keys, poll_ms=a.poll_ms, coalesce_ms=a.coalesce_ms,
                  **({"sync_limit": (10 ** 9, 10 ** 9), "health_limit": (10 ** 9, 10 ** 9)} if a.no_rate_limits else {}))
     print("backend up", flush=True)
     asyncio.run(be.run())
@@ -231,6 +231,8 @@ def _parser():
     s.add_argument("--site-key", action="append", default=[], metavar="SITE=HEX",
                    help="run the downlink for SITE, signing with this 64-hex-digit key (repeatable)")
     s.add_argument("--poll-ms", type=int, default=50, help="how often the downlink looks for new changes")
+    s.add_argument("--coalesce-ms", type=int, default=500,
+                   help="balance-like changes gather this long before the downlink sends them (default 500)")
     s.add_argument("--max-amount-kr", type=_whole, default=1000,
                    help="a record above this amount is refused, kept for staff, not booked (default 1000)")
     s.add_argument("--max-record-age-days", type=_whole, default=62,

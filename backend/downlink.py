@@ -29,10 +29,11 @@ CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per ter
     reported_state INTEGER,                       -- and its table state (0 empty, 1 ok, 2 broken)
     reported_t INTEGER                            -- when (UTC epoch s)
 );
-CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payload: a snapshot
+CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta message sent; NULL payload: a snapshot
     terminal INTEGER NOT NULL,
-    version INTEGER NOT NULL,
+    version INTEGER NOT NULL,                     -- the (last) delta's version
     payload BLOB,
+    first INTEGER,                                -- a DELTAS message: its first delta's version
     PRIMARY KEY (terminal, version)
 );
 """
@@ -51,23 +52,42 @@ def provisioned(ledger, number, version=1):
     stream starts there, as if that snapshot had been sent, so the terminal's first sync
     request names a version the backend knows it sent."""
     db = ledger.db
-    db.executescript(SCHEMA)
+    _schema(db)
     with ledger._tx():
         last = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
         db.execute("INSERT OR REPLACE INTO dl_streams (terminal, version, change_id, included) VALUES (?, ?, ?, 0)",
                    (number, version, last))
-        db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
+        db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
+
+
+def _schema(db):
+    db.executescript(SCHEMA)
+    if "first" not in [r[1] for r in db.execute("PRAGMA table_info(dl_sent)")]:
+        db.execute("ALTER TABLE dl_sent ADD COLUMN first INTEGER")  # a ledger made before DELTAS
+
+
+_URGENT = ("block", "unblock", "replace", "new_card")  # never held back to be coalesced
 
 
 class Downlink:
-    def __init__(self, ledger, keys, keep=5000, log=None):
-        """`keys`: {site: key bytes}; terminals of other sites get nothing."""
+    def __init__(self, ledger, keys, keep=5000, log=None, coalesce_s=0.0, monotonic=None):
+        """`keys`: {site: key bytes}; terminals of other sites get nothing. `coalesce_s`: how
+        long `pump` lets balance-like changes gather before sending (one account changed
+        twice in that window sends one delta); a block, unblock, replace or new card goes at once."""
         self.led = ledger
         self.db = ledger.db
         self.keys = dict((s, signing.Key(k)) for s, k in keys.items())
         self.keep = keep
         self.log = log or (lambda m: None)
-        self.db.executescript(SCHEMA)
+        _schema(self.db)
+        self.coalesce_s = coalesce_s
+        if monotonic is None:
+            import time
+
+            monotonic = time.monotonic
+        self.monotonic = monotonic
+        self._waiting_since = None  # when pump first held changes back (monotonic s)
+        self.messages = 0  # delta messages made (one DELTA or DELTAS each)
         self.snapshots = 0
         self.deltas = 0
         self.failed = {}  # terminal number -> pumps of its stream that failed
@@ -197,7 +217,7 @@ class Downlink:
         out = [self._seal(site, tid, signing.CHUNK, version, img[i * CHUNK:(i + 1) * CHUNK], w, i, total)
                for i in range(total)]
         last = self.db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
-        self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
+        self.db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, last, w, number))
         self.snapshots += 1
@@ -225,7 +245,7 @@ class Downlink:
             if row is not None:
                 rows = rows + [(change_id, "balance", row[0], None, None, 0)]
                 picked = [len(rows) - 1]
-        out = []
+        ds = []
         for i in picked:
             cid, kind, account, uid, uid2, t = rows[i]
             d = self._delta(version + 1, w, number, w, kind, account, uid, uid2)
@@ -234,15 +254,54 @@ class Downlink:
             if d is SKIP:
                 continue
             version += 1
-            msg = self._seal(site, tid, signing.DELTA, version, d)
-            self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, ?)", (number, version, msg[1]))
-            out.append(msg)
+            ds.append(d)
+        out = self._pack(number, tid, site, version - len(ds) + 1, ds)
         top = rows[-1][0] if rows else change_id
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, max(top, change_id), w if out else included, number))
         self.db.execute("DELETE FROM dl_sent WHERE terminal = ? AND version <= ?", (number, version - self.keep))
-        self.deltas += len(out)
+        self.deltas += len(ds)
         return out, False
+
+    def _pack(self, number, tid, site, first, ds):
+        """Messages for deltas `ds` (versions first, first + 1, ...), kept in dl_sent: one
+        lone delta as a DELTA message, more as DELTAS messages of up to MAX_BODY bytes each."""
+        out = []
+        i = 0
+        while i < len(ds):
+            j, size = i, 0
+            while j < len(ds) and size + 1 + len(ds[j]) <= signing.MAX_BODY:
+                size += 1 + len(ds[j])
+                j += 1
+            lo, hi = first + i, first + j - 1
+            if j - i == 1:
+                msg = self._seal(site, tid, signing.DELTA, hi, ds[i])
+            else:
+                body = bytearray()
+                for d in ds[i:j]:
+                    body.append(len(d))
+                    body.extend(d)
+                msg = self._seal(site, tid, signing.DELTAS, hi, bytes(body))
+            self.db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version, payload, first) VALUES (?, ?, ?, ?)",
+                            (number, hi, msg[1], lo))
+            out.append(msg)
+            self.messages += 1
+            i = j
+        return out
+
+    def _resend(self, number, site, tid, have, version):
+        """The kept messages that carry versions have + 1 .. version, byte for byte (a DELTAS
+        message the terminal holds part of goes again whole: it skips what it has); None
+        when they are not all kept (the caller sends a snapshot)."""
+        covered, out = have, []
+        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
+        for v, first, p in self.db.execute("SELECT version, first, payload FROM dl_sent WHERE terminal = ? AND "
+                                           "version > ? ORDER BY version", (number, have)):
+            if p is None or (v if first is None else first) > covered + 1:
+                return None
+            out.append((t, p))
+            covered = v
+        return out if covered == version else None
 
     def adopt_version(self, number):
         """After the ledger was restored from a backup: take the version terminal `number`
@@ -272,6 +331,8 @@ class Downlink:
         Each terminal's stream is pumped in its own transaction: one stream that fails
         (whatever its state) is logged and rolled back alone, and every other terminal
         still gets its deltas."""
+        if self._hold_back():
+            return []
         out = []
         for number, tid, site in self.led.db.execute(
                 "SELECT t.number, t.tid, t.site FROM terminals t JOIN dl_streams s "
@@ -288,6 +349,24 @@ class Downlink:
                     self.log("downlink: stream of %s failed (%d times so far), other terminals unaffected: %s"
                              % (tid, n, e))
         return out
+
+    def _hold_back(self):
+        """True while new changes are only balance-like and younger than `coalesce_s`."""
+        if not self.coalesce_s:
+            return False
+        low = self.db.execute("SELECT min(change_id) FROM dl_streams WHERE version > 0").fetchone()[0]
+        if low is None or not self.db.execute("SELECT 1 FROM changes WHERE id > ? LIMIT 1", (low,)).fetchone():
+            self._waiting_since = None
+            return False
+        now = self.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        urgent = self.db.execute("SELECT 1 FROM changes WHERE id > ? AND kind IN (%s) LIMIT 1"
+                                 % ",".join("?" * len(_URGENT)), (low,) + _URGENT).fetchone()
+        if urgent is None and now - self._waiting_since < self.coalesce_s:
+            return True
+        self._waiting_since = None
+        return False
 
     def on_request(self, site, tid, payload):
         """A terminal's sync request (`up/sync`): what to send it, in order, ending with `current`."""
@@ -320,12 +399,8 @@ class Downlink:
                 if resync or state != 1 or have == 0:
                     out = self._snapshot(number, tid, site, w, version + 1)
                 elif have < version:
-                    sent = self.db.execute("SELECT version, payload FROM dl_sent WHERE terminal = ? AND version > ? "
-                                           "ORDER BY version", (number, have)).fetchall()
-                    if len(sent) == version - have and all(p is not None for _, p in sent):
-                        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-                        out = [(t, p) for _, p in sent]  # the missed deltas, byte for byte
-                    else:
+                    out = self._resend(number, site, tid, have, version)
+                    if out is None:
                         out = self._snapshot(number, tid, site, w, version + 1)
                 else:
                     out = []  # current already

@@ -44,7 +44,7 @@ class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
                  crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False,
                  site_keys=None, poll_ms=50, clock=None, sync_limit=(6, 1.0), health_limit=(6, 0.5),
-                 limit_clock=time.monotonic):
+                 limit_clock=time.monotonic, coalesce_ms=500):
         self.ledger = ledger
         self.clock = clock or ledger.clock  # UTC seconds: the ack's time, top-ups' bookings
         self.log = log or (lambda m: None)
@@ -71,7 +71,9 @@ class Backend:
         if site_keys:
             from backend.downlink import Downlink
 
-            self.downlink = Downlink(ledger, site_keys, log=self.log)
+            # Balance-like changes gather for coalesce_ms (a lunch rush changes one account
+            # several times a second); blocks and new cards go at once (backend.downlink).
+            self.downlink = Downlink(ledger, site_keys, log=self.log, coalesce_s=coalesce_ms / 1000.0)
             self._dl_lock = asyncio.Lock()  # messages leave in the order their versions were made
             self.control.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
