@@ -206,7 +206,9 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
     same apply_batch as the uplink; idempotent (the ledger keeps each terminal+seq once).
     A record whose seq the ledger already holds with different content (the terminal's
     journal was wiped or replaced since) is kept there as a conflict, not booked.
-    Returns (records sent, new, duplicates, conflicts)."""
+    A record the ledger's checks refuse (backend.trust: unknown account, a card not the
+    account's, ...) is kept there for staff, not booked.
+    Returns (records sent, new, duplicates, conflicts, refused)."""
     from cpos.net import messages
 
     tid = messages.terminal_id(number)
@@ -216,7 +218,7 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
             raise ValueError("the journal holds records of terminal %d, not %d: check --terminal"
                              % (r["terminal"], number))
     lo = summary(data, block)["watermark"] + 1 if not include_acked else (recs[0]["seq"] if recs else 1)
-    new = dup = conflicts = 0
+    new = dup = conflicts = refused = 0
     per = 40  # records per batch: well under messages.MAX_PAYLOAD with 64-character items
     for i in range(0, len(recs), per):
         part = recs[i:i + per]
@@ -224,8 +226,9 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
         new += applied.new_records
         dup += applied.duplicates
         conflicts += applied.conflicts
+        refused += len(applied.refused)
         lo = part[-1]["seq"] + 1
-    return len(recs), new, dup, conflicts
+    return len(recs), new, dup, conflicts, refused
 
 
 def main(argv=None):
