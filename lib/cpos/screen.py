@@ -85,14 +85,17 @@ def right(text):
 def _message(band, da, en):
     """A band and a message: Danish lines, then English lines, each line centred."""
     rows = []
+    da_lines, en_lines = wrap(da), wrap(en)
+    n = len(da_lines) + len(en_lines)
+    pitch = CHAR + 1 if _TOP + n * (CHAR + 1) - 1 + _GAP <= HEIGHT else CHAR  # a pixel between rows if it fits
     y = _TOP
-    for line in wrap(da):
+    for line in da_lines:
         rows.append((centre(line), y, line))
-        y += CHAR
+        y += pitch
     y += _GAP
-    for line in wrap(en):
+    for line in en_lines:
         rows.append((centre(line), y, line))
-        y += CHAR
+        y += pitch
     return Page(band, rows, da, en)
 
 
