@@ -5,7 +5,7 @@ Owns the order of things on the device. At start: configuration, journal recover
 journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
 requests over the line protocol, served by `cpos.pos.server` over the board's POS link;
 the app answers `LAST`: the newest journaled decision, for a till that lost a reply),
-feedback (LED, buzzer, display), health (figures
+feedback (LED, buzzer, display: drawn after the POS has its reply), health (figures
 for logs and the uplink), watchdog (fed only while every task is alive), and, when
 configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
 stops every task and returns to main.py, which restarts it (journal recovery again:
@@ -65,6 +65,7 @@ class App:
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         self._fb = asyncio.Event()
         self._fb_what = None
+        self.capped = False  # the last decision was refused by the offline cap (docs/offline.md)
         self._failed = None
         self._beat_reader = ticks_ms()
         self.uplink = None
@@ -119,7 +120,9 @@ class App:
         t2 = ticks_us()
         code = rules.reason(d)
         topup = rules.topup_triggered(d)
-        if code == reasons.APPROVED and self.cfg.offline is not None and self._offline_capped(card, amount, now):
+        self.capped = code == reasons.APPROVED and self.cfg.offline is not None and self._offline_capped(
+            card, amount, now)
+        if self.capped:  # the student sees the offline page (cpos.feedback); the POS, insufficient funds
             code = reasons.INSUFFICIENT_FUNDS
         seq = 0
         balance_after = card.balance if found == cardtable.FOUND else 0
@@ -174,7 +177,7 @@ class App:
         req = self.pos.request
         if not req.open:
             code, balance = self.balance_of(uid, now)
-            self._show(("balance", code, 0, balance))
+            self._show(("balance", code, 0, balance, False, False))
             self.report("balance", uid=_hex(uid), reason=reasons.name(code), balance=balance)
             return
         if self.sync is not None:
@@ -187,12 +190,12 @@ class App:
         req.close()
         code, topup, seq, balance_after, timings = self.decide(uid, amount, item, now)
         decided_ms = ticks_ms()
-        self._show(("decision", code, amount, balance_after))
         if code == reasons.APPROVED:
             line = posproto.approved(ref, seq, amount, balance_after)
         else:
             line = posproto.refused(ref, reasons.name(code))
         await posserver.send(writer, line)
+        self._show(("decision", code, amount, balance_after, topup, self.capped))  # drawn after the reply
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
@@ -233,9 +236,9 @@ class App:
         while True:
             await self._fb.wait()
             self._fb.clear()
-            kind, code, amount, balance = self._fb_what
+            kind, code, amount, balance, topup, capped = self._fb_what
             if kind == "decision":
-                fb.play(fb.decision(code, amount, balance))
+                fb.play(fb.decision(code, amount, balance, topup, capped))
             elif code == reasons.APPROVED:
                 fb.play(fb.balance(balance))
             else:

@@ -7,6 +7,7 @@ Owns the bundle's layout and manifest. A bundle is a folder:
     app.mpy, board.mpy   the application and the board module
     cpos/**/*.mpy        the shared library, its subpackages as folders
     esp32_board.mpy      ESP32 boards only
+    ssd1306.mpy          ESP32 boards only: micropython-lib's OLED driver (host_tools/vendor.py)
 
 The simulator runs the unix board from a bundle, as a device runs a deployed one
 (compiled code, no compiler pass on the 192 KB heap); the technician CLI deploys
@@ -74,7 +75,13 @@ def sources(board):
            (os.path.join(firmware, "app.py"), "app.mpy", True),
            (board_file(board), "board.mpy", True)]
     if board.startswith("esp32"):
+        from host_tools import vendor
+
         out.append((os.path.join(boards, "esp32", "esp32_board.py"), "esp32_board.mpy", True))
+        try:  # the OLED driver, micropython-lib's; a frozen image has it from the manifest's require()
+            out.append((vendor.fetch(), "ssd1306.mpy", True))
+        except vendor.VendorError as e:
+            raise BundleError(str(e))
     for base, dirs, names in os.walk(os.path.join(lib, "cpos")):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         rel = os.path.relpath(base, lib).replace(os.sep, "/")

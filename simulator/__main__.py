@@ -1,6 +1,6 @@
 """`python -m simulator`: run terminals of the real firmware against a scenario.
 
-    python -m simulator run scenarios/lunch_rush.json [--json] [--site-dir DIR]
+    python -m simulator run scenarios/lunch_rush.json [--json] [--site-dir DIR] [--frames DIR]
     python -m simulator exposure [--terminals 4 --outage-min 120 --threshold-min 10 --allowance-kr 40 ...]
 
 Each terminal is a `micropython` process (unix port, WROOM heap cap) on the virtual
@@ -35,6 +35,9 @@ def main(argv=None):
                         "summary.txt, report.html (default ./%s; emptied first if an earlier run made it)"
                         % DEFAULT_SITE_DIR)
     r.add_argument("--keep", metavar="DIR", dest="site_dir", help=argparse.SUPPRESS)  # the old name
+    r.add_argument("--frames", metavar="DIR",
+                   help="save every display frame the terminals drew as a PNG in DIR, listed in DIR/frames.txt "
+                        "(what the student saw)")
     e = sub.add_parser("exposure", help="offline exposure: worst overdraft during an outage, with and "
                                         "without the offline policy (docs/offline.md)")
     for name, default, what in (
@@ -108,8 +111,23 @@ def _run(a, sc, site_dir):
         print("report: not written, %s" % e, file=out)
     else:
         print("report: %s" % path, file=out)
+    if a.frames:
+        _frames(run, os.path.abspath(a.frames), out)
     print(report.try_next(run, site_dir), file=out)
     return 1 if problems else 0
+
+
+def _frames(run, folder, out):
+    from simulator import frames
+
+    try:
+        paths = frames.write(run, folder)
+    except ImportError as e:  # Pillow: `pip install -e .[test]`
+        print("frames: not written, %s" % e, file=out)
+    except OSError as e:
+        print("frames: not written, %s" % e, file=out)
+    else:
+        print("frames: %d display frames in %s (index: frames.txt)" % (len(paths), folder), file=out)
 
 
 def _exposure(a):

@@ -1,4 +1,4 @@
-"""What every ESP32 board shares: partitions, clock, PN532 and POS links, watchdog, LEDs, buzzer, display.
+"""What every ESP32 board shares: partitions, clock, PN532 and POS links, watchdog, LEDs, buzzer, OLED.
 
 Owns the mapping from the firmware's board interface to `machine` and `esp32` on a
 real ESP32. Each `boards/esp32_*/board.py` passes its pin map to `Esp32Board`.
@@ -15,25 +15,72 @@ _EPOCH_SHIFT = 0 if time.gmtime(0)[0] == 1970 else 946684800
 
 
 class Outputs:
-    def __init__(self, pins, display=None):
+    """LEDs, buzzer (PWM: the pitch of each tone) and the screen: an OLED that
+    `cpos.display` draws on, or, on a board without one, the console."""
+
+    def __init__(self, pins, screen=None):
         self._green = machine.Pin(pins["led_green"], machine.Pin.OUT, value=0)
         self._red = machine.Pin(pins["led_red"], machine.Pin.OUT, value=0)
         self._buzzer = machine.PWM(machine.Pin(pins["buzzer"]), freq=pins.get("buzzer_hz", 2700), duty_u16=0)
-        self._display = display
+        self._screen = screen
 
     def led(self, colour):
         # 0 off, 1 green, 2 red, 3 amber (both)
         self._green.value(colour in (1, 3))
         self._red.value(colour in (2, 3))
 
-    def buzzer(self, on):
-        self._buzzer.duty_u16(32768 if on else 0)
-
-    def display(self, line1, line2):
-        if self._display is not None:
-            self._display(line1, line2)
+    def buzzer(self, hz):
+        if hz:
+            self._buzzer.freq(hz)
+            self._buzzer.duty_u16(32768)
         else:
-            print("DISPLAY |", line1, "|", line2)
+            self._buzzer.duty_u16(0)
+
+    def display(self, page):
+        if self._screen is None:
+            print("DISPLAY |", page.text())
+            return
+        from cpos import display
+
+        display.draw(self._screen, page)
+        self._screen.show()  # one I2C write of the 1 KB frame (docs/feedback.md: ~24 ms at 400 kHz)
+
+
+def _sh1106(ssd1306):
+    """micropython-lib's SSD1306 driver for an SH1106: the same commands, except that the
+    SH1106 has 132 columns (the panel's 128 start at column 2) and page addressing only,
+    so the frame goes out page by page. Only `show` differs."""
+
+    class SH1106_I2C(ssd1306.SSD1306_I2C):
+        def show(self):
+            w = self.width
+            frame = memoryview(self.buffer)
+            for page in range(self.pages):
+                self.write_cmd(0xB0 | page)  # page address
+                self.write_cmd(0x02)  # column address, low nibble: 2
+                self.write_cmd(0x10)  # column address, high nibble: 0
+                self.write_data(frame[page * w:(page + 1) * w])
+
+    return SH1106_I2C
+
+
+def oled(spec):
+    """The 128x64 I2C OLED the spec names (`chip` "ssd1306" or "sh1106", `i2c`, `scl`,
+    `sda`, `addr`, `freq`), driven by micropython-lib's `ssd1306`; None for none
+    (no spec, or `"none"`), or, with one line on the console, when none answers."""
+    if not spec or spec == "none":
+        return None
+    import ssd1306  # micropython-lib's, frozen by the board's manifest (require("ssd1306"))
+
+    addr = spec.get("addr", 0x3C)
+    i2c = machine.I2C(spec.get("i2c", 0), scl=machine.Pin(spec["scl"]), sda=machine.Pin(spec["sda"]),
+                      freq=spec.get("freq", 400000))
+    cls = _sh1106(ssd1306) if spec.get("chip") == "sh1106" else ssd1306.SSD1306_I2C
+    try:
+        return cls(128, 64, i2c, addr)
+    except OSError:
+        print("display: no OLED answers at I2C address 0x%02x: the display goes to the console" % addr)
+        return None
 
 
 class Esp32Board:
@@ -74,8 +121,13 @@ class Esp32Board:
 
     def outputs(self, spec):
         pins = dict(self.pins["feedback"])
+        wired = pins.get("display")
         pins.update(spec)
-        return Outputs(pins)
+        if isinstance(wired, dict) and isinstance(pins.get("display"), dict):  # e.g. {"chip": "sh1106"}
+            merged = dict(wired)
+            merged.update(pins["display"])
+            pins["display"] = merged
+        return Outputs(pins, oled(pins.get("display")))
 
     def watchdog(self, timeout_ms):
         return machine.WDT(timeout=timeout_ms)

@@ -8,3 +8,4 @@ package("cpos", base_path="../../lib")  # cpos and every subpackage under it (re
 module("esp32_board.py", base_path="../esp32")
 module("board.py")
 module("app.py", base_path="../../firmware")
+require("ssd1306")  # micropython-lib's OLED driver, from the MicroPython tree's lib/micropython-lib

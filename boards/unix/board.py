@@ -67,16 +67,30 @@ def pos_link(spec):
 
 
 class Outputs:
-    """LED, buzzer and display as events (the simulator shows or records them)."""
+    """LED, buzzer and display as events (the simulator shows or records them). The
+    display is a 128x64 MONO_VLSB framebuf, the SSD1306's own layout, drawn by
+    `cpos.display` as on an OLED board; each frame goes out whole (hex) in its event,
+    with the page's Danish and English line, for `python -m simulator run --frames`."""
+
+    def __init__(self):
+        import framebuf
+
+        self.frame = bytearray(1024)
+        self.fb = framebuf.FrameBuffer(self.frame, 128, 64, framebuf.MONO_VLSB)
 
     def led(self, colour):
         event("led", colour=colour)
 
-    def buzzer(self, on):
-        event("buzzer", on=on)
+    def buzzer(self, hz):
+        event("buzzer", on=bool(hz), hz=hz)
 
-    def display(self, line1, line2):
-        event("display", l1=line1, l2=line2)
+    def display(self, page):
+        from binascii import hexlify
+
+        from cpos import display
+
+        display.draw(self.fb, page)
+        event("display", l1=page.da, l2=page.en, frame=hexlify(self.frame).decode())
 
 
 def outputs(spec):

@@ -1,18 +1,31 @@
-"""What the student sees and hears for each decision: LED colour, buzzer rhythm, text.
+"""What the student sees and hears for each decision: LED colour, buzzer rhythm, screen.
 
-Owns the patterns (one per reason, all distinct) and `Feedback`, which plays them
-on a board's outputs without blocking the event loop. "No read" has no pattern: a
-tap the reader did not read makes no sound and no text, by design.
+Owns the sound of each outcome class (cpos.outcome) and `Feedback`, which plays a
+decision on a board's outputs without blocking the event loop. Four rhythms a student
+can tell apart by ear, without looking (docs/feedback.md):
 
-A board's outputs object provides: `led(colour)` with colour in LED_*,
-`buzzer(on)`, and `display(line1, line2)`.
+    approved            one short high beep                 120 ms
+    refused: money      two medium beeps, lower             200 on, 150 off, 200 on
+    refused: the card   one long low tone                   800 ms
+    terminal problem    six rapid pips                      6 x (50 on, 50 off)
 
-A new decision always takes over at once: the pattern still playing is cut short,
-so every student sees their own answer, never the previous customer's.
+They differ in the number of tones (1, 2, 1, 6) and, where that is equal, in length
+(120 vs 800 ms) and pitch, so an active buzzer (one pitch) still tells them apart. A
+tap with no payment open gets a 40 ms tick and the balance. "No read" has no pattern:
+a tap the reader did not read makes no sound and no text, by design.
+
+A board's outputs object provides `led(colour)` with colour in LED_*, `buzzer(hz)`
+(0: off; a board with an active buzzer ignores the pitch) and `display(page)` (a
+`cpos.screen.Page`: an OLED board draws it, a console board prints `page.text()`).
+
+Order: the POS has its answer before any of this runs (firmware/app.py shows the
+decision after the reply). The LED and the first tone start before the page is drawn,
+so the beep does not wait for a display flush. A new decision takes over at once: the
+pattern still playing is cut short, so every student sees their own answer.
 """
 import asyncio
 
-from cpos import money, reasons, texts
+from cpos import outcome, reasons, screen
 from cpos.compat import const
 
 LED_OFF = const(0)
@@ -20,22 +33,24 @@ LED_GREEN = const(1)
 LED_RED = const(2)
 LED_AMBER = const(3)
 
-# Buzzer rhythms as (on_ms, off_ms) pairs. Approval: one short beep. Each refusal
-# starts with a long low-pitched-sounding 400 ms tone, then its own count of short
-# beeps, so staff can tell reasons apart by ear: reason code n -> n short beeps.
-_APPROVED_BEEP = ((120, 0),)
-_BALANCE_BEEP = ((40, 0),)
-_LONG = 400
-_SHORT = 80
-_GAP = 90
-_LED_HOLD_MS = const(1500)
+HIGH = const(2700)  # Hz: the usual piezo's loudest
+MID = const(1800)
+LOW = const(1000)
+
+# (hz, on_ms, off_ms) per tone, indexed by outcome class.
+RHYTHMS = (
+    ((HIGH, 120, 0),),  # approved
+    ((MID, 200, 150), (MID, 200, 0)),  # refused: money or limits
+    ((LOW, 800, 0),),  # refused: the card itself
+    ((HIGH, 50, 50),) * 5 + ((HIGH, 50, 0),),  # terminal problem
+)
+TICK = ((HIGH, 40, 0),)  # a balance shown
+LED_HOLD_MS = const(1500)  # the LED stays on this long after the last tone
 
 
-def beeps(code):
-    """Buzzer rhythm for a reason code."""
-    if code == reasons.APPROVED:
-        return _APPROVED_BEEP
-    return ((_LONG, 150),) + ((_SHORT, _GAP),) * code
+def rhythm(code):
+    """The buzzer rhythm of a reason code: its outcome class's."""
+    return RHYTHMS[outcome.of(code)]
 
 
 def led(code):
@@ -43,16 +58,8 @@ def led(code):
     return LED_GREEN if code == reasons.APPROVED else LED_RED
 
 
-def lines(code, amount, balance):
-    """Two display lines: the Danish text and the English text with the amount or balance."""
-    if code == reasons.APPROVED:
-        return ("%s %s" % (texts.danish(code), money.format_kr(amount)),
-                "%s - %s %s" % (texts.english(code), texts.BALANCE_EN.lower(), money.format_kr(balance)))
-    return (texts.danish(code), texts.english(code))
-
-
 class Feedback:
-    """Plays patterns on a board's outputs; `await show(...)` returns when the pattern ends."""
+    """Plays patterns on a board's outputs; `await decision(...)` returns when the pattern ends."""
 
     def __init__(self, outputs, sleep_ms):
         self.outputs = outputs
@@ -70,38 +77,45 @@ class Feedback:
             self.cut_short += 1
         self._task = asyncio.create_task(coro)
 
-    async def _play(self, colour, rhythm, line1, line2):
+    async def _play(self, colour, tones, page, then=None):
         self._gen += 1
         gen = self._gen
         out = self.outputs
-        out.display(line1, line2)
-        out.led(colour)
         finished = False
         try:
-            for on_ms, off_ms in rhythm:
-                out.buzzer(True)
+            out.led(colour)
+            first = True
+            for hz, on_ms, off_ms in tones:
+                out.buzzer(hz)
+                if first:  # the beep first, then the page (its flush takes a while on I2C)
+                    out.display(page)
+                    first = False
                 await self._sleep_ms(on_ms)
-                out.buzzer(False)
+                out.buzzer(0)
                 if off_ms:
                     await self._sleep_ms(off_ms)
-            await self._sleep_ms(_LED_HOLD_MS)
+            await self._sleep_ms(LED_HOLD_MS)
             out.led(LED_OFF)
+            if then is not None:
+                out.display(then)
+                await self._sleep_ms(LED_HOLD_MS)
             self.shown += 1
             finished = True
         finally:
             if not finished and gen == self._gen:  # stopped, and no newer pattern owns the buzzer
-                out.buzzer(False)
+                out.buzzer(0)
 
-    async def decision(self, code, amount, balance):
-        l1, l2 = lines(code, amount, balance)
-        await self._play(led(code), beeps(code), l1, l2)
+    async def decision(self, code, amount, balance, topup=False, offline=False):
+        """A decision on a payment. `topup`: it started the automatic top-up (a second
+        page says so); `offline`: a refusal because the card reached what it may spend
+        here while the terminal is offline (docs/offline.md)."""
+        page = screen.offline() if offline and code != reasons.APPROVED else screen.decision(code, amount, balance)
+        await self._play(led(code), rhythm(code), page, screen.topup() if topup else None)
 
     async def balance(self, balance):
         """A tap with no open payment: show the balance."""
-        await self._play(LED_AMBER, _BALANCE_BEEP,
-                         "%s %s" % (texts.BALANCE_DA, money.format_kr(balance)),
-                         "%s %s" % (texts.BALANCE_EN, money.format_kr(balance)))
+        await self._play(LED_AMBER, TICK, screen.balance(balance))
 
     async def unknown_for_balance(self, code):
         """A tap with no open payment whose card cannot show a balance (unknown, replaced...)."""
-        await self._play(LED_RED, beeps(code), texts.danish(code), texts.english(code))
+        await self._play(LED_RED, rhythm(code), screen.refused(code))

@@ -1,8 +1,10 @@
-"""Display texts for every decision, in Danish with English beneath.
+"""Display texts for every decision and state, in Danish with English beneath.
 
-Index = reason code (see `cpos.reasons`). Lines stay short enough for a 2x20
-character display after the amount line; the Danish words are the card system's own
-(spærret, maks forbrug, saldo).
+Index = reason code (see `cpos.reasons`): adding a reason's text is adding one line to
+`_TEXTS`, in code order (tests/device/test_screen.py fails while a reason has none, and
+fails when a text does not fit the 128x64 display). The Danish words are the card
+system's own (spærret, maks forbrug, saldo, optankning). A text is word-wrapped by
+`cpos.screen` to lines of 16 characters; Danish and English together get six lines.
 """
 # (Danish, English) per reason code, in code order.
 _TEXTS = (
@@ -22,6 +24,18 @@ _TEXTS = (
 
 BALANCE_DA = "Saldo"
 BALANCE_EN = "Balance"
+PRICE_DA = "Pris"
+PRICE_EN = "Price"
+# Headlines of the display's top band, one per kind of page (cpos.screen).
+REFUSED = "Afvist / Refused"
+TERMINAL_PROBLEM = "Fejl / Error"
+TOPUP = "Optankning"
+OFFLINE = "Offline"
+# What the top-up and offline pages say beneath their headline.
+TOPUP_DA = "Automatisk optankning er startet"
+TOPUP_EN = "Automatic top-up started"
+OFFLINE_DA = "Maks uden forbindelse er nået"
+OFFLINE_EN = "Limit while offline reached"
 
 
 def danish(code):
@@ -32,3 +46,8 @@ def danish(code):
 def english(code):
     """English display text for a reason code."""
     return _TEXTS[code][1] if 0 <= code < len(_TEXTS) else "Error %d" % code
+
+
+def count():
+    """How many reason codes have a text (tests compare it with `cpos.reasons.NAMES`)."""
+    return len(_TEXTS)

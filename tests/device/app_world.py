@@ -52,8 +52,8 @@ class Outputs:
     def buzzer(self, on):
         self.events.append(("buzz", on))
 
-    def display(self, a, b):
-        self.events.append(("display", a))
+    def display(self, page):
+        self.events.append(("display", page.da))
 
 
 class Board:
