@@ -210,6 +210,7 @@ class _BusLink(_Link):
                     reader.feed(mv, start, nread)
                     ev = reader.next(True)
                     if ev:
+                        await clock.sleep_ms(0)  # yield between reads: a babbling chip holds no one up
                         return ev
             if clock.ticks_diff(clock.ticks_ms(), t0) >= timeout_ms:
                 return F.NONE
