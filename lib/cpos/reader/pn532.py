@@ -144,6 +144,9 @@ class PN532:
                 if reader.tfi == F.TFI_CHIP and len(data) >= 1 and data[0] == cmd + 1:
                     return data[1:]
                 self.stray_frames += 1  # not an answer to this command
+            elif ev == F.BAD_FRAME and not self._ours(reader, cmd):
+                pass  # noise that passed the length check: a NACK would fetch the chip's
+                # last response, which may be an earlier command's (a stale answer)
             elif ev == F.BAD_FRAME and nack_left:
                 nack_left -= 1
                 self.nacks_sent += 1
@@ -154,6 +157,11 @@ class PN532:
                 await self.abort()
                 raise F.FrameError("corrupt response to 0x%02x" % cmd)
             # ACK, NACK, NONE: keep waiting until the limit
+
+    @staticmethod
+    def _ours(reader, cmd):
+        """The last BAD_FRAME claims to be the chip's answer to `cmd`."""
+        return reader.tfi == F.TFI_CHIP and reader.length >= 2 and reader.buf[reader.start + 1] == cmd + 1
 
     # -- commands ------------------------------------------------------------------
     async def get_firmware_version(self):
