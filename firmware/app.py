@@ -33,7 +33,9 @@ _HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
 _WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
-_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment (compact, erase ahead)
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment to compact
+_PREPARE_AFTER_MS = const(300)  # ...this long: the journal's next sector may be erased (one erase, ~45 ms on an ESP32)
+_READER_WAIT_MS = const(250)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
@@ -196,6 +198,7 @@ class App:
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
+                    erases=getattr(self.journal.dev, "erases", -1),
                     tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
 
     def last_line(self):
@@ -217,15 +220,21 @@ class App:
 
     # -- tasks -------------------------------------------------------------------
     async def reader_task(self):
+        """Taps in, one step at a time. While no card is seen a step is a pending poll the
+        chip answers as soon as a card comes (`pn532.wait_ms`, default 250; 0: plain polls
+        every 30 ms). Between taps, once nothing happened for a moment, the journal's next
+        sector is erased (prepare_journal_if_idle), so no purchase waits for an erase."""
         link = self.board.pn532_link(self.cfg.pn532)
-        self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms)
-        poll_ms = reader.poll_ms
+        self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms,
+                                          wait_ms=self.cfg.pn532.get("wait_ms", _READER_WAIT_MS))
         while True:
             result = await reader.step()
             self._beat_reader = ticks_ms()
             if result == TAP:
                 await self.on_tap(memoryview(reader.uid)[:reader.uid_len], self._beat_reader)
-            await sleep_ms(poll_ms)
+            elif self.prepare_journal_if_idle():
+                self.report("journal_prepared", erases=getattr(self.journal.dev, "erases", -1))
+            await sleep_ms(reader.pause_ms)
 
     async def feedback_task(self):
         """Shows each decision as it comes; a new one cuts the previous pattern short."""
@@ -329,14 +338,16 @@ class App:
         return ok
 
     def prepare_journal_if_idle(self):
-        """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
-        the purchase that opens it does not wait for the erase, which stalls an ESP32 for
-        tens of ms (docs/formats.md). Returns True when it erased."""
-        return self._quiet() and self.journal.prepare()
+        """Erase the journal's next sector (Journal.prepare) once no request is open and no
+        card came for _PREPARE_AFTER_MS: between two customers, so the purchase that opens
+        the sector does not wait for the erase, which stalls an ESP32 for tens of ms
+        (docs/formats.md). Once per sector: it returns at once when the next sector is
+        ready. Returns True when it erased."""
+        return self._quiet(_PREPARE_AFTER_MS) and self.journal.prepare()
 
-    def _quiet(self):
-        """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
-        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
+    def _quiet(self, ms=_IDLE_COMPACT_MS):
+        """No open request and no card for `ms`: slow flash work delays no tap."""
+        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= ms
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for
