@@ -35,7 +35,8 @@ _WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction a
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
 _IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment to compact
 _PREPARE_AFTER_MS = const(300)  # ...this long: the journal's next sector may be erased (one erase, ~45 ms on an ESP32)
-_READER_WAIT_MS = const(250)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
+_PREPARE_CHECK_MS = const(100)  # how often the journal task looks for such a moment
+_READER_WAIT_MS = const(1000)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
@@ -221,9 +222,8 @@ class App:
     # -- tasks -------------------------------------------------------------------
     async def reader_task(self):
         """Taps in, one step at a time. While no card is seen a step is a pending poll the
-        chip answers as soon as a card comes (`pn532.wait_ms`, default 250; 0: plain polls
-        every 30 ms). Between taps, once nothing happened for a moment, the journal's next
-        sector is erased (prepare_journal_if_idle), so no purchase waits for an erase."""
+        chip answers as soon as a card comes (`pn532.wait_ms`, default 1000; 0: plain polls
+        every 30 ms)."""
         link = self.board.pn532_link(self.cfg.pn532)
         self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms,
                                           wait_ms=self.cfg.pn532.get("wait_ms", _READER_WAIT_MS))
@@ -232,9 +232,15 @@ class App:
             self._beat_reader = ticks_ms()
             if result == TAP:
                 await self.on_tap(memoryview(reader.uid)[:reader.uid_len], self._beat_reader)
-            elif self.prepare_journal_if_idle():
-                self.report("journal_prepared", erases=getattr(self.journal.dev, "erases", -1))
             await sleep_ms(reader.pause_ms)
+
+    async def journal_task(self):
+        """Erase the journal's next sector between two customers (prepare_journal_if_idle),
+        looking every _PREPARE_CHECK_MS: a look costs nothing once the sector is ready."""
+        while True:
+            await sleep_ms(_PREPARE_CHECK_MS)
+            if self.prepare_journal_if_idle():
+                self.report("journal_prepared", erases=getattr(self.journal.dev, "erases", -1))
 
     async def feedback_task(self):
         """Shows each decision as it comes; a new one cuts the previous pattern short."""
@@ -264,7 +270,6 @@ class App:
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
             self.compact_if_idle()
-            self.prepare_journal_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -379,7 +384,7 @@ class App:
         self._stop = asyncio.Event()
         tasks = [asyncio.create_task(self._guard(n, c)) for n, c in (
             ("reader", self.reader_task()), ("feedback", self.feedback_task()),
-            ("pos", self.pos_task()), ("health", self.health_task()),
+            ("pos", self.pos_task()), ("health", self.health_task()), ("journal", self.journal_task()),
             ("watchdog", self.watchdog_task()))]
         for n, c in self.extra_tasks():
             tasks.append(asyncio.create_task(self._guard(n, c)))
