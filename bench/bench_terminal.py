@@ -90,6 +90,36 @@ async def go(wait_ms):
         await r.stop()
 
 
+POS_REPLY_BYTES = 40  # "APPROVED <ref> <seq> <amount> <balance>\n" on a 115200 serial line
+
+
+def esp32_estimate(rows, chip_p50, chip_p99):
+    """Card to decision on an ESP32 over UART 115200 with the pending poll, from parts: the
+    chip and wire time (emulated: the same on an ESP32), the firmware's CPU time measured
+    on the unix port x 20, flash at W25Q-class datasheet figures, the POS reply on a
+    115200 serial line."""
+    cpu = 20
+    look = rows["lookup (card table, 1 block read)"]
+    rules = rows["rules"]
+    uart_ms = POS_REPLY_BYTES * UART_BYTE_US / 1000
+    # driver CPU for one detecting answer: ~44 us on the unix port (bench_pn532.py) x 20
+    drv = 0.044 * cpu
+    # journal append CPU on the NOR model without file I/O: 13 us p50, 20 us p99 (bench_journal.py)
+    p50 = chip_p50 + 1 + drv + (percentile(look, 50) + percentile(rules, 50) + 0.013) * cpu + 0.7 + uart_ms
+    p99 = chip_p99 + 1 + drv + (percentile(look, 99) + percentile(rules, 99) + 0.020) * cpu + 3 + uart_ms
+    lines = ["ESP32 estimate, card to decision over UART 115200 with the pending poll: p50 %.1f ms, "
+             "p99 %.1f ms. Assumptions: chip and wire time as emulated (p50 %.1f, p99 %.1f ms: the "
+             "chip's own timing, not the host's); +1 ms for the UART poll (the link looks every ms); "
+             "the firmware's lookup and rules time measured above on the unix port x 20 (the lookup "
+             "there includes a file read of the unix board: overstated); the journal append's CPU "
+             "on the flash model, 13 us p50 / 20 us p99 (bench_journal.py) x 20, and one 256 B page "
+             "program 0.7 ms typical, 3 ms worst (p99); driver CPU "
+             "~44 us x 20; the POS reply, %d bytes at 115200, %.1f ms. No sector erase: the journal "
+             "erases its next sector between customers (a 45 ms typical / 400 ms worst stall "
+             "otherwise, once per 63 purchases)." % (p50, p99, chip_p50, chip_p99, POS_REPLY_BYTES, uart_ms)]
+    return "\n".join(lines)
+
+
 def breakdown(r, events):
     decisions = {e["ref"]: e for e in events if e.get("ev") == "decision"}
     displays = [e for e in events if e.get("ev") == "display"]
@@ -142,13 +172,17 @@ def main():
           "its virtual clock (chip timing from docs/pn532.md; no machine load in these figures): "
           "time from the card entering the field to the reader reporting the tap.\n")
     out = []
+    chip = {}
     for iface, link in (("uart", "UART 115200"), ("i2c", "I2C 400 kHz"), ("spi", "SPI 1 MHz")):
         for name, wait_ms in MODES:
             v = detection_in_emulated_time(iface, wait_ms)
+            chip[(iface, wait_ms)] = v
             out.append((link, name.split(" (")[0], "%.1f" % percentile(v, 50), "%.1f" % percentile(v, 99),
                         "%.1f" % max(v)))
     print(table(("link", "reader", "p50 ms", "p99 ms", "max ms"), out))
     print()
+    v = chip[("uart", MODES[0][1])]
+    chip_p50, chip_p99 = percentile(v, 50), percentile(v, 99)
     runs = []
     for name, wait_ms in MODES:
         r, events, heap_kb = asyncio.run(go(wait_ms))
@@ -178,6 +212,8 @@ def main():
                    "%.2f" % wire_ms, "%.2f" % wire_ms))
     print("Breakdown with the pending poll:\n")
     print(table(("part", "p50 ms", "p99 ms"), out))
+    print()
+    print(esp32_estimate(rows, chip_p50, chip_p99))
     print("\nWith the pending poll the rest of the total is the chip's activation attempt and "
           "selection (a few ms), the answer's 19 bytes on the wire (1.6 ms), the emulator's TCP "
           "carrier and the POS reply over TCP; with plain polling, add the wait for the next poll "
