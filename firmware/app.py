@@ -6,7 +6,7 @@ journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
 requests over the line protocol, served by `cpos.pos.server` over the board's POS link;
 the app answers `LAST`: the newest journaled decision, for a till that lost a reply),
 feedback (LED, buzzer, display), health (figures
-for logs and the uplink), watchdog (fed only while every task is alive), and, when
+for logs and the uplink), journal (erases the next sector between customers), watchdog (fed only while every task is alive), and, when
 configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
 stops every task and returns to main.py, which restarts it (journal recovery again:
 nothing recorded is lost, nothing is recorded twice).
