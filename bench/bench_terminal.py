@@ -224,7 +224,7 @@ def main():
     print("## Firmware heap\n")
     print(table(("figure", "value"), [
         ("heap given to the process", "%d KB (192 KB WROOM data cap + %d KB of code)" % (heap_kb, code_kb)),
-        ("tasks running", "reader, POS, feedback, health, watchdog, mqtt, uplink, sync"),
+        ("tasks running", "reader, POS, feedback, health, journal, watchdog, mqtt, uplink, sync"),
         ("least free heap after a collection, while taking taps and uploading", "%.1f KB" % (min(free) / 1024)),
         ("data heap in use at that moment (unix port, 64-bit)", "%.1f KB" % used_kb),
         ("headroom under the 192 KB data cap", "%.1f KB (%.0f%%)" % (HEAP_CAP_KB - used_kb,
