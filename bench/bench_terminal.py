@@ -26,6 +26,8 @@ from simulator.terminal import HEAP_CAP_KB  # noqa: E402
 
 TAPS = int(os.environ.get("CPOS_BENCH_TAPS", "120"))
 MODES = (("pending poll (wait_ms 1000, the default)", 1000), ("plain polling every 30 ms (wait_ms 0, the fallback)", 0))
+if os.environ.get("CPOS_BENCH_MODES") == "wait":  # a long run of the default alone (e.g. 5,000 taps)
+    MODES = MODES[:1]
 UART_BYTE_US = 10e6 / 115200
 # One detecting poll: InListPassiveTarget command + ACK + answer with a 4-byte UID,
 # then InRelease and RF field off, each with ACK and answer (docs/pn532.md).
