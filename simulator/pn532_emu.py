@@ -54,6 +54,7 @@ T_SELECT = {4: 3000, 7: 4500, 10: 6000}
 T_ATS = 2000
 T_SLOW = 120000
 T_BOOT = 2000
+T_FORGET = 10_000_000  # superseded schedule entries this much older than the time asked about are dropped
 T_HSU_WAKE = 1000  # after the 0x55 byte, the HSU needs this long before it takes bytes (assumed: see docs/pn532.md)
 
 IDLE, ACTIVE, HALT = "idle", "active", "halt"
@@ -229,10 +230,19 @@ class PN532Emu:
     def card_at(self, t):
         """(seq, card) of the presentation in the field at time t, or None."""
         cur = None
-        for ev in self._events:
+        last = -1
+        for i, ev in enumerate(self._events):
             if ev[0] > t:
                 break
             cur = None if ev[2] is None else (ev[1], ev[2])
+            last = i
+        if last > 32:
+            # a long run: entries superseded long ago are never asked about again (the RF
+            # looks at now or a moment before), and scanning them would cost each attempt
+            k, cut = 0, t - T_FORGET
+            while k < last and self._events[k][0] < cut:
+                k += 1
+            del self._events[:k]
         return cur
 
     def _card_for_rf(self, t):
