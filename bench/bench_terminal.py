@@ -59,19 +59,14 @@ def _set_wait(r, wait_ms):
 
 
 def erasing_appends(events):
-    """(appends, appends that erased a sector): the journal device's erase count, reported
-    with every decision and every idle erase, rose across the decision's append."""
-    prev, appends, erased = 0, 0, 0
+    """(appends, appends that erased a sector): each decision reports the erases of the
+    journal device during its own append (an ack record may open a sector too, in the
+    uplink task: not counted here)."""
+    appends = erased = 0
     for e in events:
-        if e.get("ev") == "boot":
-            prev = 0
-        elif e.get("ev") == "journal_prepared":
-            prev = e["erases"]
-        elif e.get("ev") == "decision":
-            if e.get("seq"):
-                appends += 1
-                erased += e["erases"] > prev
-            prev = e["erases"]
+        if e.get("ev") == "decision" and e.get("seq"):
+            appends += 1
+            erased += e.get("erased", 0) > 0
     return appends, erased
 
 

@@ -188,8 +188,10 @@ class App:
         writer = req.writer
         ref, amount, item = req.ref, req.amount, req.item
         req.close()
+        erases = getattr(self.journal.dev, "erases", 0)  # a count on the unix board, for the simulator
         code, topup, seq, balance_after, timings = self.decide(uid, amount, item, now)
         decided_ms = ticks_ms()
+        erases = getattr(self.journal.dev, "erases", 0) - erases  # sector erases inside this append
         self._show(("decision", code, amount, balance_after))
         if code == reasons.APPROVED:
             line = posproto.approved(ref, seq, amount, balance_after)
@@ -199,7 +201,7 @@ class App:
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
-                    erases=getattr(self.journal.dev, "erases", -1),
+                    erased=erases,
                     tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
 
     def last_line(self):
