@@ -6,7 +6,8 @@ journal. Then tasks: reader (PN532 polls -> taps), POS (till or vending machine
 requests over the line protocol, served by `cpos.pos.server` over the board's POS link;
 the app answers `LAST`: the newest journaled decision, for a till that lost a reply),
 feedback (LED, buzzer, display: drawn after the POS has its reply), health (figures
-for logs and the uplink), watchdog (fed only while every task is alive), and, when
+for logs and the uplink), journal (erases the next sector between customers), watchdog
+(fed only while every task is alive), and, when
 configured, MQTT uplink and card-table sync. If any task raises, the app logs it,
 stops every task and returns to main.py, which restarts it (journal recovery again:
 nothing recorded is lost, nothing is recorded twice).
@@ -33,7 +34,10 @@ _HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
 _WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
-_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment (compact, erase ahead)
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment to compact
+_PREPARE_AFTER_MS = const(300)  # ...this long: the journal's next sector may be erased (one erase, ~45 ms on an ESP32)
+_PREPARE_CHECK_MS = const(100)  # how often the journal task looks for such a moment
+_READER_WAIT_MS = const(1000)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 
@@ -188,8 +192,10 @@ class App:
         writer = req.writer
         ref, amount, item = req.ref, req.amount, req.item
         req.close()
+        erases = getattr(self.journal.dev, "erases", 0)  # a count on the unix board, for the simulator
         code, topup, seq, balance_after, timings = self.decide(uid, amount, item, now)
         decided_ms = ticks_ms()
+        erases = getattr(self.journal.dev, "erases", 0) - erases  # sector erases inside this append
         if code == reasons.APPROVED:
             line = posproto.approved(ref, seq, amount, balance_after)
         else:
@@ -199,6 +205,7 @@ class App:
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
+                    erased=erases,
                     tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
 
     def last_line(self):
@@ -220,15 +227,26 @@ class App:
 
     # -- tasks -------------------------------------------------------------------
     async def reader_task(self):
+        """Taps in, one step at a time. While no card is seen a step is a pending poll the
+        chip answers as soon as a card comes (`pn532.wait_ms`, default 1000; 0: plain polls
+        every 30 ms)."""
         link = self.board.pn532_link(self.cfg.pn532)
-        self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms)
-        poll_ms = reader.poll_ms
+        self.reader = reader = CardReader(PN532(link), removal_ms=self.cfg.removal_window_ms,
+                                          wait_ms=self.cfg.pn532.get("wait_ms", _READER_WAIT_MS))
         while True:
             result = await reader.step()
             self._beat_reader = ticks_ms()
             if result == TAP:
                 await self.on_tap(memoryview(reader.uid)[:reader.uid_len], self._beat_reader)
-            await sleep_ms(poll_ms)
+            await sleep_ms(reader.pause_ms)
+
+    async def journal_task(self):
+        """Erase the journal's next sector between two customers (prepare_journal_if_idle),
+        looking every _PREPARE_CHECK_MS: a look costs nothing once the sector is ready."""
+        while True:
+            await sleep_ms(_PREPARE_CHECK_MS)
+            if self.prepare_journal_if_idle():
+                self.report("journal_prepared", erases=getattr(self.journal.dev, "erases", -1))
 
     async def feedback_task(self):
         """Shows each decision as it comes; a new one cuts the previous pattern short."""
@@ -258,7 +276,6 @@ class App:
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
             self.compact_if_idle()
-            self.prepare_journal_if_idle()
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -335,14 +352,16 @@ class App:
         return ok
 
     def prepare_journal_if_idle(self):
-        """Erase the journal's next sector at the same quiet moments (Journal.prepare), so
-        the purchase that opens it does not wait for the erase, which stalls an ESP32 for
-        tens of ms (docs/formats.md). Returns True when it erased."""
-        return self._quiet() and self.journal.prepare()
+        """Erase the journal's next sector (Journal.prepare) once no request is open and no
+        card came for _PREPARE_AFTER_MS: between two customers, so the purchase that opens
+        the sector does not wait for the erase, which stalls an ESP32 for tens of ms
+        (docs/formats.md). Once per sector: it returns at once when the next sector is
+        ready. Returns True when it erased."""
+        return self._quiet(_PREPARE_AFTER_MS) and self.journal.prepare()
 
-    def _quiet(self):
-        """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
-        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
+    def _quiet(self, ms=_IDLE_COMPACT_MS):
+        """No open request and no card for `ms`: slow flash work delays no tap."""
+        return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= ms
 
     def _compacting(self):
         """Called per page while the card table compacts, which holds the event loop for
@@ -374,7 +393,7 @@ class App:
         self._stop = asyncio.Event()
         tasks = [asyncio.create_task(self._guard(n, c)) for n, c in (
             ("reader", self.reader_task()), ("feedback", self.feedback_task()),
-            ("pos", self.pos_task()), ("health", self.health_task()),
+            ("pos", self.pos_task()), ("health", self.health_task()), ("journal", self.journal_task()),
             ("watchdog", self.watchdog_task()))]
         for n, c in self.extra_tasks():
             tasks.append(asyncio.create_task(self._guard(n, c)))

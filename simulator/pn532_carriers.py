@@ -169,6 +169,7 @@ class EmuSPI(_BusLock):
         _BusLock.__init__(self)
         self.emu = emu
         self._selected = False
+        self._lost = False
         self._op = None
         self._wdata = bytearray()
         self._frame = None
@@ -179,16 +180,16 @@ class EmuSPI(_BusLock):
     def select(self, low):
         if low and not self._selected:
             self._selected = True
+            self._lost = self.emu.wake_by_select()
             self._op = None
             self._wdata = bytearray()
-            self._frame = None
-            self._rpos = 0
         elif not low and self._selected:
             self._selected = False
-            if self._op == 0x01 and self._wdata:
+            if self._op == 0x01 and self._wdata and not self._lost:
+                self._frame = None  # a new command: what was left of the last frame is gone
                 self.emu.host_write(bytes(self._wdata))
-            if self._op == 0x03 and self._frame is not None and self._rpos > 0:
-                pass  # the frame was consumed when the read began
+            if self._op == 0x03 and self._frame is not None and self._rpos >= len(self._frame):
+                self._frame = None  # read out in full
             self._op = None
 
     def _byte(self, wire_out):
@@ -198,12 +199,18 @@ class EmuSPI(_BusLock):
             return 0xFF if not self._selected else 0x00
         self.emu.clock.sleep_us(self.emu.byte_us)
         v = REV[wire_out]
+        if self._lost:
+            return 0x00
         if self._op is None:
             self._op = v
-            if v == 0x03:
+            if v == 0x03 and self._frame is None:
+                # a data read takes the waiting frame; a read that stopped early is
+                # continued by the next one (a host may read a frame in parts)
                 self._frame = self.emu.take_frame()
                 self._rpos = 0
             return 0x00
+        if self._op == 0x02 and self._frame is not None:
+            return REV[1]  # the rest of a frame read in part is still waiting
         if self._op == 0x02:
             return REV[1 if self.emu.frame_ready() else 0]
         if self._op == 0x01:

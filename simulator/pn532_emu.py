@@ -54,6 +54,8 @@ T_SELECT = {4: 3000, 7: 4500, 10: 6000}
 T_ATS = 2000
 T_SLOW = 120000
 T_BOOT = 2000
+T_FORGET = 10_000_000  # superseded schedule entries this much older than the time asked about are dropped
+T_HSU_WAKE = 1000  # after the 0x55 byte, the HSU needs this long before it takes bytes (assumed: see docs/pn532.md)
 
 IDLE, ACTIVE, HALT = "idle", "active", "halt"
 
@@ -108,8 +110,9 @@ class Card:
     """An ISO 14443-A card: UID, SENS_RES (ATQA), SEL_RES (SAK), optional ATS and an
     optional `exchange(data) -> bytes` for InDataExchange."""
 
-    def __init__(self, uid, sens_res=None, sel_res=None, ats=b"", exchange=None):
+    def __init__(self, uid, sens_res=None, sel_res=None, ats=b"", exchange=None, keys=None):
         uid = bytes(uid)
+        self.keys = keys  # MIFARE Classic: {sector: (key A, key B)}; auth with another key fails
         if len(uid) not in (4, 7, 10):
             raise ValueError("UID must be 4, 7 or 10 bytes")
         self.uid = uid
@@ -184,7 +187,11 @@ class PN532Emu:
         self._out = []
         self._in = bytearray()
         self._tx_free = 0
-        self.asleep = self.interface == "uart"
+        self._rx_free = 0  # host bytes on the UART line: the next arrives after the previous
+        self._awake_at = 0  # HSU: bytes before this time are lost (the chip is waking up)
+        self._sleep_after = None  # PowerDown answered: sleep once it has been read out
+        self.asleep = True  # LowVbat start mode: asleep until woken, RF off until SAMConfiguration
+        self.power_downs = 0
 
     def now(self):
         return self.clock.now_us()
@@ -223,10 +230,19 @@ class PN532Emu:
     def card_at(self, t):
         """(seq, card) of the presentation in the field at time t, or None."""
         cur = None
-        for ev in self._events:
+        last = -1
+        for i, ev in enumerate(self._events):
             if ev[0] > t:
                 break
             cur = None if ev[2] is None else (ev[1], ev[2])
+            last = i
+        if last > 32:
+            # a long run: entries superseded long ago are never asked about again (the RF
+            # looks at now or a moment before), and scanning them would cost each attempt
+            k, cut = 0, t - T_FORGET
+            while k < last and self._events[k][0] < cut:
+                k += 1
+            del self._events[:k]
         return cur
 
     def _card_for_rf(self, t):
@@ -284,6 +300,16 @@ class PN532Emu:
                 self.in_reset = False
                 self.reset()
 
+    def wake_by_select(self):
+        """SPI: NSS going low wakes a sleeping chip; that transaction's bytes are lost.
+        Returns True if it was asleep."""
+        with self.lock:
+            self._advance()
+            if self.asleep:
+                self.asleep = False
+                return True
+            return False
+
     def _dead(self):
         return self.in_reset or self.mute_until_reset or self.now() < self._boot_until
 
@@ -310,6 +336,14 @@ class PN532Emu:
 
     def _advance(self):
         now = self.now()
+        # HSU: once its answer is on the wire; I2C/SPI: once the host has read it out
+        if self._sleep_after is not None and now >= self._sleep_after and (self.interface == "uart" or not self._out):
+            self._sleep_after = None
+            self.asleep = True
+            self.field_on = False
+            self._presentation = None
+            self.target = None
+            self.power_downs += 1
         p = self._pending
         if p is None:
             return
@@ -356,16 +390,28 @@ class PN532Emu:
             if self._dead():
                 return
             data = bytes(data)
+            if self.interface != "uart":
+                self.asleep = False  # I2C: its address wakes it (SPI: see wake_by_select)
+                self._in += data
+                self._parse_host(self.now())
+                return
+            # HSU: bytes follow each other on the line; asleep, only 0x55 wakes the chip,
+            # and what arrives in the next T_HSU_WAKE is lost
+            t0 = max(self.now(), self._rx_free)
+            self._rx_free = t0 + len(data) * self.byte_us
             if self.asleep:
                 k = data.find(b"\x55")
                 if k < 0:
                     return
                 self.asleep = False
-                data = data[k + 1:]
+                self._awake_at = t0 + (k + 1) * self.byte_us + T_HSU_WAKE
+            if t0 < self._awake_at:
+                lost = int((self._awake_at - t0) / self.byte_us + 0.999)
+                data = data[lost:]
             self._in += data
             if len(self._in) > 1024:
                 del self._in[:-300]
-            self._parse_host(self.now() + len(data) * (self.byte_us if self.interface == "uart" else 0))
+            self._parse_host(self._rx_free)
 
     def _parse_host(self, t_end):
         buf = self._in
@@ -435,6 +481,8 @@ class PN532Emu:
             r = b"\xd5\x15"
         elif cmd == 0x32 and len(params) >= 1:
             r = self._rf_configuration(params[0], params[1:])
+        elif self.sam_mode is None and cmd in (0x40, 0x4A, 0x52):
+            r = None  # LowVbat start mode: RF is off until SAMConfiguration (AN10609 "Low battery")
         elif cmd == 0x4A and len(params) >= 2 and 1 <= params[0] <= 2 and params[1] == 0:
             t0 = t_ack
             if not self.field_on:
@@ -454,6 +502,14 @@ class PN532Emu:
             elif params[0] not in (0, 1):
                 status = 0x27
             r = bytes((0xD5, 0x53, status))
+        elif cmd == 0x16 and 1 <= len(params) <= 2:
+            # PowerDown (WakeUpEnable, [GenerateIRQ]): answer status 0, then sleep until a
+            # wake-up source it allows (HSU 0x55, I2C address, SPI chip select) acts
+            self._pending = {"cmd": cmd, "ready": t_ans, "frame": chip_frame(b"\xd5\x17\x00")}
+            self._sleep_after = t_ans + len(chip_frame(b"\xd5\x17\x00")) * self.byte_us
+            self._wake_enable = params[0]
+            self._advance()
+            return
         elif cmd == 0x40 and len(params) >= 1:
             r = self._data_exchange(params[0], params[1:], t_ack)
             t_ans = t_ack + T_SIMPLE + 100 * len(params)
@@ -486,6 +542,16 @@ class PN532Emu:
             status, answer = 0x27, b""
         elif card is not self.target or self._card_state != ACTIVE:
             status, answer = 0x01, b""  # the card left: it does not answer
+        elif card.keys is not None and len(data) >= 8 and data[0] in (0x60, 0x61):
+            # MIFARE Classic authentication (key type, block, 6-byte key, UID): a wrong key
+            # is error 0x14 (UM0701-02 table 16), and the card drops out of the session
+            keys = card.keys.get(data[1] // 4)
+            if keys is not None and bytes(data[2:8]) == keys[data[0] - 0x60]:
+                status, answer = 0x00, b""
+            else:
+                status, answer = 0x14, b""
+                self._card_state = IDLE
+                self.target = None
         elif card.exchange is None:
             status, answer = 0x01, b""
         else:

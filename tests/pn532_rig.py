@@ -45,7 +45,7 @@ class Rig:
                     out.append((self.ms(), bytes(reader.uid[:reader.uid_len]).hex()))
                 if on_step:
                     on_step(self, r)
-                await self.clock.sleep_ms(reader.poll_ms)
+                await self.clock.sleep_ms(reader.pause_ms)
 
         asyncio.run(main())
         return out

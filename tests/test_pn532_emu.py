@@ -53,6 +53,7 @@ def test_chip_default_retries_forever_so_our_poll_would_time_out_and_abort():
     # chip never answers a poll without a card; our driver times out and aborts.
     rig = Rig()
     rig.run(rig.link.wake())
+    rig.run(rig.pn.sam_configuration())  # out of the LowVbat start mode, retries untouched
     with pytest.raises(F.PN532Timeout):
         rig.run(rig.pn.in_list_passive_target(timeout_ms=300))
     assert rig.emu.aborted == 1 and rig.pn.aborts == 1

@@ -42,6 +42,7 @@ class BlockFile:
         self._blank = _blank(block)
         self._scratch = bytearray(_PIECE)
         self._piece = memoryview(self._scratch)
+        self.erases = 0  # block erases done (benchmarks: which appends erased)
         try:
             self.f = open(path, "rb" if readonly else "r+b")
         except OSError:
@@ -109,6 +110,7 @@ class BlockFile:
             self.f.seek(arg * self.block)
             self.f.write(self._blank)
             self._flush()
+            self.erases += 1
             return 0
         return 0
 

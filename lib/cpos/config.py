@@ -79,6 +79,8 @@ def _link(d, field, links):
     spi: spi, sck, mosi, miso, cs, baud; any: reset).
     """
     link = _choice(d, "link", field + ".link", links)
+    if "wait_ms" in d:  # PN532: a pending poll's length, 0 = plain polling (docs/pn532.md)
+        _int_in(d, "wait_ms", field + ".wait_ms", 0, 60000)
     if link == "tcp":
         _get(d, "host", str, field + ".host")
         _int_in(d, "port", field + ".port", 1, 65535)

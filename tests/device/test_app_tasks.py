@@ -122,6 +122,19 @@ def test_the_journal_erases_its_next_sector_when_the_terminal_is_idle():
     board.close()
 
 
+def test_the_journal_erases_ahead_between_two_customers():
+    # Not within 300 ms of a card (the student may still be there), then at once: the
+    # next customer's purchase finds its sector erased (issue 15: no erase in the tap path).
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    app._last_tap = ticks_ms() - 200
+    assert not app.prepare_journal_if_idle()
+    app._last_tap = ticks_ms() - 301
+    assert app.prepare_journal_if_idle()
+    board.close()
+
+
 class FailingApp(App):
     async def reader_task(self):  # no PN532 here: only report in
         while True:

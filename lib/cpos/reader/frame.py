@@ -172,7 +172,8 @@ class FrameReader:
         return k
 
     def data(self):
-        """TFI-less payload of the last FRAME: command code first (a memoryview)."""
+        """TFI-less payload of the last FRAME (or what the last BAD_FRAME claimed to
+        carry, valid until the next call): command code first (a memoryview)."""
         return self._mv[self.start + 1:self.start + self.length]
 
     def _consume(self):
@@ -223,11 +224,11 @@ class FrameReader:
         j = i + hdr
         for k in range(j, j + ln + 1):
             s += b[k]
-        if s & 0xFF:
-            return BAD_FRAME, total
         self.tfi = b[j]
         self.start = j
         self.length = ln
+        if s & 0xFF:
+            return BAD_FRAME, total  # tfi/start/length say what it claimed to be
         if ln == 1 and b[j] == TFI_ERROR:
             return ERROR_FRAME_EVT, total
         if b[j] != TFI_CHIP and b[j] != TFI_HOST:
@@ -268,6 +269,7 @@ class FrameReader:
                 continue
             # a complete frame (good or with a bad data checksum) at i
             self._skip_noise(i)
+            self.start -= i
             if ev == BAD_FRAME:
                 # Drop only its start code: the bytes it claimed are searched again,
                 # so a false start in noise cannot swallow a real frame behind it.
@@ -277,8 +279,6 @@ class FrameReader:
             post = self._postamble(total)
             self._post = not post
             total += post
-            if ev == FRAME:
-                self.start -= i
             self._drop = total
             return ev
         # nothing complete: keep from the first plausible start, or a trailing 00

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover
 
 _EWOULDBLOCK = (EAGAIN, 11, 35, 115)  # EAGAIN / EWOULDBLOCK / EINPROGRESS on Linux and macOS
 _HSU_WAKE = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+_DRAIN_MAX = const(576)  # bytes a drain drops at most: the ESP32 UART's 512-byte receive buffer and a little
 _SPI_STATUS = const(0x02)
 _SPI_WRITE = const(0x01)
 _SPI_READ = const(0x03)
@@ -155,9 +156,15 @@ class StreamLink(_Link):
         self.drain()
 
     def drain(self):
+        """Drop what has arrived: at most one receive buffer's worth (a babbling line
+        would otherwise keep us here for ever)."""
+        left = _DRAIN_MAX
         try:
-            while self.port.readinto(self._rx):
-                pass
+            while left > 0:
+                n = self.port.readinto(self._rx)
+                if not n:
+                    break
+                left -= n
         except OSError:
             pass
 
@@ -210,6 +217,7 @@ class _BusLink(_Link):
                     reader.feed(mv, start, nread)
                     ev = reader.next(True)
                     if ev:
+                        await clock.sleep_ms(0)  # yield between reads: a babbling chip holds no one up
                         return ev
             if clock.ticks_diff(clock.ticks_ms(), t0) >= timeout_ms:
                 return F.NONE

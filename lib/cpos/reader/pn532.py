@@ -8,9 +8,13 @@ target), InRelease and InDataExchange. Only the errors of `cpos.reader.frame` le
 `PN532Timeout`, `FrameError`, `ChipError` (all `PN532Error`); an OSError of the link
 is passed on as it is (the read loop in `tap.py` counts both).
 
-Passive activation retries are always bounded (the chip's default, FF, retries for
-ever): `begin()` sets them to `passive_retries`, so one poll ends in tens of ms with
-or without a card. Buffers are allocated once; a UID lands in `self.uid`.
+Every command ends by a deadline whatever the chip sends (`deadline_ms`); one that
+does not finish is aborted and drained, so its late answer is never taken for the
+next command's. Two ways to look for a card: `read_uid()`, one poll with bounded
+passive activation retries (`passive_retries`: it ends in tens of ms with or without
+a card), and `wait_for_card(ms)`, a pending poll the chip answers as soon as a card
+enters the field (retries FF, bounded by our own deadline and an abort). Buffers
+are allocated once; a UID lands in `self.uid`.
 """
 from cpos.compat import const
 from cpos.reader import frame as F
@@ -30,6 +34,9 @@ RF_ITEM_RETRIES = const(0x05)
 PN532_IC = const(0x32)
 ACK_TIMEOUT_MS = const(30)  # the chip ACKs within ~1 ms of the frame's end
 POLL_TIMEOUT_MS = const(250)  # InListPassiveTarget can take >100 ms with a card at the edge
+SETTLE_QUIET_MS = const(3)  # after an abort: the line quiet this long means nothing more is coming
+SETTLE_MAX_MS = const(20)  # ...and an abort's drain never takes longer than this
+RETRY_FOREVER = const(0xFF)  # MxRtyPassiveActivation: look for a card until one answers
 
 _ILPT_106A = b"\x01\x00"  # MaxTg 1, BrTy 106 kbps type A
 _FIELD_ON = bytes((RF_ITEM_FIELD, 1))
@@ -55,56 +62,106 @@ class PN532:
         self.nacks_sent = 0
         self.aborts = 0
         self.stray_frames = 0
+        self.acked = False  # the last command was ACKed (it reached the chip)
+        self._passive = -1  # MxRtyPassiveActivation as last configured (-1: unknown)
+        self._selected = False  # a card was listed by wait_for_card and not yet released
 
     # -- the exchange ----------------------------------------------------------
     async def _send(self, buf, n):
         await self.link.write(buf, n)
 
     async def abort(self):
-        """Send an ACK: the chip drops the command in progress."""
+        """Abort the command in progress and drain (UM0701-02 6.2.1.3): send an ACK, then
+        let whatever the chip was already sending arrive and drop it, until the line has
+        been quiet for SETTLE_QUIET_MS (never longer than SETTLE_MAX_MS). A stale answer
+        to the aborted command can then not be taken for the next command's answer."""
         self.aborts += 1
         await self._send(F.ACK_FRAME, len(F.ACK_FRAME))
+        link, reader = self.link, self.reader
+        clock = link.clock
+        t0 = clock.ticks_ms()
+        while True:
+            left = SETTLE_MAX_MS - clock.ticks_diff(clock.ticks_ms(), t0)
+            if left <= 0:
+                break
+            ev = await link.read_event(reader, left if left < SETTLE_QUIET_MS else SETTLE_QUIET_MS, 0)
+            if ev == F.NONE:
+                break
+            if ev == F.FRAME:
+                self.stray_frames += 1
+        link.drain()
+        reader.reset()
+
+    @staticmethod
+    def deadline_ms(timeout_ms):
+        """The longest a `command(..., timeout_ms)` can take, whatever the chip sends:
+        the ACK wait, the response wait and the drain of an abort (plus at most one
+        bus read or one stream poll in flight when a limit passes)."""
+        return ACK_TIMEOUT_MS + timeout_ms + SETTLE_MAX_MS
 
     async def command(self, cmd, params=b"", timeout_ms=100, maxlen=32):
         """Run one command; return the response's data after its code (a memoryview
-        into the reader's buffer, valid until the next command)."""
+        into the reader's buffer, valid until the next command).
+
+        Ends within `deadline_ms(timeout_ms)` whatever the chip sends (ACKs, NACKs,
+        stray frames or noise for ever): the ACK must come within ACK_TIMEOUT_MS of
+        the write, the response within `timeout_ms` of the ACK; past either limit the
+        command is aborted and drained, and PN532Timeout raised (`self.acked` says
+        whether the chip had ACKed). A frame that arrives before this command's ACK
+        is a leftover of an earlier command: counted in `stray_frames`, never taken.
+        """
         n = F.encode_into(self._tx, F.TFI_HOST, cmd, params)
-        reader = self.reader
-        self.link.drain()
+        link, reader = self.link, self.reader
+        clock = link.clock
+        link.drain()
         reader.reset()
+        self.acked = False
         await self._send(self._tx, n)
-        ev = await self.link.read_event(reader, ACK_TIMEOUT_MS, 6)
-        if ev != F.ACK:
-            if ev == F.NONE:
+        t0 = clock.ticks_ms()
+        while True:  # the ACK
+            left = ACK_TIMEOUT_MS - clock.ticks_diff(clock.ticks_ms(), t0)
+            if left <= 0:
+                await self.abort()  # it may have been lost on the way: make sure nothing runs
                 raise F.PN532Timeout("no ACK for 0x%02x" % cmd)
+            ev = await link.read_event(reader, left, 6)
+            if ev == F.ACK:
+                break
             if ev == F.ERROR_FRAME_EVT:
                 raise F.ChipError(-1, "error frame")
-            raise F.FrameError("expected ACK for 0x%02x" % cmd)
-        clock = self.link.clock
+            if ev == F.FRAME:
+                self.stray_frames += 1  # a late answer to an earlier command
+        self.acked = True
         t0 = clock.ticks_ms()
         nack_left = 1
-        while True:
+        while True:  # the response
             left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), t0)
-            ev = await self.link.read_event(reader, left if left > 0 else 0, maxlen)
+            if left <= 0:
+                await self.abort()
+                raise F.PN532Timeout("no response to 0x%02x" % cmd)
+            ev = await link.read_event(reader, left, maxlen)
             if ev == F.FRAME:
                 data = reader.data()
                 if reader.tfi == F.TFI_CHIP and len(data) >= 1 and data[0] == cmd + 1:
                     return data[1:]
-                self.stray_frames += 1  # a late answer to an aborted command
-                continue
-            if ev == F.BAD_FRAME and nack_left:
+                self.stray_frames += 1  # not an answer to this command
+            elif ev == F.BAD_FRAME and not self._ours(reader, cmd):
+                pass  # noise that passed the length check: a NACK would fetch the chip's
+                # last response, which may be an earlier command's (a stale answer)
+            elif ev == F.BAD_FRAME and nack_left:
                 nack_left -= 1
                 self.nacks_sent += 1
                 await self._send(F.NACK_FRAME, len(F.NACK_FRAME))
-                continue
-            if ev == F.ERROR_FRAME_EVT:
+            elif ev == F.ERROR_FRAME_EVT:
                 raise F.ChipError(-1, "error frame")
-            if ev == F.ACK or ev == F.NACK:
-                continue
-            if ev == F.NONE:
+            elif ev == F.BAD_FRAME:
                 await self.abort()
-                raise F.PN532Timeout("no response to 0x%02x" % cmd)
-            raise F.FrameError("corrupt response to 0x%02x" % cmd)
+                raise F.FrameError("corrupt response to 0x%02x" % cmd)
+            # ACK, NACK, NONE: keep waiting until the limit
+
+    @staticmethod
+    def _ours(reader, cmd):
+        """The last BAD_FRAME claims to be the chip's answer to `cmd`."""
+        return reader.tfi == F.TFI_CHIP and reader.length >= 2 and reader.buf[reader.start + 1] == cmd + 1
 
     # -- commands ------------------------------------------------------------------
     async def get_firmware_version(self):
@@ -129,7 +186,9 @@ class PN532:
         """RFConfiguration item 5. `passive` FF would retry for ever: refused here."""
         if not 0 <= passive < 0xFF:
             raise ValueError("passive activation retries must be bounded (0..254)")
+        self._passive = -1
         await self.rf_configuration(RF_ITEM_RETRIES, (atr, psl, passive))
+        self._passive = passive
 
     async def set_timeouts(self, atr_res=0x0B, retry=0x0A):
         """RFConfiguration item 2: ATR_RES and InDataExchange timeouts (100 us * 2^(n-1))."""
@@ -140,6 +199,8 @@ class PN532:
 
     async def begin(self):
         """Wake and configure the chip; raise a PN532Error if it is not a PN532."""
+        self._passive = -1
+        self._selected = False
         await self.link.wake()
         try:
             fw = await self.get_firmware_version()
@@ -202,9 +263,41 @@ class PN532:
         Switching the field off between polls powers the card down, so the next poll
         finds it afresh whether it was left selected or halted: a card left on the
         reader answers every poll instead of every other one. Return the UID length.
+        The poll's retries are bounded (`passive_retries`): it ends in tens of ms.
         """
+        if self._selected:
+            await self._release()
+        if self._passive != self.passive_retries:
+            await self.set_retries(self.passive_retries)
         n = await self.in_list_passive_target()
         if n:
-            await self.in_release()
-            await self.rf_field(False)
+            await self._release()
         return n
+
+    async def wait_for_card(self, wait_ms):
+        """A pending poll: the chip looks for a card until one answers (retries FF), and
+        we wait for its answer up to `wait_ms`, then abort and drain (`abort`). Return the
+        UID length, 0 when no card came. The card found stays selected, the field on:
+        the answer reaches the caller without the release's two exchanges, which the
+        next `read_uid` or `wait_for_card` does first. A chip that did not even ACK
+        raises PN532Timeout, as any command does.
+        """
+        if self._selected:
+            await self._release()
+        if self._passive != RETRY_FOREVER:
+            self._passive = -1
+            await self.rf_configuration(RF_ITEM_RETRIES, (0xFF, 0x01, RETRY_FOREVER))
+            self._passive = RETRY_FOREVER
+        try:
+            n = await self.in_list_passive_target(wait_ms)
+        except F.PN532Timeout:
+            if self.acked:
+                return 0  # the chip took the command and no card came: aborted and drained
+            raise
+        self._selected = n > 0
+        return n
+
+    async def _release(self):
+        self._selected = False
+        await self.in_release()
+        await self.rf_field(False)

@@ -19,9 +19,18 @@ Owns what a "tap" is and keeping the reader alive:
   retried with exponential backoff (`backoff_ms` doubling up to `backoff_max_ms`).
   Nothing raises out of `step()`, `next_tap()` or `async for`.
 
+* Waiting instead of polling (`wait_ms` > 0): while no card is seen, each step is a
+  pending poll (`PN532.wait_for_card`) that the chip answers as soon as a card enters
+  the field, so a tap is reported within a few ms instead of up to one poll period
+  later; with a card on the reader, steps are plain polls `poll_ms` apart, and after
+  a clean miss one pending poll covers the rest of the removal window (a card put
+  back within it is the same presentation). `pause_ms` says how long to wait before
+  the next step (0 after a pending poll that found nothing). `wait_ms` = 0 is plain
+  polling, the fallback.
+
 Firmware use:
 
-    reader = CardReader(pn532)
+    reader = CardReader(pn532, wait_ms=1000)
     async for uid in reader:       # or: uid = await reader.next_tap()
         ...                        # uid: memoryview of 4, 7 or 10 bytes, valid
                                    # until the next tap (copy it to keep it)
@@ -45,11 +54,13 @@ class CardReader:
     """Polls a PN532 and turns what it sees into taps; see the module docstring."""
 
     def __init__(self, pn532, removal_ms=REMOVAL_MS, poll_ms=POLL_MS, reinit_after=2,
-                 backoff_ms=50, backoff_max_ms=5000):
+                 backoff_ms=50, backoff_max_ms=5000, wait_ms=0):
         self.pn = pn532
         self.clock = pn532.link.clock
         self.removal_ms = removal_ms
         self.poll_ms = poll_ms
+        self.wait_ms = wait_ms  # > 0: pending polls while no card is seen (0: plain polling)
+        self.pause_ms = poll_ms  # how long to wait before the next step()
         self.reinit_after = reinit_after
         self.backoff_ms = backoff_ms
         self.backoff_max_ms = backoff_max_ms
@@ -107,7 +118,7 @@ class CardReader:
         while True:
             if await self.step() == TAP:
                 return self._mv[:self.uid_len]
-            await self.clock.sleep_ms(self.poll_ms)
+            await self.clock.sleep_ms(self.pause_ms)
 
     def __aiter__(self):
         return self
@@ -118,18 +129,26 @@ class CardReader:
     async def step(self):
         """One poll (or one re-initialisation attempt); return what happened."""
         clock = self.clock
+        self.pause_ms = self.poll_ms
         if not self.ready:
             if self._backoff and clock.ticks_diff(clock.ticks_ms(), self._failed_at) < self._backoff:
                 return ERROR
             if not await self._reinit():
                 return ERROR
         self.polls += 1
+        waited = False
         try:
-            n = await self.pn.read_uid()
+            if self.wait_ms and not (self.present and self._misses == 0):
+                waited = True
+                n = await self.pn.wait_for_card(self._wait_for())
+            else:
+                n = await self.pn.read_uid()
         except Exception as e:  # noqa: BLE001 - nothing may leave the read loop
             self._failed(e)
             return ERROR
         self.consecutive_errors = 0
+        if waited and not n:
+            self.pause_ms = 0  # the step itself waited: look again at once
         now = clock.ticks_ms()
         if n:
             self._misses = 0
@@ -150,6 +169,16 @@ class CardReader:
             self._misses = 0
             return REMOVED
         return NOTHING
+
+    def _wait_for(self):
+        """How long a pending poll may wait: `wait_ms`, or while a presentation may still
+        end, until its removal window has passed (never less than one poll period)."""
+        w = self.wait_ms
+        if self.present:
+            left = self.removal_ms - self.clock.ticks_diff(self.clock.ticks_ms(), self._miss_since)
+            if left < w:
+                w = left if left > self.poll_ms else self.poll_ms
+        return w
 
     # -- healing ---------------------------------------------------------------
     def _failed(self, e):
