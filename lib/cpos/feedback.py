@@ -33,19 +33,21 @@ _LED_HOLD_MS = const(1500)
 
 def beeps(code):
     """Buzzer rhythm for a reason code."""
-    if code == reasons.APPROVED:
+    if code == reasons.APPROVED or code == reasons.REVERSED:  # a refund: the happy beep
         return _APPROVED_BEEP
     return ((_LONG, 150),) + ((_SHORT, _GAP),) * code
 
 
 def led(code):
     """LED colour for a reason code."""
+    if code == reasons.REVERSED:
+        return LED_AMBER
     return LED_GREEN if code == reasons.APPROVED else LED_RED
 
 
 def lines(code, amount, balance):
     """Two display lines: the Danish text and the English text with the amount or balance."""
-    if code == reasons.APPROVED:
+    if code == reasons.APPROVED or code == reasons.REVERSED:  # the amount taken, or given back
         return ("%s %s" % (texts.danish(code), money.format_kr(amount)),
                 "%s - %s %s" % (texts.english(code), texts.BALANCE_EN.lower(), money.format_kr(balance)))
     return (texts.danish(code), texts.english(code))

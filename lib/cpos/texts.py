@@ -18,6 +18,11 @@ _TEXTS = (
     ("Ugyldigt beløb", "Invalid amount"),
     ("Terminalen skal opdateres", "Terminal needs update"),
     ("Terminalen er fuld - kontakt personalet", "Terminal full - contact staff"),
+    ("Købet findes ikke", "Purchase not found"),
+    ("Købet er allerede tilbageført", "Already refunded"),
+    ("Kan ikke tilbageføres", "Cannot be refunded"),
+    ("For sent at tilbageføre", "Too late to refund"),
+    ("Tilbageført", "Refunded"),
 )
 
 BALANCE_DA = "Saldo"
