@@ -16,6 +16,8 @@ MODE_NAMES = {CUT_BEFORE: "before", CUT_INSIDE: "inside", CUT_AFTER: "after"}
 def test_cut_at_every_operation(name, mode):
     clean = rc.run(name)
     assert clean["reversals"] >= 4 and clean["reboots"] == 0  # the workload does reverse things
+    if name == "laps":
+        assert clean["gone"] > 0  # the ring wrapped: old purchases answer purchase_not_found
     assert rc.sweep(name, modes=(mode,)) == clean["ops"]
 
 

@@ -50,6 +50,7 @@ class Oracle:
         self.reversed = {}  # orig seq -> reversal seq, for reversals known to be on flash
         self.last = 0
         self.acked = 0
+        self.gone = 0  # purchases the ring no longer holds (answered purchase_not_found)
 
 
 def _scan(j):
@@ -96,6 +97,7 @@ def check(j, orc, inflight, now):
         if j.read(r, buf, True) == r:
             assert refunds.check(r, now) == reasons.NOT_REVERSIBLE
     assert j.next_seq == orc.last + 1, ("next seq", j.next_seq, orc.last)
+    orc.gone = sum(1 for o in orc.purchases if j.read(o, buf, True) != o)
     u = unincluded.Unincluded()
     w = j.watermark
     u.rebuild(j, w)
@@ -190,7 +192,8 @@ def run(name, cut_at=None, mode=CUT_INSIDE, seed=1):
             check(j, orc, inflight, now)
     check(j, orc, None, now)
     assert flash.torn_overwrites == 0, "programmed over torn bytes"
-    return {"ops": flash.ops, "reversals": len(orc.reversed), "made": made, "reboots": reboots, "full": full}
+    return {"ops": flash.ops, "reversals": len(orc.reversed), "made": made, "reboots": reboots, "full": full,
+            "gone": orc.gone}
 
 
 def total_ops(name):
