@@ -171,3 +171,37 @@ def test_a_reversal_next_day_takes_the_amount_out_of_the_purchase_day_only():
     dl = Downlink(led, {SITE: KEY})
     assert _view(dl, 2, 0, 2, T0 + 86400 + 120) == (10000 - 400, 400)
     assert _view(dl, 2, 0, 2, T0 + 60) == (10000 - 400, 0)  # the keys are the newest day's: older counts 0
+
+
+def test_rescue_reads_reversal_records_and_submits_them_once(tmp_path):
+    """A dead terminal's journal with reversals: `cpos rescue` prints them (JSON with
+    `reverses`) and submitting the dump books each purchase and each reversal once."""
+    from cpos.journal import Journal
+    from cpos.refund import Refunds
+    from host_tools import rescue
+    from simulator.norflash import NorFlash
+    from test_rescue import run_rescue
+
+    f = NorFlash(4 * 4096)
+    j = Journal(f)
+    j.recover()
+    for i in range(6):
+        j.append(T0 + i, UIDS[1 + i % 2], 1 + i % 2, 1000 + i, rules.PLACE_SCHOOL, rules.TILL, 7, "1x Suppe",
+                 5000, reasons.APPROVED)
+    refunds = Refunds(j, 7, 900)
+    for orig in (2, 5):
+        assert refunds.check(orig, T0 + 100) == reasons.APPROVED
+        refunds.record(T0 + 100, 6000, purchase.CAUSE_VOID)
+    dump = tmp_path / "journal.bin"
+    dump.write_bytes(bytes(f.mem))
+    code, recs, err = run_rescue(dump)
+    assert code == 0, err
+    assert [(r["seq"], r.get("reverses"), r["reason"]) for r in recs] == [
+        (1, None, 0), (2, None, 0), (3, None, 0), (4, None, 0), (5, None, 0), (6, None, 0),
+        (7, 2, reasons.REVERSED), (8, 5, reasons.REVERSED)]
+    led = ledger(1, 2)
+    for _ in range(2):  # a second submission changes nothing
+        rescue.submit(led, SITE, 7, bytes(f.mem))
+        assert (led.balance(1), led.balance(2)) == (10000 - 1000 - 1002 - 1004 + 1004,
+                                                    10000 - 1001 - 1003 - 1005 + 1001)
+    assert [(r["seq"], r["orig_seq"], r["status"]) for r in led.reversals(7)] == [(7, 2, "booked"), (8, 5, "booked")]
