@@ -134,3 +134,43 @@ def test_a_vend_failure_at_a_vending_terminal():
     assert purchase.decode(buf)["cause"] == "vend_failure"
     assert app.last_line() == "LAST 2 1500 10000 reversed %d 1\n" % (NOW + 3)
     board.close()
+
+
+def test_own_pending_counts_a_reversal_in_the_purchase_window_until_included():
+    from cpos import rules
+    from cpos.cards import unincluded
+    from cpos.journal import Journal
+    from simulator.norflash import NorFlash
+
+    j = Journal(NorFlash(2 * 4096))
+    j.recover()
+    day = 86400
+    # Tue 2025-11-25: seq 1 on Monday (same ISO week), seq 2 today, seq 3 gives seq 1 back today
+    j.append(NOW - day, UID, 7, 1500, rules.PLACE_SCHOOL, rules.TILL, 9, "1x A", 0, reasons.APPROVED)
+    j.append(NOW, UID, 7, 500, rules.PLACE_SCHOOL, rules.TILL, 9, "1x B", 0, reasons.APPROVED)
+    j.append_reversal(NOW, UID, 7, 1500, rules.PLACE_SCHOOL, rules.TILL, 9, "1x A", 0, 1, NOW - day,
+                      purchase.CAUSE_VOID)
+    p = unincluded.Unincluded()
+
+    def seen():
+        card, s = rules.CardRecord(), rules.Spends()
+        card.account = 7
+        p.apply_to(card, s, NOW)
+        return -card.balance, [s.spent(rules.PLACE_SCHOOL, w, NOW) for w in range(3)], p.count
+
+    p.rebuild(j, 0)
+    assert seen() == (500, [500, 500, 500], 3)  # the reversal leaves today's total alone
+    p.advance(j, 1)  # the backend now includes the purchase (its totals count it): the reversal is still own
+    assert seen() == (-1000, [500, -1000, -1000], 2)
+    p.advance(j, 3)
+    assert seen() == (0, [0, 0, 0], 0) and p.accounts() == 0
+    p.rebuild(j, 1)  # the same from a reboot
+    assert seen() == (-1000, [500, -1000, -1000], 2)
+    # A reversal counted alone (its purchase already included) starts the purchase's windows
+    q = unincluded.Unincluded()
+    q.clear(1)
+    q.add_reversal(3, 7, rules.PLACE_SCHOOL, 1500, NOW - day)
+    card, s = rules.CardRecord(), rules.Spends()
+    card.account = 7
+    q.apply_to(card, s, NOW)
+    assert (card.balance, s.spent(rules.PLACE_SCHOOL, 0, NOW), s.spent(rules.PLACE_SCHOOL, 1, NOW)) == (1500, 0, -1500)
