@@ -18,6 +18,7 @@ _TEXTS = (
     ("Ugyldigt beløb", "Invalid amount"),
     ("Terminalen skal opdateres", "Terminal needs update"),
     ("Terminalen er fuld - kontakt personalet", "Terminal full - contact staff"),
+    ("Terminalens ur er ikke indstillet", "Terminal clock not set"),
     ("Købet findes ikke", "Purchase not found"),
     ("Købet er allerede tilbageført", "Already refunded"),
     ("Kan ikke tilbageføres", "Cannot be refunded"),
