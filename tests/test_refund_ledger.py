@@ -42,7 +42,7 @@ def batch(recs, lo=None, hi=None):
 
 
 def ledger(*accounts):
-    led = Ledger(":memory:", clock=lambda: T0)
+    led = Ledger(":memory:", clock=lambda: T0 + 2 * 86400)  # the newest records are a day after T0
     for a in accounts or (1, 2, 3):
         led.add_account("acct %d" % a, 10000, account_id=a, t=T0 - 86400)
         led.add_card(UIDS[a].hex(), "card%d" % a, a)

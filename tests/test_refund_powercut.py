@@ -29,7 +29,7 @@ STEP = st.one_of(
     st.just(("p",)),
     st.just(("b",)),
 )
-WORKLOAD = st.tuples(st.integers(2, 5), st.sampled_from([128, 256, 512]), st.lists(STEP, min_size=1, max_size=40))
+WORKLOAD = st.tuples(st.integers(3, 5), st.sampled_from([128, 256, 512]), st.lists(STEP, min_size=1, max_size=40))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
