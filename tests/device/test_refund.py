@@ -142,7 +142,7 @@ def test_own_pending_counts_a_reversal_in_the_purchase_window_until_included():
     from cpos.journal import Journal
     from simulator.norflash import NorFlash
 
-    j = Journal(NorFlash(2 * 4096))
+    j = Journal(NorFlash(3 * 4096))
     j.recover()
     day = 86400
     # Tue 2025-11-25: seq 1 on Monday (same ISO week), seq 2 today, seq 3 gives seq 1 back today
