@@ -98,14 +98,17 @@ class Downlink:
     def _balance_for(self, account, number, w):
         """The account's balance without this terminal's purchases above its watermark."""
         bal = self.led.balance(account) or 0
-        above = self.db.execute("SELECT coalesce(sum(amount), 0) FROM ledger WHERE account = ? AND terminal = ? "
-                                "AND seq > ? AND type = 'withdrawn'", (account, number, w)).fetchone()[0]
+        above = self.db.execute("SELECT coalesce(sum(CASE type WHEN 'withdrawn' THEN amount ELSE -amount END), 0) "
+                                "FROM ledger WHERE account = ? AND terminal = ? AND seq > ?",
+                                (account, number, w)).fetchone()[0]  # own reversals above w: counted there too
         return bal + above
 
     def _totals(self, account, number, w):
         """(keys, totals): what the account spent at tills in the day, week and month holding
         its newest till purchase, per kind of place, less this terminal's purchases above its
-        watermark `w` (the terminal counts those itself, cpos.cards.unincluded), as the balance does.
+        watermark `w` (the terminal counts those itself, cpos.cards.unincluded), as the balance does,
+        and less purchases given back by a booked reversal (in the purchase's own window) unless
+        that reversal is this terminal's above `w` (which it counts itself too).
 
         Windows follow the purchases' own times, so a terminal whose clock has moved on to a
         new day, week or month sees older keys and counts them as zero (rules.Spends).
@@ -113,9 +116,12 @@ class Downlink:
         keys, totals = [0, 0, 0], [0] * (rules.PLACE_KINDS * rules.WINDOWS)
         rows = self.db.execute(
             "SELECT t, place, amount FROM uplink WHERE account = ? AND reason = 0 AND kind = ? "
-            "AND NOT (terminal = ? AND seq > ?) AND t >= (SELECT max(t) FROM uplink WHERE account = ? "
+            "AND NOT (terminal = ? AND seq > ?) AND NOT EXISTS (SELECT 1 FROM reversals v WHERE "
+            "v.terminal = uplink.terminal AND v.orig_seq = uplink.seq AND v.status = 'booked' "
+            "AND NOT (v.terminal = ? AND v.seq > ?)) "
+            "AND t >= (SELECT max(t) FROM uplink WHERE account = ? "
             "AND reason = 0 AND kind = ? AND NOT (terminal = ? AND seq > ?)) - ? ORDER BY t",
-            (account, rules.TILL, number, w, account, rules.TILL, number, w, _LONGEST_WINDOW)).fetchall()
+            (account, rules.TILL, number, w, number, w, account, rules.TILL, number, w, _LONGEST_WINDOW)).fetchall()
         if not rows:
             return keys, totals
         newest = rows[-1][0]

@@ -15,6 +15,12 @@ terminal's journal was wiped or replaced and its seqs restarted at 1) is a confl
 kept in `uplink_conflicts`, booked nowhere, and listed for staff (`conflicts()`). The
 watermark is the highest seq W such that every batch range covering 1..W has been applied
 (docs/protocol.md).
+
+Reversals (a failed vend, a till's void: records with `reverses`) land in `reversals` and
+are booked as one `deposited` ledger row under their own (terminal, seq) once the purchase
+they name is here, in whichever order the two arrive; a partial unique index books at most
+one reversal per purchase, and one that does not match its purchase books nothing and is
+kept `refused` for staff (`reversals()`). The statement shows it as `Indsat`, "Tilbageført: <item>".
 """
 import json
 import sqlite3
@@ -126,6 +132,18 @@ CREATE TABLE IF NOT EXISTS ledger (
     UNIQUE (terminal, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_account ON ledger (account, t, id);
+CREATE TABLE IF NOT EXISTS reversals (            -- reversal records: a failed vend, a till's void
+    terminal INTEGER NOT NULL,
+    seq INTEGER NOT NULL,                         -- the reversal's own journal seq
+    orig_seq INTEGER NOT NULL,                    -- the purchase it reverses (same terminal)
+    orig_t INTEGER NOT NULL,                      -- that purchase's time, as the terminal states it
+    cause TEXT NOT NULL,                          -- vend_failure, void
+    status TEXT NOT NULL CHECK (status IN ('waiting', 'booked', 'refused')),
+    why TEXT,                                     -- refused: why it books no money
+    PRIMARY KEY (terminal, seq)
+);
+-- A purchase is given back at most once, whatever a terminal sends.
+CREATE UNIQUE INDEX IF NOT EXISTS one_reversal_per_purchase ON reversals (terminal, orig_seq) WHERE status = 'booked';
 CREATE TABLE IF NOT EXISTS topup_triggers (       -- issue 8 acts on them
     terminal INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -168,6 +186,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 TYPE_TEXT = {"withdrawn": "Hævet", "deposited": "Indsat"}
+REVERSAL_TEXT = "Tilbageført: "  # a reversal's statement line: this, then the purchase's item text
 
 
 # The fields of a journal record as stored in `uplink` and `uplink_conflicts`, in column order.
@@ -192,9 +211,10 @@ class Applied:
     counts as a duplicate."""
 
     __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers", "conflicts", "conflict_seqs",
-                 "refused")
+                 "refused", "reversals")
 
-    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0, conflict_seqs=(), refused=()):
+    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0, conflict_seqs=(), refused=(),
+                 reversals=0):
         self.watermark = watermark
         self.new_records = new_records
         self.duplicates = duplicates
@@ -203,6 +223,7 @@ class Applied:
         self.conflict_seqs = list(conflict_seqs)
         self.conflicts = len(self.conflict_seqs)
         self.refused = list(refused)  # (seq, why) of records the checks refused (backend.trust)
+        self.reversals = reversals  # reversals booked by this batch (theirs, or waiting ones its purchases settled)
 
     def __repr__(self):
         return "Applied(w=%d, new=%d, dup=%d, purchases=%d, conflicts=%d)" % (
@@ -360,7 +381,7 @@ class Ledger:
                 raise messages.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
         now = int(self.clock())
         db = self.db
-        new = dup = purchases = triggers = 0
+        new = dup = purchases = triggers = reversals = 0
         conflicts = []
         refused = []
         touched = set()
@@ -390,7 +411,7 @@ class Ledger:
                 if cur.rowcount == 0:
                     held = db.execute("SELECT %s FROM uplink WHERE terminal = ? AND seq = ?" % ", ".join(RECORD_FIELDS),
                                       (number, r["seq"])).fetchone()
-                    if tuple(held) == fields:
+                    if tuple(held) == fields and self._same_reversal(number, r):
                         dup += 1  # the same record again: at-least-once delivery
                     elif db.execute("INSERT OR IGNORE INTO uplink_conflicts (terminal, seq, %s, received) "
                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % ", ".join(RECORD_FIELDS),
@@ -400,11 +421,18 @@ class Ledger:
                         dup += 1  # a conflict already kept, resent
                     continue
                 new += 1
+                if "reverses" in r:  # a reversal: booked once its purchase is here (any arrival order)
+                    db.execute("INSERT INTO reversals (terminal, seq, orig_seq, orig_t, cause, status) "
+                               "VALUES (?, ?, ?, ?, ?, 'waiting')",
+                               (number, r["seq"], r["reverses"], r["orig_t"], r["cause"]))
+                    reversals += self._settle_reversal(number, r["seq"], touched)
+                    continue
                 if r["topup"]:
                     triggers += db.execute(
                         "INSERT OR IGNORE INTO topup_triggers (terminal, seq, account, t) VALUES (?, ?, ?, ?)",
                         (number, r["seq"], r["account"], r["t"])).rowcount
                 if r["reason"] != 0:
+                    reversals += self._settle_waiting(number, r["seq"], touched)  # refuses any waiting for it
                     continue
                 # An approved purchase that passed the checks (backend.trust): the terminal
                 # decided offline, so it is booked whatever the balance is now.
@@ -414,6 +442,7 @@ class Ledger:
                 db.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (r["amount"], r["account"]))
                 purchases += 1
                 touched.add(r["account"])
+                reversals += self._settle_waiting(number, r["seq"], touched)
             if lo <= w + 1:
                 w = max(w, hi)
                 while True:
@@ -435,7 +464,65 @@ class Ledger:
             for account in sorted(touched):
                 self._changed("balance", account)
                 self._changed("totals", account)  # window totals for the limits at other tills
-        return Applied(w, new, dup, purchases, triggers, conflicts, refused)
+        return Applied(w, new, dup, purchases, triggers, conflicts, refused, reversals)
+
+    def _same_reversal(self, number, r):
+        """For a record whose uplink fields match the one held under its seq: True unless one
+        of the two is a reversal and the other is not, or they reverse different purchases."""
+        row = self.db.execute("SELECT orig_seq, orig_t, cause FROM reversals WHERE terminal = ? AND seq = ?",
+                              (number, r["seq"])).fetchone()
+        if "reverses" not in r:
+            return row is None
+        return row is not None and tuple(row) == (r["reverses"], r["orig_t"], r["cause"])
+
+    def _settle_waiting(self, number, orig_seq, touched):
+        """Inside apply_batch's transaction, purchase `orig_seq` of terminal `number` has just
+        arrived: settle the reversals that waited for it. Returns how many were booked."""
+        n = 0
+        for (seq,) in self.db.execute("SELECT seq FROM reversals WHERE terminal = ? AND orig_seq = ? "
+                                      "AND status = 'waiting' ORDER BY seq", (number, orig_seq)).fetchall():
+            n += self._settle_reversal(number, seq, touched)
+        return n
+
+    def _settle_reversal(self, number, seq, touched):
+        """Inside apply_batch's transaction: book reversal `seq` of terminal `number` if its
+        purchase is here, is an approved purchase of that terminal with the same account, card,
+        amount and time, and is not reversed already: one `deposited` ledger row under the
+        reversal's (terminal, seq), the balance back. Otherwise it stays `waiting` (the purchase
+        has not arrived) or is `refused` with the reason (kept for staff, `reversals()`).
+        Returns 1 when it booked."""
+        db = self.db
+        orig_seq, orig_t = db.execute("SELECT orig_seq, orig_t FROM reversals WHERE terminal = ? AND seq = ?",
+                                      (number, seq)).fetchone()
+        orig = db.execute("SELECT t, uid, account, amount, item, reason FROM uplink WHERE terminal = ? AND seq = ?",
+                          (number, orig_seq)).fetchone()
+        if orig is None:
+            return 0  # the purchase is in a batch still on its way
+        rev = db.execute("SELECT t, uid, account, amount FROM uplink WHERE terminal = ? AND seq = ?",
+                         (number, seq)).fetchone()
+        why = None
+        if db.execute("SELECT 1 FROM reversals WHERE terminal = ? AND seq = ?", (number, orig_seq)).fetchone():
+            why = "reverses a reversal"
+        elif orig[5] != 0:
+            why = "reverses a refusal"
+        elif (orig[0], orig[1], orig[2], orig[3]) != (orig_t, rev[1], rev[2], rev[3]):
+            why = "does not match purchase %d" % orig_seq
+        else:
+            other = db.execute("SELECT seq FROM reversals WHERE terminal = ? AND orig_seq = ? AND status = 'booked'",
+                               (number, orig_seq)).fetchone()
+            if other is not None:
+                why = "purchase %d already reversed by %d" % (orig_seq, other[0])
+        if why is not None:
+            db.execute("UPDATE reversals SET status = 'refused', why = ? WHERE terminal = ? AND seq = ?",
+                       (why, number, seq))
+            return 0
+        db.execute("INSERT INTO ledger (account, card, t, type, amount, text, terminal, seq) "
+                   "VALUES (?, ?, ?, 'deposited', ?, ?, ?, ?)",
+                   (rev[2], rev[1], rev[0], rev[3], REVERSAL_TEXT + orig[4], number, seq))
+        db.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (rev[3], rev[2]))
+        db.execute("UPDATE reversals SET status = 'booked' WHERE terminal = ? AND seq = ?", (number, seq))
+        touched.add(rev[2])
+        return 1
 
     def set_status(self, tid, online, t):
         number = messages.terminal_number(tid)
@@ -469,7 +556,18 @@ class Ledger:
 
     def purchase_seqs(self, terminal):
         return [r[0] for r in self.db.execute(
-            "SELECT seq FROM ledger WHERE terminal = ? ORDER BY seq", (terminal,))]
+            "SELECT seq FROM ledger WHERE terminal = ? AND type = 'withdrawn' ORDER BY seq", (terminal,))]
+
+    def reversals(self, terminal=None):
+        """Reversal records received: dicts with terminal, seq, orig_seq, orig_t, cause, status
+        (waiting: its purchase has not arrived; booked; refused, with `why`), by terminal and seq."""
+        q = "SELECT terminal, seq, orig_seq, orig_t, cause, status, why FROM reversals"
+        args = ()
+        if terminal is not None:
+            q += " WHERE terminal = ?"
+            args = (terminal,)
+        keys = ("terminal", "seq", "orig_seq", "orig_t", "cause", "status", "why")
+        return [dict(zip(keys, row)) for row in self.db.execute(q + " ORDER BY terminal, seq", args)]
 
     def received_seqs(self, terminal):
         return [r[0] for r in self.db.execute("SELECT seq FROM uplink WHERE terminal = ? ORDER BY seq", (terminal,))]

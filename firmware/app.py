@@ -17,10 +17,14 @@ terminal's own pending purchases, run the rules (and the offline-exposure cap wh
 the config has one, docs/offline.md), append to the journal (durable
 before anything is signalled), then reply to the POS and queue the feedback. It
 allocates nothing in the steady state on MicroPython except the POS reply line.
+
+Refunds, `reverse`: a failed vend (the MDB reader) or a till's `VOID` gives back the
+money of an own recent approval through one durable reversal record (cpos.refund,
+docs/rules.md "Reversals"); the own pending purchases count it at once.
 """
 import asyncio
 
-from cpos import feedback, purchase, reasons, rules
+from cpos import feedback, purchase, reasons, refund, rules
 from cpos.cards import table as cardtable
 from cpos.cards import unincluded
 from cpos.pos import lines as posproto
@@ -64,7 +68,8 @@ class App:
         self.unincluded = unincluded.Unincluded()
         self.card = rules.CardRecord()
         self.spends = rules.Spends()
-        self.pos = posserver.Server(self.profile.kind, cfg.terminal_id, self.last_line, log)
+        self.pos = posserver.Server(self.profile.kind, cfg.terminal_id, self.last_line, log, void=self.void_line)
+        self.refunds = refund.Refunds(self.journal, cfg.terminal_no, cfg.refund_window_s)
         self.reader = None
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         self._fb = asyncio.Event()
@@ -151,6 +156,48 @@ class App:
         self.decisions += 1
         return code, topup, seq, balance_after, (ticks_diff(t1, t0), ticks_diff(t2, t1), ticks_diff(t3, t2))
 
+    def reverse(self, orig_seq, now):
+        """Give back the money of this terminal's approved purchase `orig_seq` (a vend that
+        failed after its approval, or a till's void). Synchronous; the reversal record is
+        durable on flash before it returns. Returns (code, rev_seq, balance_after): code
+        reasons.APPROVED with the reversal's own journal seq and the account's available
+        money after the refund, or (PURCHASE_NOT_FOUND / ALREADY_REVERSED / NOT_REVERSIBLE /
+        REVERSAL_TOO_LATE / TERMINAL_FULL, 0, 0) with nothing written (docs/rules.md)."""
+        r = self.refunds
+        code = r.check(orig_seq, now)
+        if code != reasons.APPROVED:
+            self.log.warn("reversal of %r refused: %s" % (orig_seq, reasons.name(code)))
+            return code, 0, 0
+        orig = r.original()
+        amount = orig["amount"]
+        card, spends = self.card, self.spends
+        if self.table.lookup(orig["uid"], card, spends) == cardtable.FOUND and card.account == orig["account"]:
+            self.unincluded.apply_to(card, spends, now)
+            balance_after = card.balance + amount
+        else:  # the card left the table since (or it is unreadable): the purchase's own figure
+            balance_after = orig["balance_after"] + amount
+        cause = purchase.CAUSE_VOID if self.profile.kind == rules.TILL else purchase.CAUSE_VEND_FAILURE
+        try:
+            rev_seq = r.record(now, balance_after, cause)
+        except JournalFull:
+            self.log.warn("journal full: reversal of %d refused" % orig_seq)
+            return reasons.TERMINAL_FULL, 0, 0
+        self.unincluded.add_reversal(rev_seq, orig["account"], orig["place"], amount, orig["t"])
+        if self.uplink is not None:
+            self.uplink.kick()
+        self.log.info("reversed purchase %d (%d øre) as %d" % (orig_seq, amount, rev_seq))
+        self._show(("decision", reasons.REVERSED, amount, balance_after, False, False))
+        self.report("reversal", orig_seq=orig_seq, seq=rev_seq, amount=amount, balance_after=balance_after,
+                    cause=purchase.CAUSES[cause])
+        return reasons.APPROVED, rev_seq, balance_after
+
+    def void_line(self, ref, orig_seq):
+        """The reply to the POS `VOID <ref> <orig_seq>` (docs/pos-protocol.md)."""
+        code, rev_seq, balance_after = self.reverse(orig_seq, self.board.now())
+        if code != reasons.APPROVED:
+            return posproto.refused(ref, reasons.name(code))
+        return posproto.voided(ref, orig_seq, rev_seq, purchase.outcome(self.refunds.orig)[2], balance_after)
+
     def _offline_capped(self, card, amount, now):
         """The offline-exposure policy (docs/offline.md): True when this approval would take
         the card past what it may spend here since the last sync. `card.balance` is already
@@ -219,6 +266,9 @@ class App:
         if newest < 1 or j.read(newest, buf, True) != newest:
             return posproto.last_none(newest)
         seq, t, amount, balance_after, code = purchase.outcome(buf)
+        orig = purchase.reverses(buf)
+        if orig:  # a reversal: which purchase it gave back
+            return posproto.last_reversal(seq, amount, balance_after, t, orig)
         return posproto.last(seq, amount, balance_after, reasons.name(code), t)
 
     def _show(self, what):

@@ -112,7 +112,7 @@ def every_purchase(data, block=4096):
     for at in range(0, len(data) - len(data) % block, block):
         for slot in range(SLOT, block, SLOT):
             buf = bytearray(view[at + slot:at + slot + SLOT])
-            if purchase.is_valid(buf) or (buf[0] == purchase.TYPE and fix_one_bit(buf, purchase.is_valid) >= 0):
+            if purchase.is_valid(buf) or (buf[0] in (purchase.TYPE, purchase.TYPE_REVERSAL) and fix_one_bit(buf, purchase.is_valid) >= 0):
                 out.setdefault(purchase.seq_of(buf), bytes(buf))
     return out
 

@@ -79,6 +79,7 @@ class Run:
         self.quiet = quiet
         self.terminals = {}
         self.taps = []
+        self.voids = []  # (terminal id, orig seq, reply line) of each `void` event (a till's VOID)
         self._open = {}  # terminal id -> (ref, amount, item) of the open request
         self._ref = 0
         self.reply_timeout_s = REPLY_TIMEOUT_S
@@ -243,6 +244,8 @@ class Run:
                 await term.power_cut()
                 self._open.pop(term.id, None)
                 await term.boot()
+            elif kind == "void":
+                await self._void(term)
             elif kind == "cancel":
                 req = self._open.pop(term.id, None)
                 if req:
@@ -280,6 +283,21 @@ class Run:
             self._open[term.id] = (ref, ev["amount"], ev.get("item", ""))
         else:
             self._note(term.id, "request %s not opened: %r" % (ref, line))
+
+    async def _void(self, term):
+        """The till voids its newest approved sale not voided yet (docs/pos-protocol.md, VOID)."""
+        done = set(seq for tid, seq, _ in self.voids if tid == term.id)
+        sales = [t.seq for t in self.taps if t.terminal == term.id and t.decision == "approved" and t.seq not in done]
+        if not sales or not term.running() or term.pos_writer is None:
+            self._note(term.id, "void: no sale to void")
+            return
+        self._ref += 1
+        ref = "v%d" % self._ref
+        fut = term.expect(ref)
+        await term.send("VOID %s %d" % (ref, sales[-1]))
+        _, line = await self._reply(fut)
+        self.voids.append((term.id, sales[-1], line))
+        self._note(term.id, "void of %d: %s" % (sales[-1], line))
 
     async def _tap(self, term, ev):
         req = self._open.pop(term.id, None)
@@ -432,7 +450,7 @@ class Run:
         heard = set(t.seq for t in self.taps if t.terminal == term_id and t.decision == "approved")
         approved = [r for r in recs if r["reason"] == reasons.APPROVED]
         unheard = [r for r in approved if r["seq"] not in heard]
-        triggers = [r for r in recs if r["reason"] != reasons.APPROVED]
+        triggers = [r for r in recs if r["reason"] not in (reasons.APPROVED, reasons.REVERSED)]
         return len(approved) - len(unheard), len(unheard), len(triggers)
 
     def summary(self):
@@ -469,9 +487,15 @@ class Run:
                 da, en = shown(reason)
                 per = ", ".join("%s %d" % (tid, where.count(tid)) for tid in self.terminals if tid in where)
                 lines.append("  %4d  %-43s %-36s (%s: %s)" % (len(where), da, en, reason, per))
+        n_rev = n_rec - n_heard - n_unheard - n_trig
         lines.append("journal records %d = %d approvals the tills heard + %d approved but not heard by the till "
                      "(a power cut before the answer, or no answer even to LAST) + %d refusals journaled only to carry an "
-                     "automatic top-up trigger to the backend" % (n_rec, n_heard, n_unheard, n_trig))
+                     "automatic top-up trigger to the backend%s" % (
+                         n_rec, n_heard, n_unheard, n_trig, " + %d reversals (voids, failed vends)" % n_rev if n_rev else ""))
+        if self.voids:
+            ok = sum(1 for _, _, line in self.voids if line and line.startswith("VOIDED"))
+            lines.append("voids: %d sent by the tills, %d reversed, %d refused or unanswered" % (
+                len(self.voids), ok, len(self.voids) - ok))
         problems = self.check()
         if self.site is not None and self.drained is not None:
             led = self.site.ledger

@@ -43,7 +43,7 @@ PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
 KINDS = {"till": rules.TILL, "vending": rules.VENDING}
 STATUSES = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
 WINDOWS = {"day": 0, "week": 1, "month": 2}
-EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "reboot", "cancel")
+EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "reboot", "cancel", "void")
 SITE_EVENT_KINDS = ("broker", "backend")  # {"at": 5, "broker": "down"} ... {"at": 40, "broker": "up"}
 
 # Every key the spec names, per kind of object.

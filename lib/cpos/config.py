@@ -22,7 +22,7 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
-        "site_key")
+        "site_key", "refund_window_s")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
@@ -206,6 +206,7 @@ class Config:
             self.wifi = _wifi(self.wifi)
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
         self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
+        self.refund_window_s = _int_in(d, "refund_window_s", "refund_window_s", 1, 86400, 900)
 
 
 def validate(d):

@@ -55,6 +55,8 @@ def rhythm(code):
 
 def led(code):
     """LED colour for a reason code."""
+    if code == reasons.REVERSED:
+        return LED_AMBER
     return LED_GREEN if code == reasons.APPROVED else LED_RED
 
 

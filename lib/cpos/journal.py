@@ -232,6 +232,21 @@ class Journal:
         self._check()
         purchase.encode_into(self._rec, self._next, t, uid, account, amount, place, kind,
                              terminal, item, balance_after, reason, topup)
+        return self._program_next()
+
+    def append_reversal(self, t, uid, account, amount, place, kind, terminal, item, balance_after,
+                        orig_seq, orig_t, cause):
+        """Record the reversal of purchase `orig_seq` (a cpos.purchase type R record; cpos.refund
+        decides whether it may be written). Returns its own sequence number once it is durable;
+        JournalFull / ValueError as `append`, nothing written."""
+        self._check()
+        purchase.encode_reversal_into(self._rec, self._next, t, uid, account, amount, place, kind,
+                                      terminal, item, balance_after, orig_seq, orig_t, cause)
+        return self._program_next()
+
+    def _program_next(self):
+        """Program the record encoded in self._rec as the next slot (opening a sector first
+        when the head is full); returns its seq once durable."""
         opening = self._head < 0 or self._used >= self.slots
         if self._free < (2 if opening else 1):
             raise JournalFull("journal full: waiting for acknowledgements")

@@ -1,7 +1,7 @@
 """Outcome classes: which of four kinds of answer each reason code is, for sound and screen.
 
 A student hears the class, not the reason (cpos.feedback plays one rhythm per class);
-the screen names the reason. Classes: approved; refused for money or limits (the
+the screen names the reason. Classes: approved (and a refund: money given back); refused for money or limits (the
 student can fix it: top up, wait for tomorrow); refused for the card itself (unknown,
 blocked, replaced, not allowed here); terminal problem (staff must act). A reason code
 this build does not list below (a newer one, e.g. a clock that is not set) is a
@@ -23,7 +23,7 @@ _CARD = (reasons.UNKNOWN_CARD, reasons.BLOCKED, reasons.REPLACED, reasons.PLACE_
 
 def of(code):
     """The outcome class of a reason code."""
-    if code == reasons.APPROVED:
+    if code == reasons.APPROVED or code == reasons.REVERSED:  # a refund sounds like an approval
         return APPROVED
     if code in _MONEY:
         return MONEY

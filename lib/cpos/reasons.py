@@ -18,6 +18,14 @@ INSUFFICIENT_FUNDS = const(8)
 INVALID_AMOUNT = const(9)
 NEEDS_UPDATE = const(10)  # card table unreadable or out of date: resync first
 TERMINAL_FULL = const(11)  # journal holds too many unacknowledged purchases
+CLOCK_NOT_SET = const(12)  # the time is unknown and this purchase needs it (cpos.timekeeper)
+# Reversals (cpos.refund): the answer to a void or a failed vend, and the reason byte of
+# a reversal record (REVERSED). A refusal names why nothing was reversed.
+PURCHASE_NOT_FOUND = const(13)  # no record with that seq in this terminal's journal (never, or erased)
+ALREADY_REVERSED = const(14)  # a reversal naming that purchase is already in the journal
+NOT_REVERSIBLE = const(15)  # not an approval this terminal recorded (a refusal, a reversal, another terminal's)
+REVERSAL_TOO_LATE = const(16)  # older than the configured refund window
+REVERSED = const(17)  # the reason byte of a reversal record: the money went back
 
 # Stable machine names, index = code. Used in logs, JSON and the backend.
 NAMES = (
@@ -33,6 +41,12 @@ NAMES = (
     "invalid_amount",
     "needs_update",
     "terminal_full",
+    "clock_not_set",
+    "purchase_not_found",
+    "already_reversed",
+    "not_reversible",
+    "reversal_too_late",
+    "reversed",
 )
 
 

@@ -19,7 +19,7 @@ top-up started, offline limit reached. `Page.da` and `Page.en` are the same mess
 one line each, for a board that has only a console and for the simulator's records.
 Built in the feedback task, after the POS has its answer: allocation here is fine.
 """
-from cpos import money, outcome, texts
+from cpos import money, outcome, reasons, texts
 from cpos.compat import const
 
 WIDTH = const(128)
@@ -99,15 +99,19 @@ def _message(band, da, en):
     return Page(band, rows, da, en)
 
 
-def approved(amount, balance):
-    """Approved: the price and the balance left, each under a Danish / English label."""
+def approved(amount, balance, code=0):
+    """Approved (or, code REVERSED, refunded): the price (the amount given back) and the
+    balance left, each under a Danish / English label."""
     price, left = money.format_kr(amount), money.format_kr(balance)
-    label_p = "%s / %s" % (texts.PRICE_DA, texts.PRICE_EN)
+    if code == reasons.REVERSED:
+        label_p = "%s / %s" % (texts.RETURNED_DA, texts.RETURNED_EN)
+    else:
+        label_p = "%s / %s" % (texts.PRICE_DA, texts.PRICE_EN)
     label_b = "%s / %s" % (texts.BALANCE_DA, texts.BALANCE_EN)
-    en = texts.english(0)
+    en = texts.english(code)
     rows = [(centre(en), _TOP, en), (0, 25, label_p), (right(price), 34, price),
             (0, 46, label_b), (right(left), 55, left)]
-    da = texts.danish(0)
+    da = texts.danish(code)
     return Page(da, rows, "%s %s, %s %s" % (da, price, texts.BALANCE_DA.lower(), left),
                 "%s %s, %s %s" % (en, price, texts.BALANCE_EN.lower(), left))
 
@@ -120,8 +124,8 @@ def refused(code):
 
 def decision(code, amount, balance):
     """The page for a decision on a payment."""
-    if code == 0:
-        return approved(amount, balance)
+    if outcome.of(code) == outcome.APPROVED:  # approved, or a refund
+        return approved(amount, balance, code)
     return refused(code)
 
 

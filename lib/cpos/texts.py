@@ -20,12 +20,20 @@ _TEXTS = (
     ("Ugyldigt beløb", "Invalid amount"),
     ("Terminalen skal opdateres", "Terminal needs update"),
     ("Terminalen er fuld - kontakt personalet", "Terminal full - contact staff"),
+    ("Terminalens ur er ikke indstillet", "Terminal clock not set"),
+    ("Købet findes ikke", "Purchase not found"),
+    ("Købet er allerede tilbageført", "Already refunded"),
+    ("Kan ikke tilbageføres", "Cannot be refunded"),
+    ("For sent at tilbageføre", "Too late to refund"),
+    ("Tilbageført", "Refunded"),
 )
 
 BALANCE_DA = "Saldo"
 BALANCE_EN = "Balance"
 PRICE_DA = "Pris"
 PRICE_EN = "Price"
+RETURNED_DA = "Retur"  # a refund's amount
+RETURNED_EN = "Back"
 # Headlines of the display's top band, one per kind of page (cpos.screen).
 REFUSED = "Afvist / Refused"
 TERMINAL_PROBLEM = "Fejl / Error"

@@ -7,6 +7,7 @@ engine (cpos.net.uplink) and the reference backend (backend) both import it.
 """
 import json
 
+from cpos import reasons
 from cpos.compat import const
 
 VERSION = const(1)
@@ -17,6 +18,7 @@ MAX_PAYLOAD = const(16384)  # bytes of one batch message (JSON)
 RECOMMENDED_BATCH = const(50)  # measured in bench/bench_uplink.py
 MAX_SPAN = const(100000)  # hi - lo of one batch (seq gaps included)
 MAX_ITEM = const(64)  # characters of item text in a record
+REVERSAL_CAUSES = ("vend_failure", "void")  # a reversal record's `cause` (cpos.purchase.CAUSES)
 
 ROOT = "cpos/v1/"
 
@@ -195,6 +197,11 @@ def check_record(r):
         raise ProtocolError("record field item")
     if not isinstance(r.get("topup"), bool):
         raise ProtocolError("record field topup")
+    if "reverses" in r or r["reason"] == reasons.REVERSED:  # a reversal (docs/protocol.md)
+        _int(r, "reverses", 1, r["seq"] - 1)
+        _int(r, "orig_t", 0, 0xFFFFFFFF)
+        if r.get("cause") not in REVERSAL_CAUSES or r["reason"] != reasons.REVERSED or r["topup"]:
+            raise ProtocolError("reversal record")
     return r
 
 

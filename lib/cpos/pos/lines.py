@@ -9,13 +9,16 @@ Requests (POS -> terminal):
     CANCEL <ref>                           withdraw the open request
     PING                                   liveness
     LAST                                   the newest journaled decision (after a lost reply)
+    VOID <ref> <orig_seq>                  give back the money of own approved purchase orig_seq
 Replies (terminal -> POS):
     WAIT <ref>                             request open, waiting for a card
     APPROVED <ref> <seq> <amount_ore> <balance_after_ore>
     REFUSED <ref> <reason_name>
     CANCELLED <ref> | EXPIRED <ref> | PONG <terminal_id>
     LAST <seq> <amount_ore> <balance_after_ore> <reason_name> <t>
+    LAST <seq> <amount_ore> <balance_after_ore> reversed <t> <orig_seq>   (the newest is a reversal)
     LAST - <newest_seq>                    no record left to show (newest_seq 0: none ever)
+    VOIDED <ref> <orig_seq> <rev_seq> <amount_ore> <balance_after_ore>
     ERR <ref or -> <what>                  the request was not understood or not allowed
 """
 MAX_LINE = 200
@@ -27,6 +30,7 @@ VEND = "VEND"
 CANCEL = "CANCEL"
 PING = "PING"
 LAST = "LAST"
+VOID = "VOID"
 
 
 class ProtoError(ValueError):
@@ -70,7 +74,7 @@ def parse(line):
         if len(parts) != 1:
             raise ProtoError("-", "bad-last")
         return (LAST, "-", 0, "")
-    if verb not in (PAY, VEND, CANCEL):
+    if verb not in (PAY, VEND, CANCEL, VOID):
         raise ProtoError("-", "unknown-request")
     if len(parts) < 2 or not _ref(parts[1]):
         raise ProtoError("-", "bad-ref")
@@ -79,6 +83,13 @@ def parse(line):
         if len(parts) != 2:
             raise ProtoError(ref, "bad-cancel")
         return (CANCEL, ref, 0, "")
+    if verb == VOID:  # (VOID, ref, orig_seq, "")
+        if len(parts) != 3 or not parts[2].isdigit() or len(parts[2]) > 10:
+            raise ProtoError(ref, "bad-void")
+        orig = int(parts[2])
+        if not 0 < orig <= 0xFFFFFFFF:
+            raise ProtoError(ref, "bad-void")
+        return (VOID, ref, orig, "")
     if len(parts) < 3 or not parts[2].isdigit() or len(parts[2]) > 9:
         raise ProtoError(ref, "bad-amount")
     amount = int(parts[2])
@@ -115,6 +126,16 @@ def pong(terminal_id):
 def last(seq, amount, balance_after, reason_name, t):
     """The newest journaled decision: its seq, amount, balance after, reason and time."""
     return "LAST %d %d %d %s %d\n" % (seq, amount, balance_after, reason_name, t)
+
+
+def last_reversal(seq, amount, balance_after, t, orig_seq):
+    """The newest journal record is a reversal (seq) that gave back purchase orig_seq."""
+    return "LAST %d %d %d reversed %d %d\n" % (seq, amount, balance_after, t, orig_seq)
+
+
+def voided(ref, orig_seq, rev_seq, amount, balance_after):
+    """A VOID was done: purchase orig_seq reversed by the durable record rev_seq."""
+    return "VOIDED %s %d %d %d %d\n" % (ref, orig_seq, rev_seq, amount, balance_after)
 
 
 def last_none(newest_seq):

@@ -4,7 +4,8 @@
 
 Owns the terminal's side of the conversation in docs/pos-protocol.md. Each session (a
 TCP connection, or the serial line) reads request lines and answers them: `PAY` (till)
-or `VEND` (vending machine) opens the one `Request`, `CANCEL` closes it, `PING` is
+or `VEND` (vending machine) opens the one `Request`, `CANCEL` closes it, `VOID` is
+answered by the app's `void(ref, orig_seq)` (a reversal, firmware/app.py), `PING` is
 answered here, a bad line gets `ERR`, never a crash; a request no card took within 60 s
 is answered `EXPIRED`. What the terminal decides is not here: a tap takes the open
 request in the app (`App.on_tap`), which replies with `send`, and the app supplies the
@@ -44,13 +45,15 @@ class Request:
 class Server:
     """Serves the POS over one link and holds the open request (`request`)."""
 
-    def __init__(self, kind, terminal_id, last_line, log):
+    def __init__(self, kind, terminal_id, last_line, log, void=None):
         """`kind`: the profile's kind (a till takes PAY, anything else VEND);
-        `last_line()`: the reply line to `LAST`; `log`: a cpos.log.Log."""
+        `last_line()`: the reply line to `LAST`; `log`: a cpos.log.Log;
+        `void(ref, orig_seq)`: the reply line to `VOID` (None: `ERR <ref> no-void`)."""
         self.request = Request()
         self._want = lines.PAY if kind == rules.TILL else lines.VEND
         self._terminal_id = terminal_id
         self._last_line = last_line
+        self._void = void
         self.log = log
         self.expire_every_ms = _REQUEST_TIMEOUT_MS // 4  # how often an open request is checked
 
@@ -106,6 +109,11 @@ class Server:
                     await send(writer, lines.pong(self._terminal_id))
                 elif verb == lines.LAST:  # leaves an open request open
                     await send(writer, self._last_line())
+                elif verb == lines.VOID:  # leaves an open request open
+                    if self._void is None:
+                        await send(writer, lines.error(ref, "no-void"))
+                    else:
+                        await send(writer, self._void(ref, amount))
                 elif verb == lines.CANCEL:
                     if req.open and req.ref == ref:
                         req.close()
