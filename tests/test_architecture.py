@@ -123,6 +123,9 @@ def test_a_wheel_installs_a_working_cpos(wheel_venv, tmp_path):
     dev.close()
     ledger = str(tmp_path / "site" / "ledger.db")
     _run([cpos, "site", "init", "--site-dir", str(tmp_path / "site"), "--ledger", ledger], cwd=str(tmp_path), env=env)
+    for action in (["add-account", "--name", "A", "--id", "1001"],
+                   ["issue-card", "--account", "1001", "--uid", "01020304", "--number", "884263sae"]):
+        _run([py, "-m", "backend", action[0], "--ledger", ledger] + action[1:], cwd=str(tmp_path), env=env)
     p = _run([cpos, "rescue", "--dump", dump, "--site", "skole-nord", "--terminal", "7", "--ledger", ledger],
              cwd=str(tmp_path), env=env)
     assert "rescued 3 records of t0007 (site skole-nord): 3 new in the ledger" in p.stdout, p.stdout

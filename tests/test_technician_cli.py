@@ -330,7 +330,7 @@ def _purchases(v, n, acked, terminal=7):
     j = Journal(dev)
     j.recover()
     for i in range(n):
-        j.append(1700000000 + 60 * i, bytes([1, 2, 3, 4 + i % 3]), 1000 + i % 4, 2500, 0, 0, terminal,
+        j.append(1700000000 + 60 * i, bytes([1, 2, 3, 4 + i % 4]), 1000 + i % 4, 2500, 0, 0, terminal,
                  "Sandwich %d" % i, 50000 - 2500 * i, 0, False)
     if acked:
         j.ack(acked)
@@ -462,6 +462,11 @@ def test_rescue_from_the_terminal_and_from_a_dump_is_idempotent(plug, bundles, t
     assert cpos(*provision_args(v, tmp_path)).returncode == 0
     _purchases(v, 30, 10)
     ledger_path = tmp_path / "site" / "ledger.sqlite"
+    led = Ledger(str(ledger_path))  # the accounts and cards the purchases name (the backend books no others)
+    for k in range(4):
+        led.add_account("A%d" % k, account_id=1000 + k)
+        led.add_card(bytes([1, 2, 3, 4 + k]).hex(), "card%d" % k, 1000 + k)
+    led.close()
     p = cpos("rescue", "-p", v.port, "--ledger", ledger_path)
     assert p.returncode == 0, p.stderr
     assert "rescued 20 records of t0007" in p.stdout and "20 new" in p.stdout
