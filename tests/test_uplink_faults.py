@@ -74,7 +74,9 @@ def _outage(runtime, world, outage_s, taps):
     assert stuck[1] - 1 > stuck[0], "taps must have been journaled while the broker was down"
     assert r["next_seq"] == taps + 1
     assert r["connects"] >= 2
-    assert r["max_tap_lag_ms"] < 300, r  # the tap task never waited on the network
+    # The tap task never waited on the network: such a wait is an ack timeout (2 s) or a connect
+    # timeout (5 s); a busy machine delays a tap by far less than that.
+    assert r["max_tap_lag_ms"] < 1500, r
     assert_exactly_once(db, jdir, taps)
 
 
