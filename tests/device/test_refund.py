@@ -46,7 +46,7 @@ def test_a_void_gives_the_money_back_once_and_the_next_tap_sees_it():
     rec = purchase.decode(buf)
     assert (rec["reverses"], rec["orig_t"], rec["cause"], rec["amount"], rec["account"], rec["reason"]) == (
         1, NOW, "void", 2500, 1, reasons.REVERSED)
-    assert app._fb_what == ("decision", reasons.REVERSED, 2500, 10000)  # what the display is told
+    assert app._fb_what == ("decision", reasons.REVERSED, 2500, 10000, False, False)  # what the display is told
     board.close()
 
 
