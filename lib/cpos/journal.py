@@ -132,7 +132,7 @@ class Journal:
 
     # -- the tap path -------------------------------------------------------------
     def append(self, t, uid, account, amount, place, kind, terminal, item, balance_after,
-               reason, topup=False):
+               reason, topup=False, untimed=False):
         """Record one purchase; returns its sequence number once it is durable on flash.
 
         Raises JournalFull (nothing written) when unacknowledged purchases fill the
@@ -140,7 +140,7 @@ class Journal:
         """
         self._check()
         purchase.encode_into(self._rec, self._next, t, uid, account, amount, place, kind,
-                             terminal, item, balance_after, reason, topup)
+                             terminal, item, balance_after, reason, topup, untimed)
         opening = self._head < 0 or self._used >= self.slots
         if self._free < (2 if opening else 1):
             raise JournalFull("journal full: waiting for acknowledgements")

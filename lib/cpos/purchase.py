@@ -6,7 +6,8 @@ encoding into a caller's preallocated buffer, checking, and decoding to a dict
 reply names (`outcome`). No I/O; runs on both runtimes.
 
 Layout (little-endian, 64 bytes, CRC-32 over bytes 0..59 at 60):
-  0 u8  type (0x50 'P')        1 u8  flags: bit0 place, bit1 kind, bit2 topup, bits4-7 uid length
+  0 u8  type (0x50 'P')        1 u8  flags: bit0 place, bit1 kind, bit2 topup,
+                                         bit3 time unknown (t is the floor), bits4-7 uid length
   2 u8  reason                 3 u8  item length in bytes (0..22)
   4 u32 seq                    8 u32 t (UTC epoch seconds)
  12 u32 account               16 u32 terminal
@@ -32,7 +33,8 @@ _U32 = 0xFFFFFFFF
 _ZEROS = bytes(UID_MAX + ITEM_MAX)
 
 FIELDS = ("seq", "t", "uid", "account", "amount", "place", "kind", "terminal", "item",
-          "balance_after", "reason", "topup")
+          "balance_after", "reason", "topup")  # and "time_unknown": True, only on a record flagged so
+UNTIMED = const(8)  # flags bit3: made while the terminal's time was unknown (cpos.timekeeper)
 
 
 def fit_item(item):
@@ -52,7 +54,7 @@ def _u32(v, what):
 
 
 def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
-                balance_after, reason, topup):
+                balance_after, reason, topup, untimed=False):
     """Fill `buf` (64 bytes, reused) with a complete record. Raises ValueError, writing
     nothing to flash, for a field outside the format."""
     _u32(seq, "seq")
@@ -70,7 +72,7 @@ def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
     if type(reason) is not int or not 0 <= reason <= 255:
         raise ValueError("reason must be a reason code 0..255")
     it = fit_item(item)
-    flags = place | (kind << 1) | ((1 if topup else 0) << 2) | (len(uid) << 4)
+    flags = place | (kind << 1) | ((1 if topup else 0) << 2) | (UNTIMED if untimed else 0) | (len(uid) << 4)
     struct.pack_into(_HEAD, buf, 0, TYPE, flags, reason, len(it), seq, t, account, terminal,
                      amount, balance_after)
     buf[_UID_AT:_CRC_AT] = _ZEROS  # zero padding for uid and item
@@ -101,7 +103,8 @@ def outcome(buf):
 
 
 def decode(buf):
-    """A valid record as a dict with the FIELDS names (`uid` as bytes, `item` as str).
+    """A valid record as a dict with the FIELDS names (`uid` as bytes, `item` as str), plus
+    `time_unknown: True` when flags bit3 is set.
     Raises ValueError for a torn or foreign record."""
     if not is_valid(buf):
         raise ValueError("not a valid purchase record")
@@ -113,12 +116,15 @@ def decode(buf):
         item = raw.decode()
     except UnicodeError:  # valid checksum but not UTF-8: written by something else; keep it visible
         item = repr(raw)
-    return {
+    rec = {
         "seq": seq, "t": t, "uid": bytes(buf[_UID_AT:_UID_AT + ulen]), "account": account,
         "amount": amount, "place": flags & 1, "kind": (flags >> 1) & 1, "terminal": terminal,
         "item": item, "balance_after": balance_after, "reason": reason,
         "topup": bool(flags & 4),
     }
+    if flags & UNTIMED:  # absent otherwise: every other record keeps its bytes on the wire
+        rec["time_unknown"] = True
+    return rec
 
 
 def to_json_obj(rec):

@@ -18,6 +18,7 @@ INSUFFICIENT_FUNDS = const(8)
 INVALID_AMOUNT = const(9)
 NEEDS_UPDATE = const(10)  # card table unreadable or out of date: resync first
 TERMINAL_FULL = const(11)  # journal holds too many unacknowledged purchases
+CLOCK_NOT_SET = const(12)  # the time is unknown and this purchase needs it (cpos.timekeeper)
 
 # Stable machine names, index = code. Used in logs, JSON and the backend.
 NAMES = (
@@ -33,6 +34,7 @@ NAMES = (
     "invalid_amount",
     "needs_update",
     "terminal_full",
+    "clock_not_set",
 )
 
 

@@ -18,6 +18,7 @@ _TEXTS = (
     ("Ugyldigt beløb", "Invalid amount"),
     ("Terminalen skal opdateres", "Terminal needs update"),
     ("Terminalen er fuld - kontakt personalet", "Terminal full - contact staff"),
+    ("Terminalens ur er ikke indstillet", "Terminal clock not set"),
 )
 
 BALANCE_DA = "Saldo"

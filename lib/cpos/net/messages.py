@@ -195,6 +195,8 @@ def check_record(r):
         raise ProtocolError("record field item")
     if not isinstance(r.get("topup"), bool):
         raise ProtocolError("record field topup")
+    if "time_unknown" in r and r["time_unknown"] is not True:  # present only on a flagged record
+        raise ProtocolError("record field time_unknown")
     return r
 
 

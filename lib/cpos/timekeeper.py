@@ -1,0 +1,208 @@
+"""Trusted time: which time the terminal uses, where it came from, and what it refuses.
+
+Owns every decision about the wall clock (docs/time.md). The board's own clock (`raw`,
+board.now) counts seconds from power-on but is set only when something sets it: after a
+power loss an ESP32 reads 2000-01-01. Sources offer a time; the keeper accepts or refuses
+each offer and logs why. Sources, most trusted first:
+
+    BACKEND  the backend's time in its signed `current` answer to our nonce (cpos.net.sync)
+    SNTP     a configured SNTP server (cpos.sntp)
+    RTC      a battery-backed DS3231 (cpos.ds3231), where the board has one
+    BOARD    the board's clock, when it kept time across this start (a soft reset)
+
+The floor: the terminal never uses a time earlier than its newest journal record or the
+newest backend time it accepted (invariant 8); `floor()` also grows by the seconds the
+board's clock has counted since (a lower bound on the true time stays one). An offer below
+the floor is refused; so is an offer that moves a known time by more than `step_s` (only
+the backend may step further), and, while the time is unknown, one more than `ahead_s`
+beyond a floor the journal or the backend gave (the build date alone bounds nothing ahead:
+a terminal may be installed years after it was built). Refusals of network sources are logged at S (an attacker gains a spent
+window back by moving the clock either way), of the RTC and the board at W.
+
+Until an offer is accepted the time is unknown: `now()` is the floor, `known` is False,
+and the app follows the documented policy (`untimed_reason`, docs/rules.md). Pure logic
+over a raw clock it is given: runs and is tested on both runtimes.
+"""
+from cpos import log as logmod
+from cpos import reasons, rules
+from cpos.compat import const
+
+BUILD_FLOOR = const(1735689600)  # 2025-01-01 00:00 UTC: no true time is earlier than this build
+
+BACKEND = const(0)
+SNTP = const(1)
+RTC = const(2)
+BOARD = const(3)
+SOURCES = ("backend", "sntp", "rtc", "board")
+
+STEP_S = const(120)  # default: how far a source other than the backend may move a known time
+AHEAD_S = const(2592000)  # default: 30 days; how far past the floor an unknown time may be set
+_SETTER_STALE_S = const(3600)  # a less trusted source may steer once the setter is this old
+
+
+class TimeKeeper:
+    """`TimeKeeper(raw, log, step_s, ahead_s, set_raw)`: `raw()` is the board's clock (int
+    seconds); `set_raw(t)`, when the board has it, sets that clock (so a soft reset keeps it)."""
+
+    def __init__(self, raw, log=None, step_s=STEP_S, ahead_s=AHEAD_S, set_raw=None):
+        self._raw = raw
+        self._set_raw = set_raw
+        self.log = log or logmod.NULL
+        self.step_s = step_s
+        self.ahead_s = ahead_s
+        self.known = False
+        self.source = -1  # the source that set the time in use (-1: none)
+        self._off = 0  # time = raw() + _off while known
+        r = raw()
+        self._floor = BUILD_FLOOR
+        self._floor_raw = r
+        self.floor_why = "build"
+        self._set_at = r  # raw when the time in use was last steered
+        self.offset = [None, None, None, None]  # per source: its last offer minus the time in use
+        self.seen = [None, None, None, None]  # per source: raw() of its last offer
+        self.accepted = [0, 0, 0, 0]
+        self.refused = [0, 0, 0, 0]
+        self.pending = False  # a first query is in flight (the time task): `settled` waits for it
+        self._news = None  # asyncio.Event, made on first use (none on a keeper used without a loop)
+
+    # -- what the app reads ----------------------------------------------------------
+    def floor(self):
+        """The lower bound on the true time: the newest journal record or accepted backend
+        time, plus what the board's clock has counted since."""
+        return self._floor + (self._raw() - self._floor_raw)
+
+    def now(self):
+        """UTC seconds: the time in use, never below the floor; the floor while unknown."""
+        r = self._raw()
+        lb = self._floor + (r - self._floor_raw)
+        if self.known:
+            t = r + self._off
+            if t >= lb:
+                return t
+        return lb
+
+    def raise_floor(self, t, why):
+        """A time known to have passed (a journal record's, an accepted backend time)."""
+        if t > self.floor():
+            self._floor = t
+            self._floor_raw = self._raw()
+            self.floor_why = why
+
+    # -- offers ------------------------------------------------------------------------
+    def offer(self, src, t, rtt_ms=0):
+        """A source says the time is `t` (UTC s). Returns True if accepted (and steered by
+        it, or confirmed within bounds), False if refused; either way logged."""
+        name = SOURCES[src]
+        lb = self.floor()
+        cur = self.now()
+        r = self._raw()
+        self.seen[src] = r
+        self.offset[src] = t - cur
+        if t < lb:
+            return self._refuse(src, "%s time %d is %d s behind the floor %d (%s)" % (
+                name, t, lb - t, lb, self.floor_why))
+        if self.known:
+            d = t - cur
+            if src != BACKEND and (d > self.step_s or -d > self.step_s):
+                return self._refuse(src, "%s time %d differs from the time in use (%s) by %+d s, more than %d s" % (
+                    name, t, SOURCES[self.source], d, self.step_s))
+            steer = src <= self.source or r - self._set_at > _SETTER_STALE_S
+            if not steer:
+                self.accepted[src] += 1
+                self.log.info("time: %s agrees within %+d s; %s keeps the time" % (name, d, SOURCES[self.source]))
+                return True
+            if d > 1 or d < -1 or src != self.source:
+                self.log.info("time: %s moves the clock by %+d s (rtt %d ms)" % (name, d, rtt_ms))
+        else:
+            if src != BACKEND and self.floor_why != "build" and t - lb > self.ahead_s:
+                return self._refuse(src, "%s time %d is %d s ahead of the floor %d (%s), more than %d s" % (
+                    name, t, t - lb, lb, self.floor_why, self.ahead_s))
+            self.log.info("time: set by %s to %d (%d s above the floor, rtt %d ms); was unknown" % (
+                name, t, t - lb, rtt_ms))
+        self._steer(src, t)
+        if src == BACKEND:
+            self.raise_floor(t, "backend")
+        self.accepted[src] += 1
+        self._wake()
+        return True
+
+    def _steer(self, src, t):
+        if self._set_raw is not None and (t - self.now() > 1 or self.now() - t > 1 or not self.known):
+            old = self._raw()
+            self._set_raw(t)
+            shift = self._raw() - old  # the board clock jumped: keep every raw mark on its scale
+            self._floor_raw += shift
+            for i in range(4):
+                if self.seen[i] is not None:
+                    self.seen[i] += shift
+        r = self._raw()
+        self._off = t - r
+        self._set_at = r
+        self.known = True
+        self.source = src
+
+    def _refuse(self, src, why):
+        self.refused[src] += 1
+        if src in (RTC, BOARD):
+            self.log.warn("time: refused " + why)
+        else:
+            self.log.security("time: refused " + why)
+        self._wake()
+        return False
+
+    def lost(self, src, why):
+        """A source could not answer (no reply, oscillator stopped): logged, nothing changes."""
+        self.log.warn("time: %s unavailable: %s" % (SOURCES[src], why))
+        self._wake()
+
+    # -- waiting for the first answer ----------------------------------------------------
+    def _wake(self):
+        if self._news is not None:
+            self._news.set()
+
+    async def settled(self, ms):
+        """The tap path calls this while the time is unknown: if the time task has a first
+        query in flight, wait for its answer at most `ms`; otherwise return at once."""
+        if self.known or not self.pending:
+            return
+        import asyncio
+
+        from cpos.compat import wait_event_ms
+
+        if self._news is None:
+            self._news = asyncio.Event()
+        self._news.clear()
+        await wait_event_ms(self._news, ms)
+
+    # -- reports -----------------------------------------------------------------------------
+    def status(self):
+        """For the health report and `cpos status`: known, source, floor, and per source
+        its last offset (its time minus ours, s), age (s since it answered), counts."""
+        r = self._raw()
+        src = {}
+        for i in range(4):
+            if self.seen[i] is not None or self.refused[i]:
+                src[SOURCES[i]] = {"offset": self.offset[i],
+                                   "age": None if self.seen[i] is None else r - self.seen[i],
+                                   "accepted": self.accepted[i], "refused": self.refused[i]}
+        return {"time_known": self.known, "time_source": SOURCES[self.source] if self.known else None,
+                "time_floor": self.floor(), "time_floor_from": self.floor_why, "time_sources": src}
+
+
+# -- the "time unknown" policy (docs/rules.md, "Time unknown") ---------------------------------
+
+def untimed_reason(code, card, profile, have_allowance):
+    """The decision while the time is unknown, from the rules' `code` for the same purchase
+    decided at the floor. A refusal that does not depend on the time stands. A till purchase
+    for a card with any limit at this kind of place is refused CLOCK_NOT_SET (its window is
+    unknown), and so is every approval when the terminal has no offline allowance to bound
+    it by. Otherwise the approval stands (the caller caps it by the offline allowance)."""
+    if code not in (reasons.APPROVED, reasons.DAY_LIMIT, reasons.WEEK_LIMIT, reasons.MONTH_LIMIT):
+        return code
+    if profile.kind == rules.TILL:
+        for w in range(rules.WINDOWS):
+            if card.limits[rules.slot(profile.place, w)] != rules.NO_LIMIT:
+                return reasons.CLOCK_NOT_SET
+    if not have_allowance:
+        return reasons.CLOCK_NOT_SET
+    return code
