@@ -54,6 +54,7 @@ class TimeKeeper:
         self.source = -1  # the source that set the time in use (-1: none)
         self._off = 0  # time = raw() + _off while known
         r = raw()
+        self._last_raw = r
         self._floor = BUILD_FLOOR
         self._floor_raw = r
         self.floor_why = "build"
@@ -66,14 +67,37 @@ class TimeKeeper:
         self._news = None  # asyncio.Event, made on first use (none on a keeper used without a loop)
 
     # -- what the app reads ----------------------------------------------------------
+    def _r(self):
+        """The board's clock, which only counts up unless the keeper sets it: a step back
+        (someone else set it) is logged and every mark moved with it, so neither the floor
+        nor the time in use goes back with it."""
+        r = self._raw()
+        if r < self._last_raw:
+            self._shift(r - self._last_raw)
+            self._off -= r - self._last_raw
+            self.log.warn("time: the board's clock stepped back %d s; the time in use did not" % (self._last_raw - r))
+        self._last_raw = r
+        return r
+
+    def raw(self):
+        """The board's clock as the keeper counts it (for ages and intervals, not a time)."""
+        return self._r()
+
+    def _shift(self, d):
+        self._floor_raw += d
+        self._set_at += d
+        for i in range(4):
+            if self.seen[i] is not None:
+                self.seen[i] += d
+
     def floor(self):
         """The lower bound on the true time: the newest journal record or accepted backend
         time, plus what the board's clock has counted since."""
-        return self._floor + (self._raw() - self._floor_raw)
+        return self._floor + (self._r() - self._floor_raw)
 
     def now(self):
         """UTC seconds: the time in use, never below the floor; the floor while unknown."""
-        r = self._raw()
+        r = self._r()
         lb = self._floor + (r - self._floor_raw)
         if self.known:
             t = r + self._off
@@ -85,7 +109,7 @@ class TimeKeeper:
         """A time known to have passed (a journal record's, an accepted backend time)."""
         if t > self.floor():
             self._floor = t
-            self._floor_raw = self._raw()
+            self._floor_raw = self._r()
             self.floor_why = why
 
     # -- offers ------------------------------------------------------------------------
@@ -95,7 +119,7 @@ class TimeKeeper:
         name = SOURCES[src]
         lb = self.floor()
         cur = self.now()
-        r = self._raw()
+        r = self._r()
         self.seen[src] = r
         self.offset[src] = t - cur
         if t < lb:
@@ -128,14 +152,11 @@ class TimeKeeper:
 
     def _steer(self, src, t):
         if self._set_raw is not None and (t - self.now() > 1 or self.now() - t > 1 or not self.known):
-            old = self._raw()
+            old = self._r()
             self._set_raw(t)
-            shift = self._raw() - old  # the board clock jumped: keep every raw mark on its scale
-            self._floor_raw += shift
-            for i in range(4):
-                if self.seen[i] is not None:
-                    self.seen[i] += shift
-        r = self._raw()
+            self._last_raw = self._raw()
+            self._shift(self._last_raw - old)  # the board clock jumped: keep every mark on its scale
+        r = self._r()
         self._off = t - r
         self._set_at = r
         self.known = True
@@ -178,7 +199,7 @@ class TimeKeeper:
     def status(self):
         """For the health report and `cpos status`: known, source, floor, and per source
         its last offset (its time minus ours, s), age (s since it answered), counts."""
-        r = self._raw()
+        r = self._r()
         src = {}
         for i in range(4):
             if self.seen[i] is not None or self.refused[i]:

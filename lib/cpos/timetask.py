@@ -59,7 +59,7 @@ class TimeTask:
         if self.rtc is None or not k.known or k.source not in (tk.BACKEND, tk.SNTP):
             return
         off = k.offset[tk.RTC]
-        age = None if self._rtc_written is None else k._raw() - self._rtc_written
+        age = None if self._rtc_written is None else k.raw() - self._rtc_written
         if self._rtc_ok and off is not None and -_RTC_WRITE_OFF_S < off < _RTC_WRITE_OFF_S and (
                 age is not None and age < 86400):
             return
@@ -69,10 +69,10 @@ class TimeTask:
         except (OSError, ValueError) as e:
             self.log.warn("time: could not set the RTC: %s" % e)
             return
-        self._rtc_written = k._raw()
+        self._rtc_written = k.raw()
         self._rtc_ok = True
         k.offset[tk.RTC] = 0
-        k.seen[tk.RTC] = k._raw()
+        k.seen[tk.RTC] = k.raw()
         self.log.info("time: RTC set to %d from %s (it was %s)" % (
             t, tk.SOURCES[k.source], "lost" if off is None else "%+d s off" % off))
 
@@ -102,7 +102,7 @@ class TimeTask:
         if self.sync is None:
             return
         seen = k.seen[tk.BACKEND]
-        if not k.known or seen is None or k._raw() - seen > self.cfg.get("backend_every_s", 3600):
+        if not k.known or seen is None or k.raw() - seen > self.cfg.get("backend_every_s", 3600):
             self.sync.refresh()
 
     # -- the task -------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class TimeTask:
         retry = cfg.get("retry_s", 5)
         rtc_every = cfg.get("rtc_every_s", 3600)
         wait = retry
-        last_rtc = k._raw()
+        last_rtc = k.raw()
         if not k.known:
             k.pending = "sntp" in cfg  # the tap path may wait for this first answer
         while True:
@@ -125,8 +125,8 @@ class TimeTask:
                 k._wake()
             self.ask_backend()
             self.write_rtc()
-            if k._raw() - last_rtc >= rtc_every:
-                last_rtc = k._raw()
+            if k.raw() - last_rtc >= rtc_every:
+                last_rtc = k.raw()
                 self.read_rtc()
                 self.write_rtc()
             if ok and k.known:
