@@ -37,7 +37,7 @@ _READER_STALL_MS = const(8000)  # the reader task must report a poll at least th
 _IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment (compact, erase ahead)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
-_TIME_SETTLE_MS = const(1000)  # time unknown and a first SNTP answer due: a tap waits this long for it
+_TIME_SETTLE_MS = const(3000)  # after boot, time unknown and a source configured: a tap waits up to this long for it
 
 
 class App:
@@ -72,6 +72,10 @@ class App:
 
         rtc = board.battery_rtc(cfg.time.get("ds3231")) if hasattr(board, "battery_rtc") else None
         self.time_task = TimeTask(self.clock, cfg.time, rtc=rtc, log=log)
+        # SNTP is not authenticated: on a terminal with the signed downlink it sets an unknown
+        # time only when a second source agrees; a battery RTC waits for its first answer.
+        self.clock.alone[tk.SNTP] = cfg.site_key is None
+        self.clock.sntp_due = "sntp" in cfg.time
         self._fb = asyncio.Event()
         self._fb_what = None
         self._failed = None
@@ -112,6 +116,8 @@ class App:
         else:
             self.log.info("time: the board's clock did not survive this start: unknown until a source answers")
         self.time_task.read_rtc()
+        if not k.known and ("sntp" in self.cfg.time or (self.cfg.site_key is not None and self.cfg.mqtt is not None)):
+            k.expect(_TIME_SETTLE_MS)
 
     def rebuild_unincluded(self):
         """Count every approved own purchase above the table's included_seq, once."""
@@ -212,7 +218,7 @@ class App:
             if not req.open:  # cancelled or expired meanwhile
                 return
         if not self.clock.known:
-            await self.clock.settled(_TIME_SETTLE_MS)  # a first SNTP answer due: wait for it
+            await self.clock.settled()  # just booted: a first time is due from a source
             if not req.open:
                 return
         now = self.clock.now()

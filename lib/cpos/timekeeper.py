@@ -25,7 +25,7 @@ over a raw clock it is given: runs and is tested on both runtimes.
 """
 from cpos import log as logmod
 from cpos import reasons, rules
-from cpos.compat import const
+from cpos.compat import const, ticks_diff, ticks_ms
 
 BUILD_FLOOR = const(1735689600)  # 2025-01-01 00:00 UTC: no true time is earlier than this build
 
@@ -63,7 +63,10 @@ class TimeKeeper:
         self.seen = [None, None, None, None]  # per source: raw() of its last offer
         self.accepted = [0, 0, 0, 0]
         self.refused = [0, 0, 0, 0]
-        self.pending = False  # a first query is in flight (the time task): `settled` waits for it
+        self.alone = [True, True, True, True]  # per source: may set an unknown time alone
+        self.sntp_due = False  # an SNTP answer is expected: a held RTC time waits for it
+        self._held = [None, None, None, None]  # per source: (t, raw) held for a second opinion
+        self._expect_until = None  # ticks_ms until which the tap path may wait for a first time
         self._news = None  # asyncio.Event, made on first use (none on a keeper used without a loop)
 
     # -- what the app reads ----------------------------------------------------------
@@ -141,14 +144,62 @@ class TimeKeeper:
             if src != BACKEND and self.floor_why != "build" and t - lb > self.ahead_s:
                 return self._refuse(src, "%s time %d is %d s ahead of the floor %d (%s), more than %d s" % (
                     name, t, t - lb, lb, self.floor_why, self.ahead_s))
+            if src != BACKEND:
+                why = self._unknown_check(src, t, r)
+                if why is not None:
+                    return why == ""  # "": held (not refused); else refused, logged
             self.log.info("time: set by %s to %d (%d s above the floor, rtt %d ms); was unknown" % (
                 name, t, t - lb, rtt_ms))
+        self._held[src] = None
         self._steer(src, t)
         if src == BACKEND:
             self.raise_floor(t, "backend")
         self.accepted[src] += 1
         self._wake()
         return True
+
+    def _unknown_check(self, src, t, r):
+        """While the time is unknown, a source other than the backend is cross-checked: it
+        must agree within `step_s` with every other source held meanwhile (both are refused
+        when they disagree: a wrong time is worse than none). Alone, it may set the time if
+        `alone[src]`, and the RTC not while an SNTP answer is still due. Returns None (set
+        it), "" (held for a second opinion) or the refusal's text (refused, logged)."""
+        name = SOURCES[src]
+        agree = False
+        for i in range(1, 4):
+            h = self._held[i]
+            if i == src or h is None:
+                continue
+            other = h[0] + (r - h[1])  # its time now
+            if other - t > self.step_s or t - other > self.step_s:
+                self._held[i] = None
+                self.refused[i] += 1
+                self._refuse(src, "%s time %d and %s time %d disagree by %d s: neither is believed" % (
+                    name, t, SOURCES[i], other, t - other))
+                return "refused"
+            agree = True
+        if agree:
+            self.log.info("time: %s and a held source agree within %d s" % (name, self.step_s))
+            return None
+        if self.alone[src] and not (src == RTC and self.sntp_due):
+            return None
+        self._held[src] = (t, r)
+        self.log.info("time: %s time %d held until a second source agrees (%s)" % (
+            name, t, "an SNTP answer is due" if src == RTC else "alone it is not believed here"))
+        return ""
+
+    def sntp_done(self):
+        """The first SNTP exchange ended (answered, refused or silent): a held RTC or board
+        time may now set an unknown time alone."""
+        self.sntp_due = False
+        if self.known:
+            return
+        for i in (RTC, BOARD):
+            h = self._held[i]
+            if h is not None and self.alone[i]:
+                self._held[i] = None
+                self.offer(i, h[0] + (self._r() - h[1]))
+                return
 
     def _steer(self, src, t):
         if self._set_raw is not None and (t - self.now() > 1 or self.now() - t > 1 or not self.known):
@@ -159,6 +210,8 @@ class TimeKeeper:
         r = self._r()
         self._off = t - r
         self._set_at = r
+        for i in range(4):
+            self._held[i] = None
         self.known = True
         self.source = src
 
@@ -181,19 +234,27 @@ class TimeKeeper:
         if self._news is not None:
             self._news.set()
 
-    async def settled(self, ms):
-        """The tap path calls this while the time is unknown: if the time task has a first
-        query in flight, wait for its answer at most `ms`; otherwise return at once."""
-        if self.known or not self.pending:
-            return
+    def expect(self, ms):
+        """At boot, with a source configured: the first time should come within `ms`."""
+        self._expect_until = ticks_ms() + ms
+
+    async def settled(self):
+        """The tap path calls this while the time is unknown: within the expected while
+        after boot (`expect`), wait until the time is known or that while is over; after
+        it, return at once (an offline terminal decides by its policy, not waits)."""
         import asyncio
 
         from cpos.compat import wait_event_ms
 
-        if self._news is None:
-            self._news = asyncio.Event()
-        self._news.clear()
-        await wait_event_ms(self._news, ms)
+        while not self.known and self._expect_until is not None:
+            left = ticks_diff(self._expect_until, ticks_ms())
+            if left <= 0:
+                self._expect_until = None
+                return
+            if self._news is None:
+                self._news = asyncio.Event()
+            self._news.clear()
+            await wait_event_ms(self._news, left)
 
     # -- reports -----------------------------------------------------------------------------
     def status(self):

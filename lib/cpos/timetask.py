@@ -116,13 +116,12 @@ class TimeTask:
         rtc_every = cfg.get("rtc_every_s", 3600)
         wait = retry
         last_rtc = k.raw()
-        if not k.known:
-            k.pending = "sntp" in cfg  # the tap path may wait for this first answer
+        first = True
         while True:
             ok = await self.ask_sntp()
-            if k.pending:
-                k.pending = False
-                k._wake()
+            if first:
+                first = False
+                k.sntp_done()  # a held RTC time need not wait any longer
             self.ask_backend()
             self.write_rtc()
             if k.raw() - last_rtc >= rtc_every:

@@ -228,3 +228,42 @@ def test_ds3231_registers_round_trip_and_a_stopped_oscillator_means_no_time():
     assert rtc.read() is None
     bus.regs[4], bus.regs[2] = 0x30, 0x40 | 0x20 | 0x11  # 12-hour mode, 11 PM
     assert rtc.read() % 86400 == 23 * 3600 + 59 * 60 + 59
+
+
+def test_while_unknown_an_rtc_waits_for_the_due_sntp_answer_and_two_that_disagree_are_both_refused():
+    k, raw, lines = keeper(ahead_s=30 * 86400)
+    k.raise_floor(T, "journal")
+    k.sntp_due = True
+    assert k.offer(tk.RTC, T + 100)  # held, not refused
+    assert not k.known and "held until a second source agrees (an SNTP answer is due)" in lines[-1]
+    assert not k.offer(tk.SNTP, T + 100 + 86400)  # a lie of a day: they disagree, neither is believed
+    assert not k.known and k.refused[tk.SNTP] == 1 and k.refused[tk.RTC] == 1
+    assert lines[-1].startswith("S time: refused sntp time") and "disagree by 86400 s" in lines[-1]
+    k.sntp_done()
+    assert not k.known  # the RTC's time was dropped with the lie
+
+
+def test_an_rtc_held_for_sntp_sets_the_time_when_sntp_agrees_or_stays_silent():
+    k, raw, lines = keeper()
+    k.raise_floor(T, "journal")
+    k.sntp_due = True
+    k.offer(tk.RTC, T + 100)
+    raw.t += 2
+    assert k.offer(tk.SNTP, T + 103) and k.known and k.now() == T + 103 and k.source == tk.SNTP
+    k2, raw2, lines2 = keeper()
+    k2.raise_floor(T, "journal")
+    k2.sntp_due = True
+    k2.offer(tk.RTC, T + 100)
+    raw2.t += 3
+    k2.sntp_done()  # SNTP silent: the RTC alone is believed
+    assert k2.known and k2.now() == T + 103 and k2.source == tk.RTC
+
+
+def test_sntp_alone_is_not_believed_where_it_may_not_be_and_a_second_source_confirms_it():
+    k, raw, lines = keeper()
+    k.alone[tk.SNTP] = False  # a terminal with the signed downlink
+    assert k.offer(tk.SNTP, T)  # held
+    assert not k.known and "alone it is not believed here" in lines[-1]
+    raw.t += 10
+    assert k.offer(tk.RTC, T + 12)
+    assert k.known and k.now() == T + 12
