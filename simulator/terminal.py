@@ -61,9 +61,12 @@ class ScenarioClock:
 
     def advance(self, seconds):
         """Move the world's time forward by `seconds`: every clock jumps with it, as if they
-        had been running for that long."""
-        self.skipped += seconds
-        self._publish()
+        had been running for that long. Time does not go back: a lying clock is a scenario's
+        `clock_skew`, not the world's."""
+        if seconds < 0:
+            raise ValueError("the world's time moves forward only")
+        self.skipped += seconds  # the boards read it from the file a moment later: the site's
+        self._publish()  # clocks may lead theirs by a few µs, never by a stale read
 
     def _publish(self):
         if self.path is None:

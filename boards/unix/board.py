@@ -29,7 +29,6 @@ _POWER_ON = 946684800  # 2000-01-01: what an ESP32's clock reads after a power-o
 _CLOCK = os.getenv("CPOS_CLOCK")
 _RTC = os.getenv("CPOS_RTC")
 _delta = 0.0
-_delta_read = None  # ticks_ms of the last read of CPOS_CLOCK
 
 
 def _read_json(path, default):
@@ -41,13 +40,12 @@ def _read_json(path, default):
 
 
 def true_now():
-    """The world's time (float UTC s): not the firmware's to read; it drives the clocks below."""
-    global _delta, _delta_read
+    """The world's time (float UTC s): not the firmware's to read; it drives the clocks below.
+    The file is read at every call (tens of µs): a cached delta would let the board's clock
+    and a time the firmware sets from the world disagree for a moment after an advance."""
+    global _delta
     if _CLOCK:
-        t = time.ticks_ms()
-        if _delta_read is None or time.ticks_diff(t, _delta_read) >= 200:
-            _delta = _read_json(_CLOCK, {}).get("delta", _delta)
-            _delta_read = t
+        _delta = _read_json(_CLOCK, {}).get("delta", _delta)
     return time.time() + _delta
 
 

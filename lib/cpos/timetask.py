@@ -3,8 +3,8 @@
 Owns when each source is asked (docs/time.md): the battery RTC at boot (the app calls
 `read_rtc` before the first tap) and every
 `rtc_every_s` as a cross-check, written back from a better source when it is off or old;
-SNTP at start, again every `retry_s` (doubling up to `sntp_every_s`) while the time is
-unknown or the server silent, every `sntp_every_s` once it answers; the backend, by asking
+SNTP at start, every `retry_s` while the time is unknown, every `sntp_every_s` once it
+answers (a silent server is asked again after `retry_s`, doubling up to that); the backend, by asking
 the sync engine for a fresh `current` answer (which carries its time) while the time is
 unknown or its last backend time is older than `backend_every_s`. What to believe is the
 timekeeper's decision (cpos.timekeeper), not this task's.
@@ -107,8 +107,9 @@ class TimeTask:
 
     # -- the task -------------------------------------------------------------------------
     async def run(self):
-        """Forever: SNTP every `sntp_every_s` once it answers and the time is known; while
-        not, every `retry_s`, doubling up to a minute. The backend and the RTC between."""
+        """Forever: SNTP every `retry_s` while the time is unknown, every `sntp_every_s` once
+        known and answering (silent: `retry_s` doubling up to that). The backend (at most
+        every minute) and the RTC between."""
         k = self.keeper
         cfg = self.cfg
         every = cfg.get("sntp_every_s", 3600)
@@ -128,10 +129,12 @@ class TimeTask:
                 last_rtc = k.raw()
                 self.read_rtc()
                 self.write_rtc()
-            if ok and k.known:
+            if not k.known:
+                wait = retry  # a 48-byte packet every few seconds until the time is known
+            elif ok:
                 wait = every
             else:
-                wait = retry if wait >= every else min(wait * 2, 60)
+                wait = min(wait * 2, every)
             slept = 0
             while slept < wait:
                 step = min(wait - slept, 60)
