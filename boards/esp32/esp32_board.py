@@ -42,8 +42,8 @@ class Esp32Board:
         self.pins = pins
 
     def now(self):
-        """The RTC: right after a soft reset or deep sleep, 2000-01-01 plus the uptime after a
-        power-on (cpos.timekeeper treats it as unknown until a source answers)."""
+        """The RTC, UTC seconds once something set it; after a power-on it reads 2000-01-01
+        plus the uptime (cpos.timekeeper: unknown until a source answers, docs/time.md)."""
         return int(time.time()) + _EPOCH_SHIFT
 
     def clock_kept(self):
