@@ -128,3 +128,25 @@ def test_a_battery_rtc_keeps_the_time_across_a_power_cut_without_network_until_i
             await r.stop()
 
     asyncio.run(go())
+
+
+def test_time_events_in_a_scenario_are_strict():
+    from simulator import scenario as scen
+
+    def load(events, rtc=False):
+        return scen.Scenario({"name": "t", "start": 1764068400, "uplink": False,
+                              "terminals": [{"id": "till1", "rtc": rtc}], "events": events})
+
+    sc = load([{"at": 1, "ntp_down": True}, {"at": 2, "clock_skew": -30}, {"at": 3, "advance": 86400},
+               {"at": 4, "terminal": "till1", "rtc_lost": True}, {"at": 5, "terminal": "till1", "clock_skew": 5}],
+              rtc=True)
+    assert [(e["kind"], e.get("state", e.get("seconds"))) for e in sc.events] == [
+        ("ntp_down", True), ("clock_skew", -30), ("advance", 86400), ("rtc_lost", None), ("clock_skew", 5)]
+    for bad, why in (([{"at": 1, "advance": -5}], "'advance' must be a positive number"),
+                     ([{"at": 1, "clock_skew": 1.5}], "'clock_skew' must be whole seconds"),
+                     ([{"at": 1, "ntp_down": False}], "'ntp_down' must be true"),
+                     ([{"at": 1, "ntp_down": True, "advance": 3}], "a time event is"),
+                     ([{"at": 1, "terminal": "till1", "rtc_lost": True}], "it has no battery RTC"),
+                     ([{"at": 1, "terminal": "till1", "clock_skew": 3}], "it has none")):
+        with pytest.raises(scen.ScenarioError, match=why):
+            load(bad)
