@@ -16,8 +16,12 @@ board's clock has counted since (a lower bound on the true time stays one). An o
 the floor is refused; so is an offer that moves a known time by more than `step_s` (only
 the backend may step further), and, while the time is unknown, one more than `ahead_s`
 beyond a floor the journal or the backend gave (the build date alone bounds nothing ahead:
-a terminal may be installed years after it was built). Refusals of network sources are logged at S (an attacker gains a spent
-window back by moving the clock either way), of the RTC and the board at W.
+a terminal may be installed years after it was built). While the time is unknown, a source
+other than the backend must also agree with any other source heard meanwhile (both are
+refused when they disagree), SNTP alone is not believed where `alone[SNTP]` is False (a
+terminal with the signed downlink), and the RTC waits for a due SNTP answer. Refusals of
+network sources are logged at S (an attacker gains a spent window back by moving the
+clock either way), of the RTC and the board at W.
 
 Until an offer is accepted the time is unknown: `now()` is the floor, `known` is False,
 and the app follows the documented policy (`untimed_reason`, docs/rules.md). Pure logic
