@@ -12,6 +12,7 @@ that watermark (booked, but not yet contiguous), so the terminal's
 No I/O here: `pump()` and `on_request()` return (topic, payload) lists for the MQTT
 service (backend.service) to publish, after the stream is committed.
 """
+import struct
 
 from cpos import localtime, rules
 from cpos.cards import delta as carddelta
@@ -411,5 +412,7 @@ class Downlink:
                 else:
                     out = []  # current already
             version = self._stream(number)[0]
-        out.append(self._seal(site, tid, signing.CURRENT, version, arg=nonce))
+        # The backend's time rides on the answer to the terminal's nonce (docs/time.md).
+        now = struct.pack("<I", int(self.led.clock()))
+        out.append(self._seal(site, tid, signing.CURRENT, version, body=now, arg=nonce))
         return out

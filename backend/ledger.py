@@ -436,9 +436,13 @@ class Ledger:
                     continue
                 # An approved purchase that passed the checks (backend.trust): the terminal
                 # decided offline, so it is booked whatever the balance is now.
+                # Made while the terminal's time was unknown (docs/time.md): its `t` is only a
+                # lower bound, so it is booked at its arrival, never before that bound: a window
+                # it lands in is the true one or a later one, never an earlier one.
+                booked = max(r["t"], now) if r.get("time_unknown") else r["t"]
                 db.execute("INSERT INTO ledger (account, card, t, type, amount, text, terminal, seq) "
                            "VALUES (?, ?, ?, 'withdrawn', ?, ?, ?, ?)",
-                           (r["account"], r["uid"].lower(), r["t"], r["amount"], r["item"], number, r["seq"]))
+                           (r["account"], r["uid"].lower(), booked, r["amount"], r["item"], number, r["seq"]))
                 db.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (r["amount"], r["account"]))
                 purchases += 1
                 touched.add(r["account"])

@@ -25,6 +25,7 @@ docs/rules.md "Reversals"); the own pending purchases count it at once.
 import asyncio
 
 from cpos import feedback, purchase, reasons, refund, rules
+from cpos import timekeeper as tk
 from cpos.cards import table as cardtable
 from cpos.cards import unincluded
 from cpos.pos import lines as posproto
@@ -44,6 +45,7 @@ _PREPARE_CHECK_MS = const(100)  # how often the journal task looks for such a mo
 _READER_WAIT_MS = const(1000)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
 _ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
+_TIME_SETTLE_MS = const(3000)  # after boot, time unknown and a source configured: a tap waits up to this long for it
 
 
 class App:
@@ -72,6 +74,17 @@ class App:
         self.refunds = refund.Refunds(self.journal, cfg.terminal_no, cfg.refund_window_s)
         self.reader = None
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
+        # Trusted time (docs/time.md): every time the app uses comes from the keeper.
+        self.clock = tk.TimeKeeper(board.now, log, cfg.time["step_s"], cfg.time["ahead_s"],
+                                   getattr(board, "set_time", None))
+        from cpos.timetask import TimeTask
+
+        rtc = board.battery_rtc(cfg.time.get("ds3231")) if hasattr(board, "battery_rtc") else None
+        self.time_task = TimeTask(self.clock, cfg.time, rtc=rtc, log=log)
+        # SNTP is not authenticated: on a terminal with the signed downlink it sets an unknown
+        # time only when a second source agrees; a battery RTC waits for its first answer.
+        self.clock.alone[tk.SNTP] = cfg.site_key is None
+        self.clock.sntp_due = "sntp" in cfg.time
         self._fb = asyncio.Event()
         self._fb_what = None
         self.capped = False  # the last decision was refused by the offline cap (docs/offline.md)
@@ -89,6 +102,7 @@ class App:
     def recover(self):
         """Journal first (before the first tap), then the card table, then the own purchases not yet included."""
         nxt = self.journal.recover()
+        self.time_at_boot(nxt)
         self.table.mount()
         self.rebuild_unincluded()
         used, total = self.journal.fill()
@@ -96,7 +110,24 @@ class App:
             nxt, self.journal.watermark, used, total, self.table.version,
             ("empty", "ok", "broken")[self.table.state], self.unincluded.count))
         self.report("boot", next_seq=nxt, acked=self.journal.watermark, table_version=self.table.version,
-                    pending=self.unincluded.count)
+                    pending=self.unincluded.count, time_known=self.clock.known, now=self.clock.now())
+
+    def time_at_boot(self, nxt):
+        """Before the first tap: the floor from the newest journal record, then the board's
+        clock if it kept time across this start (a soft reset; not after a power-on), then
+        the battery RTC. Without any, the time stays unknown until a source answers."""
+        k = self.clock
+        buf = self._lastrec
+        if nxt > 1 and self.journal.read(nxt - 1, buf, True) == nxt - 1:
+            k.raise_floor(purchase.outcome(buf)[1], "journal")
+        kept = getattr(self.board, "clock_kept", None)
+        if kept is None or kept():  # a board without `clock_kept` has a clock its OS keeps
+            k.offer(tk.BOARD, self.board.now())
+        else:
+            self.log.info("time: the board's clock did not survive this start: unknown until a source answers")
+        self.time_task.read_rtc()
+        if not k.known and ("sntp" in self.cfg.time or (self.cfg.site_key is not None and self.cfg.mqtt is not None)):
+            k.expect(_TIME_SETTLE_MS)
 
     def rebuild_unincluded(self):
         """Count every approved own purchase above the table's included_seq, once."""
@@ -129,6 +160,9 @@ class App:
         t2 = ticks_us()
         code = rules.reason(d)
         topup = rules.topup_triggered(d)
+        untimed = not self.clock.known
+        if untimed and found == cardtable.FOUND:  # docs/rules.md "Time unknown"
+            code = tk.untimed_reason(code, card, self.profile, self.cfg.offline is not None)
         self.capped = code == reasons.APPROVED and self.cfg.offline is not None and self._offline_capped(
             card, amount, now)
         if self.capped:  # the student sees the offline page (cpos.feedback); the POS, insufficient funds
@@ -141,7 +175,7 @@ class App:
             try:
                 seq = self.journal.append(now, uid, card.account, amount, self.profile.place,
                                           self.profile.kind, self.cfg.terminal_no, item,
-                                          balance_after, code, topup)
+                                          balance_after, code, topup, untimed)
             except JournalFull:
                 if code == reasons.APPROVED:
                     code = reasons.TERMINAL_FULL
@@ -154,6 +188,8 @@ class App:
                 self.uplink.kick()
         t3 = ticks_us()
         self.decisions += 1
+        if untimed:
+            self.log.info("time unknown: %s at the floor %d, seq %d" % (reasons.name(code), now, seq))
         return code, topup, seq, balance_after, (ticks_diff(t1, t0), ticks_diff(t2, t1), ticks_diff(t3, t2))
 
     def reverse(self, orig_seq, now):
@@ -204,7 +240,7 @@ class App:
         the available money (synced balance - own pending); what this terminal let the card
         spend since the last sync is its pending sum. Without the downlink, or before the
         first authentic downlink news since boot, the last sync is unknown (0): capped."""
-        last = self.sync.last_contact if self.sync is not None else 0
+        last = self.sync.last_contact if self.sync is not None and self.clock.known else 0
         return amount > self.cfg.offline.limit(card.balance, self.unincluded.amount(card.account), now, last)
 
     def balance_of(self, uid, now):
@@ -224,7 +260,7 @@ class App:
 
     async def on_tap(self, uid, tap_ms):
         self._last_tap = tap_ms
-        now = self.board.now()
+        now = self.clock.now()
         req = self.pos.request
         if not req.open:
             code, balance = self.balance_of(uid, now)
@@ -235,7 +271,11 @@ class App:
             await self.sync.settled()  # just reconnected: hear what was missed first
             if not req.open:  # cancelled or expired meanwhile
                 return
-            now = self.board.now()
+        if not self.clock.known:
+            await self.clock.settled()  # just booted: a first time is due from a source
+            if not req.open:
+                return
+        now = self.clock.now()
         writer = req.writer
         ref, amount, item = req.ref, req.amount, req.item
         req.close()
@@ -341,7 +381,7 @@ class App:
                 if topic is None:
                     topic = messages.topic(self.cfg.site, self.cfg.terminal_id, messages.HEALTH)
                 gen, version = c.generation, self.table.version
-                if await c.publish(topic, messages.encode_health(h, self.board.now()), 0):
+                if await c.publish(topic, messages.encode_health(h, self.clock.now()), 0):
                     sent_gen, sent_version = gen, version
 
     def health(self):
@@ -371,6 +411,7 @@ class App:
             h["uplink_bad_acks"] = u.bad_acks
         if self.sync is not None:
             h.update(self.sync.status())
+        h.update(self.clock.status())
         return h
 
     async def watchdog_task(self):
@@ -447,6 +488,8 @@ class App:
             ("watchdog", self.watchdog_task()))]
         for n, c in self.extra_tasks():
             tasks.append(asyncio.create_task(self._guard(n, c)))
+        self.time_task.sync = self.sync
+        tasks.append(asyncio.create_task(self._guard("time", self.time_task.run())))
         await self._stop.wait()
         for t in tasks:
             t.cancel()
@@ -473,7 +516,7 @@ class App:
             limit = self._included_seq
         self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
-                             window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.board.now,
+                             window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.clock.now,
                              log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
         self.mqtt.will = self.uplink.will()
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
@@ -482,8 +525,13 @@ class App:
         from cpos.net.sync import Sync
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
-                         on_included=self._on_included, log=self.log, clock=self.board.now)
+                         on_included=self._on_included, log=self.log, clock=self.clock.now,
+                         on_time=self._backend_time)
         return tasks + (("sync", self.sync.run()),)
+
+    def _backend_time(self, t, rtt_ms):
+        """The backend's time, in its signed answer to our sync request."""
+        self.clock.offer(tk.BACKEND, t, rtt_ms)
 
     def _included_seq(self):
         return self.table.included_seq

@@ -233,6 +233,17 @@ def _print_health(text):
         print("broker    %s, %d connects; uplink acked to seq %s, %s batches, %s resends"
               % (state, h.get("broker_connects", 0), h.get("uplink_acked"), h.get("uplink_batches"),
                  h.get("uplink_resends")))
+    if "time_known" in h:  # docs/time.md: which time the terminal used, and each source's word
+        if h["time_known"]:
+            state = "set by %s" % h.get("time_source")
+        else:
+            state = "UNKNOWN: stamping with the floor, refusing what needs the time (clock_not_set)"
+        print("time      %s; floor %s (%s)" % (state, h.get("time_floor"), h.get("time_floor_from")))
+        for name, v in sorted((h.get("time_sources") or {}).items()):
+            off = "%+d s" % v["offset"] if isinstance(v.get("offset"), int) else "-"
+            age = "%d s before the report" % v["age"] if isinstance(v.get("age"), int) else "never"
+            print("          %-7s offset %s, last answer %s, %d accepted, %d refused"
+                  % (name, off, age, v.get("accepted", 0), v.get("refused", 0)))
     print("health    %s" % text)
 
 

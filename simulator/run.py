@@ -18,7 +18,9 @@ from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle
 from simulator import cardsync
+from simulator import scenario as scen
 from simulator.site import Site
+from simulator.sntp_server import SNTPServer
 from simulator.terminal import HEAP_CAP_KB, ScenarioClock, SimTerminal, micropython
 
 # How long the simulated till waits for a reply while the terminal runs (a power cut
@@ -70,11 +72,14 @@ class Run:
         """`progress`: an observer (simulator/progress.py) told of taps and events as they
         happen; by default, unless `quiet`, plain lines."""
         self.scenario = scenario
-        self.clock = ScenarioClock(scenario.start)  # terminals and ledger share it
         self.t_play = None  # clock.elapsed() when the timeline began (its `at` 0)
         self.site_events = []  # (at, what, state): broker/backend down/up, as played
         self.keep = keep or workdir is not None
         self.workdir = workdir or tempfile.mkdtemp(prefix="cpos-sim-")
+        os.makedirs(self.workdir, exist_ok=True)
+        # the world's time: terminals (through its file), ledger and SNTP server share it
+        self.clock = ScenarioClock(scenario.start, os.path.join(self.workdir, "clock.json"))
+        self.sntp = None  # the site's SNTP server on loopback (simulator/sntp_server.py)
         self.json_out = json_out
         self.quiet = quiet
         self.terminals = {}
@@ -111,6 +116,15 @@ class Run:
         `terminal_config(spec)` may return settings that override a terminal's config.
         With the uplink on, the site's broker starts and its ledger is seeded first.
         """
+        self.sntp = SNTPServer(self.clock).start()
+        time_user_config = terminal_config
+
+        def terminal_config(spec):  # every terminal asks the site's SNTP server (docs/time.md)
+            cfg = dict((time_user_config(spec) if time_user_config else None) or {})
+            t = {"sntp": {"host": self.sntp.host, "port": self.sntp.port, "timeout_ms": 1000}, "retry_s": 1}
+            t.update(cfg.pop("time", {}))
+            cfg["time"] = t
+            return cfg
         if self.scenario.uplink:
             self.site = Site(self.scenario, self.workdir, clock=self.clock)
             self.site.start()
@@ -155,6 +169,8 @@ class Run:
             await t.stop()
         if self.site is not None:
             await self.site.stop()
+        if self.sntp is not None:
+            self.sntp.stop()
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -183,7 +199,23 @@ class Run:
                 await asyncio.sleep(delay)
             self._note(None, "%s %s" % (ev["kind"], ev["state"]))
             self.site_events.append((self.at(), ev["kind"], ev["state"]))
-            await self.site.event(ev["kind"], ev["state"])
+            if ev["kind"] in scen.TIME_SITE_KINDS:
+                self._time_event(ev)
+            else:
+                await self.site.event(ev["kind"], ev["state"])
+
+    def _time_event(self, ev):
+        """A site event about time: the SNTP server goes silent or answers again, lies by N
+        seconds (`clock_skew`, 0 = honest), or the world's time moves forward (`advance`)."""
+        kind = ev["kind"]
+        if kind == "ntp_down":
+            self.sntp.up = False
+        elif kind == "ntp_up":
+            self.sntp.up = True
+        elif kind == "clock_skew":
+            self.sntp.skew = ev["state"]
+        elif kind == "advance":
+            self.clock.advance(ev["state"])
 
     async def settle(self, timeout=60.0):
         """After the timeline: with the uplink on, bring the broker and backend back if a
@@ -232,6 +264,12 @@ class Run:
                 await self._tap(term, ev)
             elif kind == "remove":
                 term.remove()
+            elif kind == "rtc_lost":
+                self._note(term.id, "battery RTC lost")
+                term.rtc_lost()
+            elif kind == "clock_skew":
+                self._note(term.id, "battery RTC skewed %+d s" % ev["seconds"])
+                term.rtc_skew(ev["seconds"])
             elif kind == "power_cut":
                 self._note(term.id, "power cut")
                 await term.power_cut()

@@ -14,7 +14,10 @@ into a sorted list of timed events. A scenario is JSON:
                    {"at": 0.6, "terminal": "till1", "tap": "884263sae", "hold": 0.4},
                    {"at": 9.0, "terminal": "till1", "power_cut": true},
                    {"at": 9.5, "terminal": "till1", "boot": true},
-                   {"at": 12.0, "broker": "down"}, {"at": 40.0, "broker": "up"}],  # site events
+                   {"at": 12.0, "broker": "down"}, {"at": 40.0, "broker": "up"},  # site events
+                   {"at": 13.0, "ntp_down": true}, {"at": 14.0, "clock_skew": 3600},  # time (docs/time.md)
+                   {"at": 15.0, "advance": 86400},
+                   {"at": 16.0, "terminal": "till1", "rtc_lost": true}],
      "rush":      [{"terminal": "till1", "count": 100, "from": 1.0, "every": 0.6,
                     "amounts": [1500, 2500], "items": ["1x Pasta"], "seed": 1}]}
 
@@ -43,15 +46,19 @@ PLACES = {"school": rules.PLACE_SCHOOL, "club": rules.PLACE_CLUB}
 KINDS = {"till": rules.TILL, "vending": rules.VENDING}
 STATUSES = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.REPLACED}
 WINDOWS = {"day": 0, "week": 1, "month": 2}
-EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "reboot", "cancel", "void")
+EVENT_KINDS = ("pay", "tap", "remove", "power_cut", "boot", "reboot", "cancel", "void", "rtc_lost", "clock_skew")
 SITE_EVENT_KINDS = ("broker", "backend")  # {"at": 5, "broker": "down"} ... {"at": 40, "broker": "up"}
+# Time (docs/time.md): the site's SNTP server silent / answering again ({"at": 5, "ntp_down": true}),
+# lying by N s ({"clock_skew": N}; 0 honest again), the world's time moved forward ({"advance": s}).
+# With "terminal", `clock_skew` makes that terminal's battery RTC lie instead; `rtc_lost` empties its cell.
+TIME_SITE_KINDS = ("ntp_down", "ntp_up", "clock_skew", "advance")
 
 # Every key the spec names, per kind of object.
 TOP_KEYS = ("name", "start", "site", "uplink", "terminals", "accounts", "cards", "unknown_uids", "events", "rush")
-TERMINAL_KEYS = ("id", "place", "kind", "no")
+TERMINAL_KEYS = ("id", "place", "kind", "no", "rtc")
 ACCOUNT_KEYS = ("account", "balance", "places", "limits", "topup_kr")
 CARD_KEYS = ("uid", "number", "account", "status")
-EVENT_KEYS = ("at", "terminal", "item", "hold") + EVENT_KINDS + SITE_EVENT_KINDS
+EVENT_KEYS = ("at", "terminal", "item", "hold") + EVENT_KINDS + SITE_EVENT_KINDS + TIME_SITE_KINDS
 RUSH_KEYS = ("terminal", "count", "from", "every", "seed", "amounts", "items", "cards", "hold")
 
 
@@ -168,8 +175,14 @@ class Scenario:
             if tid in [x["id"] for x in self.terminals] or no in nos:
                 _fail(t, where, "a second terminal with this id or no")
             nos.add(no)
-            self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind})
+            rtc = t.get("rtc", False)
+            if not isinstance(rtc, bool):
+                _fail(t, where, "rtc (a battery-backed DS3231) must be true or false")
+            self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind, "rtc": rtc})
         self.terminal_ids = [t["id"] for t in self.terminals]
+
+    def _terminal(self, tid):
+        return [t for t in self.terminals if t["id"] == tid][0]
 
     def _accounts(self, d):
         self.accounts = {}
@@ -262,6 +275,20 @@ class Scenario:
         where = "events[%d]" % i
         _only(e, EVENT_KEYS, where)
         at = _num(e, "at", where, None)
+        timed = [k for k in TIME_SITE_KINDS if k in e]
+        if timed and "terminal" not in e:
+            extra = [k for k in e if k not in ("at",) + TIME_SITE_KINDS]
+            if len(timed) != 1 or extra:
+                _fail(e, where, "a time event is {\"at\": s, and one of %s}, nothing else (got %s)"
+                      % (", ".join(TIME_SITE_KINDS), ", ".join(sorted(e))))
+            k, v = timed[0], e[timed[0]]
+            if k in ("ntp_down", "ntp_up"):
+                _flag(e, k, where)
+            elif k == "advance" and (not _is_num(v) or v <= 0):
+                _fail(e, where, "'advance' must be a positive number of seconds, got %s" % json.dumps(v))
+            elif k == "clock_skew" and not _is_int(v):
+                _fail(e, where, "'clock_skew' must be whole seconds (negative: behind), got %s" % json.dumps(v))
+            return {"at": at, "terminal": None, "kind": k, "state": v, "line": _line(e)}
         site = [k for k in SITE_EVENT_KINDS if k in e]
         if site:
             extra = [k for k in e if k not in ("at",) + SITE_EVENT_KINDS]
@@ -293,6 +320,14 @@ class Scenario:
         elif ev["kind"] == "tap":
             ev["uid"] = self.card_uid(e["tap"], e, where)
             ev["hold"] = _num(e, "hold", where, 0.3, positive=True)
+        elif ev["kind"] == "clock_skew":
+            if not _is_int(e["clock_skew"]):
+                _fail(e, where, "'clock_skew' must be whole seconds, got %s" % json.dumps(e["clock_skew"]))
+            if not self._terminal(e["terminal"])["rtc"]:
+                _fail(e, where, "clock_skew of %s's battery RTC: it has none (\"rtc\": true)" % e["terminal"])
+            ev["seconds"] = e["clock_skew"]
+        elif ev["kind"] == "rtc_lost" and not self._terminal(e["terminal"])["rtc"]:
+            _fail(e, where, "rtc_lost of %s: it has no battery RTC (\"rtc\": true)" % e["terminal"])
         else:
             _flag(e, ev["kind"], where)
         return ev

@@ -39,18 +39,42 @@ def micropython():
 
 
 class ScenarioClock:
-    """A run's clock: the scenario's `start` (UTC seconds) plus the seconds since the run
-    began. The terminals boot with it, and the site's ledger stamps its rows with it."""
+    """A run's clock, the world's true time: the scenario's `start` (UTC seconds) plus the
+    seconds since the run began plus every `advance` (a scenario moving time forward by
+    hours or days). The site's ledger, its SNTP server and every clock of the terminals
+    run on it: the boards read it from the file at `path` (`{"delta": D}`: true time = the
+    host's clock + D), rewritten at each advance."""
 
-    def __init__(self, start):
+    def __init__(self, start, path=None):
         self.start = start
         self.t0 = time.monotonic()
+        self.skipped = 0.0
+        self.path = path
+        self._publish()
 
     def elapsed(self):
+        """Real seconds since the run began (the timeline's axis; advances do not count)."""
         return time.monotonic() - self.t0
 
     def __call__(self):
-        return self.start + self.elapsed()
+        return self.start + self.elapsed() + self.skipped
+
+    def advance(self, seconds):
+        """Move the world's time forward by `seconds`: every clock jumps with it, as if they
+        had been running for that long. Time does not go back: a lying clock is a scenario's
+        `clock_skew`, not the world's."""
+        if seconds < 0:
+            raise ValueError("the world's time moves forward only")
+        self.skipped += seconds  # the boards read it from the file a moment later: the site's
+        self._publish()  # clocks may lead theirs by a few µs, never by a stale read
+
+    def _publish(self):
+        if self.path is None:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"delta": self() - time.time()}, f)
+        os.replace(tmp, self.path)
 
 
 class SimTerminal:
@@ -84,7 +108,13 @@ class SimTerminal:
         self._wdt_timeout_ms = None
         self._last_feed = 0.0
         self._tasks = []
-        self.clock = clock  # a ScenarioClock shared by the run's terminals (None: one per process)
+        if clock is None or clock.path is None:  # a clock of its own, its file in the terminal's folder
+            os.makedirs(self.dir, exist_ok=True)
+            clock = ScenarioClock(epoch0, os.path.join(self.dir, "clock.json"))
+        self.clock = clock  # the world's time (a ScenarioClock shared by the run's terminals)
+        self.rtc_path = os.path.join(self.dir, "rtc.txt")  # the board's own clock (boards/unix)
+        self.battery = bool(spec.get("rtc"))  # a DS3231 on a coin cell (scenario: "rtc": true)
+        self.ds3231_path = os.path.join(self.dir, "ds3231.json")
         self.history = []  # (elapsed s, "boot" / "power_cut" / "watchdog" / "reset") for the report
 
     # -- set-up ------------------------------------------------------------------
@@ -105,6 +135,9 @@ class SimTerminal:
         """Create the folder, the config and erased flash; `install_table(dev)` fills the card table."""
         os.makedirs(self.dir, exist_ok=True)
         self.chip.start()
+        self.lose_clock()  # new from the factory: never set
+        if self.battery:  # set at installation, from a good clock
+            self.ds3231({"offset": 0.0, "osf": False})
         cfg = self.config()
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
@@ -128,7 +161,10 @@ class SimTerminal:
         env = dict(os.environ)
         env["MICROPYPATH"] = ".frozen:" + self.bundle_dir
         env["CPOS_CONFIG"] = os.path.join(self.dir, "config.json")
-        env["CPOS_EPOCH0"] = str(int(self.epoch0 + self.elapsed()))
+        env["CPOS_CLOCK"] = self.clock.path
+        env["CPOS_RTC"] = self.rtc_path
+        if self.battery:
+            env["CPOS_DS3231"] = self.ds3231_path
         self.proc = await asyncio.create_subprocess_exec(
             micropython(), "-X", "heapsize=%dK" % self.heap_kb, "-c", "import main",
             env=env, cwd=self.dir, stdin=asyncio.subprocess.DEVNULL,
@@ -158,6 +194,7 @@ class SimTerminal:
         self.power_cuts += 1
         self.history.append((self.elapsed(), "power_cut"))
         await self._kill()
+        self.lose_clock()
         self.emu.inject("reset")
         return True
 
@@ -267,14 +304,38 @@ class SimTerminal:
                 self.history.append((self.elapsed(), "watchdog"))
                 self.log_lines.append("SIMULATOR: watchdog reset")
                 await self._kill()
+                self.lose_clock()  # an ESP32 reports a brownout as a watchdog reset: not trusted
                 self.emu.inject("reset")
                 await self.boot()
 
-    _t0 = None
+    # -- clocks (docs/time.md) -----------------------------------------------------
+    def lose_clock(self):
+        """The board's own clock loses its time (a power cut): it reads 2000-01-01 at the next
+        start. A firmware reset (board.restart) leaves it counting."""
+        with open(self.rtc_path, "w") as f:
+            f.write("lost")
+
+    def ds3231(self, state=None):
+        """The battery RTC's state ({"offset": s from the true time, "osf": stopped}); set it
+        when `state` is given."""
+        if state is not None:
+            with open(self.ds3231_path, "w") as f:
+                json.dump(state, f)
+            return state
+        with open(self.ds3231_path) as f:
+            return json.load(f)
+
+    def rtc_lost(self):
+        """The coin cell is out: the DS3231's oscillator stopped (OSF set, time gone)."""
+        if self.battery:
+            self.ds3231({"offset": 946684800 - self.clock(), "osf": True})
+
+    def rtc_skew(self, seconds):
+        """The DS3231 lies: its time moves by `seconds` (a drifted or tampered chip)."""
+        if self.battery:
+            st = self.ds3231()
+            st["offset"] += seconds
+            self.ds3231(st)
 
     def elapsed(self):
-        if self.clock is not None:
-            return self.clock.elapsed()
-        if SimTerminal._t0 is None:
-            SimTerminal._t0 = time.monotonic()
-        return time.monotonic() - SimTerminal._t0
+        return self.clock.elapsed()

@@ -188,7 +188,8 @@ def test_each_refusal_reason_is_reachable():
         found = find(cases, lambda c, r=r: rules.reason(decide(c)) == r,
                      settings=settings(max_examples=5000, database=None))
         assert rules.reason(decide(found)) == r
-    # The others come from the card table, the journal and reversals (cpos.refund), not from the rules.
+    # The others come from the card table, the journal, the timekeeper (tests/device/test_time_keeper.py)
+    # and reversals (cpos.refund), not from the rules.
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -89,7 +89,31 @@ class Esp32Board:
         self.pins = pins
 
     def now(self):
+        """The RTC, UTC seconds once something set it; after a power-on it reads 2000-01-01
+        plus the uptime (cpos.timekeeper: unknown until a source answers, docs/time.md)."""
         return int(time.time()) + _EPOCH_SHIFT
+
+    def clock_kept(self):
+        """The RTC kept counting across this start only after a soft reset (machine.reset(),
+        which the firmware uses) or a deep-sleep wake. MicroPython's ESP32 port reports a
+        brownout as WDT_RESET, so a watchdog reset is not trusted either; a power-on, the
+        EN button (HARD_RESET: the chip powers down) and anything else start unknown."""
+        return machine.reset_cause() in (machine.SOFT_RESET, machine.DEEPSLEEP_RESET)
+
+    def set_time(self, t):
+        tm = time.gmtime(t - _EPOCH_SHIFT)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
+
+    def battery_rtc(self, spec):
+        """A DS3231 on I2C when the config's `time.ds3231` names its bus and pins
+        (it may share the PN532's bus: 0x68 against 0x24)."""
+        if spec is None:
+            return None
+        from cpos.ds3231 import DS3231
+
+        i2c = machine.I2C(spec.get("i2c", 0), scl=machine.Pin(spec["scl"]), sda=machine.Pin(spec["sda"]),
+                          freq=spec.get("freq", 400000))
+        return DS3231(i2c)
 
     def config_path(self):
         return "/config.json"  # at the root: boot.py runs a deployed version from its folder
@@ -141,7 +165,8 @@ class Esp32Board:
     def install(self, module_globals):
         """Make a board.py module offer this board's interface (`board.now()`, ...)."""
         for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "pos_link", "outputs",
-                     "watchdog", "log", "restart", "maintenance_requested", "network_up"):
+                     "watchdog", "log", "restart", "maintenance_requested", "network_up", "clock_kept",
+                     "set_time", "battery_rtc"):
             module_globals[name] = getattr(self, name)
         module_globals["NAME"] = self.NAME
 

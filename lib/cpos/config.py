@@ -22,7 +22,7 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
-        "site_key", "refund_window_s")
+        "site_key", "refund_window_s", "time")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
@@ -174,6 +174,36 @@ def _offline(d):
                          _int_in(d, "allowance_ore", "offline.allowance_ore", 0, 10000000))
 
 
+def _time(d):
+    """Time sources and bounds (docs/time.md, cpos.timekeeper); {} when the key is absent."""
+    from cpos import timekeeper
+
+    known = ("sntp", "ds3231", "step_s", "ahead_s", "sntp_every_s", "retry_s", "rtc_every_s", "backend_every_s")
+    for key in d:
+        if key not in known:
+            _fail("time." + key, "is not a known setting (known: %s)" % ", ".join(known))
+    out = {"step_s": _int_in(d, "step_s", "time.step_s", 1, 86400, timekeeper.STEP_S),
+           "ahead_s": _int_in(d, "ahead_s", "time.ahead_s", 60, 3650 * 86400, timekeeper.AHEAD_S),
+           "sntp_every_s": _int_in(d, "sntp_every_s", "time.sntp_every_s", 10, 86400, 3600),
+           "retry_s": _int_in(d, "retry_s", "time.retry_s", 1, 600, 5),
+           "rtc_every_s": _int_in(d, "rtc_every_s", "time.rtc_every_s", 10, 86400, 3600),
+           "backend_every_s": _int_in(d, "backend_every_s", "time.backend_every_s", 10, 86400, 3600)}
+    if "sntp" in d:
+        c = _get(d, "sntp", dict, "time.sntp")
+        for key in c:
+            if key not in ("host", "port", "timeout_ms"):
+                _fail("time.sntp." + key, "is not a known setting (known: host, port, timeout_ms)")
+        out["sntp"] = {"host": _get(c, "host", str, "time.sntp.host"),
+                       "port": _int_in(c, "port", "time.sntp.port", 1, 65535, 123),
+                       "timeout_ms": _int_in(c, "timeout_ms", "time.sntp.timeout_ms", 100, 10000, 1500)}
+    if "ds3231" in d:
+        c = _get(d, "ds3231", dict, "time.ds3231")
+        for key in c:  # the board's I2C bus and pins (boards/README.md `battery_rtc`)
+            _int_in(c, key, "time.ds3231." + key, 0, 10000000)
+        out["ds3231"] = c
+    return out
+
+
 class Config:
     """A validated configuration. Attributes mirror docs/config.md."""
 
@@ -207,6 +237,7 @@ class Config:
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
         self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
         self.refund_window_s = _int_in(d, "refund_window_s", "refund_window_s", 1, 86400, 900)
+        self.time = _time(_get(d, "time", dict, "time", {}, False))
 
 
 def validate(d):

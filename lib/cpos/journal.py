@@ -223,7 +223,7 @@ class Journal:
 
     # -- the tap path -------------------------------------------------------------
     def append(self, t, uid, account, amount, place, kind, terminal, item, balance_after,
-               reason, topup=False):
+               reason, topup=False, untimed=False):
         """Record one purchase; returns its sequence number once it is durable on flash.
 
         Raises JournalFull (nothing written) when unacknowledged purchases fill the
@@ -231,7 +231,7 @@ class Journal:
         """
         self._check()
         purchase.encode_into(self._rec, self._next, t, uid, account, amount, place, kind,
-                             terminal, item, balance_after, reason, topup)
+                             terminal, item, balance_after, reason, topup, untimed)
         return self._program_next()
 
     def append_reversal(self, t, uid, account, amount, place, kind, terminal, item, balance_after,

@@ -7,7 +7,7 @@ the POS `LAST` reply names (`outcome`). No I/O; runs on both runtimes.
 
 Purchase (type 0x50 'P'; little-endian, 64 bytes, CRC-32 over bytes 0..59 at 60):
   0 u8  type                   1 u8  flags: bit0 place, bit1 kind, bit2 topup,
-                                     bit3 reserved (trusted time), bits4-7 uid length
+                                     bit3 time unknown (t is the floor), bits4-7 uid length
   2 u8  reason                 3 u8  item length in bytes (0..22)
   4 u32 seq                    8 u32 t (UTC epoch seconds)
  12 u32 account               16 u32 terminal
@@ -48,7 +48,8 @@ _U32 = 0xFFFFFFFF
 _ZEROS = bytes(UID_MAX + ITEM_MAX)
 
 FIELDS = ("seq", "t", "uid", "account", "amount", "place", "kind", "terminal", "item",
-          "balance_after", "reason", "topup")
+          "balance_after", "reason", "topup")  # and "time_unknown": True, only on a record flagged so
+UNTIMED = const(8)  # flags bit3: made while the terminal's time was unknown (cpos.timekeeper)
 
 
 def fit_item(item, most=ITEM_MAX):
@@ -83,14 +84,15 @@ def _check_common(seq, t, uid, account, amount, place, kind, terminal, balance_a
 
 
 def encode_into(buf, seq, t, uid, account, amount, place, kind, terminal, item,
-                balance_after, reason, topup):
-    """Fill `buf` (64 bytes, reused) with a complete purchase record. Raises ValueError,
+                balance_after, reason, topup, untimed=False):
+    """Fill `buf` (64 bytes, reused) with a complete purchase record (`untimed`: flags bit3,
+    made while the terminal's time was unknown). Raises ValueError,
     writing nothing to flash, for a field outside the format."""
     _check_common(seq, t, uid, account, amount, place, kind, terminal, balance_after)
     if type(reason) is not int or not 0 <= reason <= 255:
         raise ValueError("reason must be a reason code 0..255")
     it = fit_item(item)
-    flags = place | (kind << 1) | ((1 if topup else 0) << 2) | (len(uid) << 4)
+    flags = place | (kind << 1) | ((1 if topup else 0) << 2) | (UNTIMED if untimed else 0) | (len(uid) << 4)
     struct.pack_into(_HEAD, buf, 0, TYPE, flags, reason, len(it), seq, t, account, terminal,
                      amount, balance_after)
     buf[_UID_AT:_CRC_AT] = _ZEROS  # zero padding for uid and item
@@ -167,7 +169,8 @@ def outcome(buf):
 
 def decode(buf):
     """A valid record as a dict with the FIELDS names (`uid` as bytes, `item` as str); a
-    reversal adds `reverses` (orig seq), `orig_t` and `cause` (a CAUSES name).
+    reversal adds `reverses` (orig seq), `orig_t` and `cause` (a CAUSES name); a record
+    flagged so adds `time_unknown: True`.
     Raises ValueError for a torn or foreign record."""
     if not is_valid(buf):
         raise ValueError("not a valid journal record")
@@ -191,6 +194,8 @@ def decode(buf):
         rec["reverses"] = orig_seq
         rec["orig_t"] = orig_t
         rec["cause"] = CAUSES[cause]
+    if flags & UNTIMED:  # absent otherwise: every other record keeps its bytes on the wire
+        rec["time_unknown"] = True
     return rec
 
 

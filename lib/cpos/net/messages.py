@@ -202,6 +202,8 @@ def check_record(r):
         _int(r, "orig_t", 0, 0xFFFFFFFF)
         if r.get("cause") not in REVERSAL_CAUSES or r["reason"] != reasons.REVERSED or r["topup"]:
             raise ProtocolError("reversal record")
+    if "time_unknown" in r and r["time_unknown"] is not True:  # present only on a flagged record
+        raise ProtocolError("record field time_unknown")
     return r
 
 

@@ -28,7 +28,8 @@ MAX_MESSAGE = const(4144)  # HEAD + MAX_BODY + TAG
 # types
 DELTA = const(1)  # body: one card-table delta (cpos.cards.delta); version = the delta's version
 CHUNK = const(2)  # body: chunk `index` of `total` of a snapshot image; arg = included_seq
-CURRENT = const(3)  # no body: "you are up to date at `version`"; arg = the nonce of the request
+CURRENT = const(3)  # "you are up to date at `version`"; arg = the nonce of the request;
+#                    body: none, or the backend's time (u32 UTC s, cpos.timekeeper)
 DELTAS = const(4)  # body: consecutive deltas, each after a length byte; version = the last one's
 TYPES = const(4)
 
@@ -154,7 +155,7 @@ def decode(key, topic, payload, into=None):
     m.body = mv[HEAD:n - TAG]
     if kind == CHUNK and (total < 1 or index >= total or not len(m.body)):
         raise DownlinkError("malformed")
-    if kind == CURRENT and len(m.body):
+    if kind == CURRENT and len(m.body) not in (0, 4):  # 4: the backend's time, u32 UTC s
         raise DownlinkError("malformed")
     if kind == DELTA and not len(m.body):
         raise DownlinkError("malformed")

@@ -46,7 +46,7 @@ def _nonce():
 
 class Sync:
     def __init__(self, table, client, site, tid, key, on_included=None, log=None, retry_ms=5000,
-                 settle_ms=500, ticks=ticks_ms, clock=None):
+                 settle_ms=500, ticks=ticks_ms, clock=None, on_time=None):
         self.table = table
         self.client = client
         self.key = key if isinstance(key, signing.Key) else signing.Key(key)
@@ -73,6 +73,7 @@ class Sync:
         self.last_sync = None  # ticks of that confirmation
         self.clock = clock  # UTC seconds (board.now), for `last_contact`
         self.last_contact = 0  # UTC s of the last authentic news (delta, snapshot, current); 0 never
+        self.on_time = on_time  # on_time(t, rtt_ms): the backend's time in a `current` answer to our nonce
         # figures
         self.applied = 0
         self.snapshots = 0
@@ -98,6 +99,10 @@ class Sync:
         self.rejected += 1
         self.why[why] = self.why.get(why, 0) + 1
         self.log.security("sync: refused message: %s" % why)
+
+    def refresh(self):
+        """Ask for a `current` answer (the backend's time comes with it: cpos.timetask)."""
+        self._ask()
 
     def _ask(self):
         if self._asked is None:
@@ -254,6 +259,10 @@ class Sync:
             return
         self._nonce = 0
         self.current = m.version
+        if len(m.body) == 4 and self.on_time is not None:  # fresh: it answers our nonce
+            b = m.body
+            rtt = ticks_diff(self.ticks(), self._asked) if self._asked is not None else 0
+            self.on_time(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24), rtt)
         t = self.table
         if t.state == cardtable.OK and not t.needs_resync and t.version == m.version:
             self.synced = True
