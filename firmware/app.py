@@ -62,6 +62,7 @@ class App:
         self.spends = rules.Spends()
         self.pos = posserver.Server(self.profile.kind, cfg.terminal_id, self.last_line, log)
         self.reader = None
+        self.mdb = None  # the MDB cashless reader (cpos.mdb.service) when the config has `mdb`
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         self._fb = asyncio.Event()
         self._fb_what = None
@@ -172,6 +173,8 @@ class App:
         self._last_tap = tap_ms
         now = self.board.now()
         req = self.pos.request
+        if self.mdb is not None and self.mdb.tap(uid, tap_ms):
+            return  # the vending machine's session took the card (docs/mdb.md)
         if not req.open:
             code, balance = self.balance_of(uid, now)
             self._show(("balance", code, 0, balance))
@@ -336,6 +339,8 @@ class App:
 
     def _quiet(self):
         """No open request and no card for _IDLE_COMPACT_MS: slow flash work delays no tap."""
+        if self.mdb is not None and self.mdb.busy():
+            return False
         return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= _IDLE_COMPACT_MS
 
     def _compacting(self):
@@ -370,6 +375,10 @@ class App:
             ("reader", self.reader_task()), ("feedback", self.feedback_task()),
             ("pos", self.pos_task()), ("health", self.health_task()),
             ("watchdog", self.watchdog_task()))]
+        if self.cfg.mdb is not None:
+            from cpos.mdb.service import Service
+            self.mdb = Service(self, self.cfg.mdb, self.board.mdb_link(self.cfg.mdb.spec), self.log)
+            tasks.append(asyncio.create_task(self._guard("mdb", self.mdb.run())))
         for n, c in self.extra_tasks():
             tasks.append(asyncio.create_task(self._guard(n, c)))
         await self._stop.wait()

@@ -22,7 +22,7 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
-        "site_key")
+        "site_key", "mdb")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
@@ -204,6 +204,21 @@ class Config:
             self.wifi = _wifi(self.wifi)
         self.profile = rules.Profile(self.place, self.kind, self.topup_threshold)
         self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
+        self.mdb = _mdb(d.get("mdb"), self.kind)
+
+
+def _mdb(d, kind):
+    """The MDB cashless reader (docs/mdb.md), or None when the key is absent."""
+    if d is None:
+        return None
+    if kind != rules.VENDING:
+        _fail("mdb", "needs \"kind\": \"vending\" (a till has no vending machine controller)")
+    from cpos.mdb.settings import Settings
+
+    try:
+        return Settings(d)
+    except ValueError as e:
+        raise ConfigError("config %s" % e)
 
 
 def validate(d):

@@ -1,0 +1,142 @@
+"""The MDB task: bytes from the link, through the framer and the reader, replies back.
+
+    svc = Service(app, settings, link, log)
+    await svc.run()            # an app task (firmware/app.py), for ever
+    svc.tap(uid, now_ms)       # the app's reader task saw a card
+
+Owns the loop around `cpos.mdb.cashless.Reader` and the reader's host: the session's
+funds from the app's `balance_of`, a vend decided by the app's own `decide` (the
+till's lookup, rules with the vending profile, offline cap, journal append before VEND
+APPROVED is queued), a refund through `App.reverse(orig_seq, now)` (the durable
+reversal record, docs/mdb.md "Refunds"), and the feedback and simulator events of each.
+The reply to a block is written before any slow work (the decision runs after the
+VMC's VEND REQUEST has its ACK), so the 5 ms response budget covers only framing and a
+state change. Buffers are made once: nothing is allocated per byte.
+"""
+from cpos import reasons
+from cpos.compat import const, ticks_diff, ticks_ms, ticks_us
+from cpos.mdb import bus, cashless
+
+_ACK = b"\x00"
+_RT_SLOTS = const(256)  # response times kept for the health figures (a ring)
+_EV_NAMES = ("", "session", "refused", "vend", "success", "failure", "cancel", "end", "timeout", "reset",
+             "out_of_sequence")
+
+
+class Service:
+    def __init__(self, app, settings, link, log):
+        self.app = app
+        self.s = settings
+        self.link = link
+        self.log = log
+        self.framer = bus.Framer(0x10)
+        self.reader = cashless.Reader(self, settings)
+        self._data = bytearray(64)
+        self._modes = bytearray(64)
+        self.vends = self.refunds = 0
+        self.response_us = [0] * _RT_SLOTS  # per block answered: from its last byte read to the reply written
+        self.responses = 0
+
+    # -- the loop ----------------------------------------------------------------
+    async def run(self):
+        link = self.link
+        await link.open(self.log)
+        data, modes = self._data, self._modes
+        framer, reader = self.framer, self.reader
+        while True:
+            n = await link.read(data, modes)
+            if link.gap:
+                framer.gap()
+            for i in range(n):
+                kind = framer.feed(data[i], modes[i] if modes[i] != 0xFF else -1)
+                if kind == bus.NOTHING:
+                    continue
+                if kind == bus.BLOCK:
+                    t0 = ticks_us()
+                    now = ticks_ms()
+                    r = reader.handle(framer.buf, framer.last_n, now)
+                    if r:
+                        link.send(reader.out, r)
+                        framer.awaiting = True
+                    elif reader.answered:
+                        link.send(_ACK, 1)
+                    self.response_us[self.responses % _RT_SLOTS] = ticks_diff(ticks_us(), t0)
+                    self.responses += 1
+                    await link.drain()
+                    reader.work(ticks_ms())
+                elif kind == bus.GOT_ACK:
+                    reader.acked()
+                elif kind == bus.GOT_RET:
+                    r = reader.retransmit()
+                    if r:
+                        link.send(reader.out, r)
+                        framer.awaiting = True
+                        await link.drain()
+                elif kind == bus.BAD:
+                    self.log.warn("MDB: bad block (checksum or length): ignored, the VMC repeats it")
+                # GOT_NAK: the VMC repeats its POLL and the reader the unacknowledged reply
+
+    def tap(self, uid, now_ms):
+        """A card for the reader; True if the MDB session took it."""
+        return self.reader.card(uid, now_ms)
+
+    def busy(self):
+        """A session or vend in progress: not a quiet moment for slow flash work."""
+        return self.reader.state >= cashless.IDLE and self.reader.uid_len > 0
+
+    def health(self):
+        r = self.reader
+        return {"mdb_state": cashless.STATE_NAMES[r.state], "mdb_level": r.level, "mdb_blocks": self.framer.blocks,
+                "mdb_bad": self.framer.bad, "mdb_sequence_errors": r.sequence_errors, "mdb_vends": self.vends,
+                "mdb_refunds": self.refunds}
+
+    # -- the reader's host: the app's decision path -----------------------------------
+    def funds(self, uid):
+        app = self.app
+        code, balance = app.balance_of(uid, app.board.now())
+        return code, balance, app.card.account
+
+    def vend(self, uid, amount, item):
+        app = self.app
+        code, topup, seq, after, t = app.decide(uid, amount, "MDB #%d" % item, app.board.now())
+        self.vends += 1
+        app._show(("decision", code, amount, after))
+        app.report("decision", uid=_hex(uid), ref="mdb", amount=amount, reason=reasons.name(code), seq=seq,
+                   balance_after=after, topup=topup, item=item, lookup_us=t[0], rules_us=t[1], journal_us=t[2])
+        return code, seq, after
+
+    def refund(self, seq):
+        """Reverse purchase `seq` (a vend the machine did not deliver). Returns a reason code."""
+        app = self.app
+        reverse = getattr(app, "reverse", None)
+        if reverse is None:
+            self.log.error("MDB: cannot refund purchase %d: this firmware has no App.reverse" % seq)
+            return reasons.TERMINAL_FULL
+        code, rseq = reverse(seq, app.board.now())
+        self.refunds += 1
+        app.report("refund", seq=seq, reason=reasons.name(code), reversal_seq=rseq)
+        if code == reasons.APPROVED:
+            self.log.info("MDB: purchase %d refunded (reversal %d)" % (seq, rseq))
+        else:
+            self.log.warn("MDB: refund of purchase %d: %s" % (seq, reasons.name(code)))
+        return code
+
+    def delivered(self, seq):
+        """The VMC acknowledged VEND APPROVED for `seq`: from now on it counts as sold."""
+        self.app.report("mdb", what="delivered", seq=seq)
+
+    def event(self, kind, a, b):
+        app = self.app
+        name = _EV_NAMES[kind]
+        if kind == cashless.EV_SESSION:
+            app._show(("balance", reasons.APPROVED, 0, a))
+        elif kind == cashless.EV_REFUSED:
+            app._show(("balance", a, 0, 0))
+        if kind == cashless.EV_SEQUENCE:
+            self.log.warn("MDB: command %02X %02X out of sequence in state %s"
+                          % (a, b, cashless.STATE_NAMES[self.reader.state]))
+        app.report("mdb", what=name, a=a, b=b, state=cashless.STATE_NAMES[self.reader.state])
+
+
+def _hex(uid):
+    return "".join("%02X" % b for b in uid)
