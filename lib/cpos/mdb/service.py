@@ -112,7 +112,8 @@ class Service:
         if reverse is None:
             self.log.error("MDB: cannot refund purchase %d: this firmware has no App.reverse" % seq)
             return reasons.TERMINAL_FULL
-        code, rseq = reverse(seq, app.board.now())
+        res = reverse(seq, app.board.now())  # (code, reversal seq[, balance after])
+        code, rseq = res[0], res[1]
         self.refunds += 1
         app.report("refund", seq=seq, reason=reasons.name(code), reversal_seq=rseq)
         if code == reasons.APPROVED:
