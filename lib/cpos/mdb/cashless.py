@@ -192,6 +192,7 @@ class Reader:
         cmd = blk[0] & 7
         sub = blk[1] if n > 2 else -1
         if cmd == 2:
+            self._timeouts(now)
             return self._poll()
         if cmd == 0:
             self._on_reset()
@@ -388,6 +389,9 @@ class Reader:
             if st != VEND or not self.always_idle:
                 self._begin_session(funds, account)
             self.host.event(EV_SESSION, funds, account)
+            if st == VEND and self._decide:  # always idle: the vend waited for this card
+                self._decide = False
+                self._decision()
             return True
         return False
 
@@ -410,13 +414,17 @@ class Reader:
         self._push(n)
 
     def work(self, now):
-        """After the reply went out: run a waiting decision, and the timeouts."""
+        """After the reply went out: run a waiting decision (the slow part: a flash write)."""
+        if self.state == VEND and self._decide and self.uid_len:
+            self._decide = False
+            self._decision()
+        self._timeouts(now)
+
+    def _timeouts(self, now):
+        """A vend waiting too long for a card (always idle), a session nobody uses."""
         st = self.state
         if st == VEND:
-            if self._decide and self.uid_len:
-                self._decide = False
-                self._decision()
-            elif self._decide and ticks_diff(now, self._vend_since) > self.s.max_response_s * 1000:
+            if self._decide and not self.uid_len and ticks_diff(now, self._vend_since) > self.s.max_response_s * 1000:
                 self._decide = False  # always idle: no card came in time
                 self.session_timeouts += 1
                 self.host.event(EV_TIMEOUT, 0, 0)
