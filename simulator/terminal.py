@@ -103,7 +103,8 @@ class SimTerminal:
             "watchdog_ms": 8000,
         }
         if self.mdb:
-            cfg["mdb"] = {"link": "tcp", "host": "127.0.0.1", "port": self.mdb_port, "level": self.mdb["level"]}
+            cfg["mdb"] = {"link": "tcp", "host": "127.0.0.1", "port": self.mdb_port, "level": self.mdb["level"],
+                          "state": {"file": os.path.join(self.dir, "mdbvend.bin"), "size": 2 * 4096}}
         cfg.update(self.extra_config)
         return cfg
 
@@ -115,6 +116,8 @@ class SimTerminal:
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         BlockFile(cfg["storage"]["journal"]["file"], cfg["storage"]["journal"]["size"]).close()
+        if "mdb" in cfg:
+            BlockFile(cfg["mdb"]["state"]["file"], cfg["mdb"]["state"]["size"]).close()
         dev = BlockFile(cfg["storage"]["cardtable"]["file"], cfg["storage"]["cardtable"]["size"])
         try:
             if install_table is not None:

@@ -13,9 +13,10 @@ The reply to a block is written before any slow work (the decision runs after th
 VMC's VEND REQUEST has its ACK), so the 5 ms response budget covers only framing and a
 state change. Buffers are made once: nothing is allocated per byte.
 """
-from cpos import reasons
+from cpos import purchase, reasons
 from cpos.compat import const, ticks_diff, ticks_ms, ticks_us
 from cpos.mdb import bus, cashless
+from cpos.mdb.vendlog import BASELINE, VendLog
 
 _ACK = b"\x00"
 _RT_SLOTS = const(256)  # response times kept for the health figures (a ring)
@@ -36,10 +37,43 @@ class Service:
         self.vends = self.refunds = 0
         self.response_us = [0] * _RT_SLOTS  # per block answered: from its last byte read to the reply written
         self.responses = 0
+        self.vendlog = VendLog(app.board.block_device(settings.state)) if settings.state is not None else None
 
     # -- the loop ----------------------------------------------------------------
+    def recover(self):
+        """Before the bus: a purchase journaled above the vend log's `settled` was never
+        heard by the VMC (the power went first), so nothing was vended: refund it. A
+        vend log never used starts at the journal's newest purchase (docs/mdb.md)."""
+        vl = self.vendlog
+        if vl is None:
+            self.log.warn("MDB: no mdb.state in the config: a vend cut by a power loss is not refunded")
+            return
+        settled = vl.recover()
+        newest = self._newest_purchase()
+        if settled < 0:
+            vl.note(newest, BASELINE)
+            self.log.info("MDB: vend log started at purchase %d" % newest)
+        elif newest > settled:
+            self.log.warn("MDB: purchase %d was not heard by the vending machine before a power loss: refunding" % newest)
+            self.refund(newest)
+        self.app.report("mdb", what="recovered", a=settled, b=newest, state="inactive")
+
+    def _newest_purchase(self):
+        """The seq of the newest approved purchase record in the journal (0: none readable)."""
+        j = self.app.journal
+        buf = bytearray(purchase.SIZE)
+        seq = j.next_seq - 1
+        for _ in range(16):
+            if seq < 1:
+                return 0
+            if j.read(seq, buf, True) == seq and buf[0] == purchase.TYPE and buf[2] == reasons.APPROVED:
+                return seq
+            seq -= 1
+        return 0
+
     async def run(self):
         link = self.link
+        self.recover()
         await link.open(self.log)
         data, modes = self._data, self._modes
         framer, reader = self.framer, self.reader
@@ -115,6 +149,8 @@ class Service:
         res = reverse(seq, app.board.now())  # (code, reversal seq[, balance after])
         code, rseq = res[0], res[1]
         self.refunds += 1
+        if self.vendlog is not None and code != reasons.TERMINAL_FULL:
+            self.vendlog.note(seq)  # settled: refunded now, or refused for good (already reversed, ...)
         app.report("refund", seq=seq, reason=reasons.name(code), reversal_seq=rseq)
         if code == reasons.APPROVED:
             self.log.info("MDB: purchase %d refunded (reversal %d)" % (seq, rseq))
@@ -124,6 +160,8 @@ class Service:
 
     def delivered(self, seq):
         """The VMC acknowledged VEND APPROVED for `seq`: from now on it counts as sold."""
+        if self.vendlog is not None:
+            self.vendlog.note(seq)
         self.app.report("mdb", what="delivered", seq=seq)
 
     def event(self, kind, a, b):

@@ -12,7 +12,7 @@ from cpos.compat import const
 DKK = const(0x1208)  # ISO 4217 numeric 208 as BCD with a leading 1
 _LINKS = ("tcp", "uart")
 _KEYS = ("link", "host", "port", "uart", "tx", "rx", "level", "currency", "scale", "decimals",
-         "max_response_s", "session_timeout_s", "serial")
+         "max_response_s", "session_timeout_s", "serial", "state")
 
 
 def _int(d, key, lo, hi, default):
@@ -48,6 +48,9 @@ class Settings:
         self.unit_ore = self.scale * (1, 10, 100)[2 - self.decimals]  # øre per unit on the bus
         self.max_response_s = _int(d, "max_response_s", 1, 255, 5)
         self.session_timeout_ms = _int(d, "session_timeout_s", 5, 600, 30) * 1000
+        self.state = d.get("state")  # the vend log's flash (cpos.mdb.vendlog): {"partition"} or {"file", "size"}
+        if self.state is not None and (type(self.state) is not dict or not ("partition" in self.state or "file" in self.state)):
+            raise ValueError("mdb.state needs either \"partition\" (ESP32) or \"file\" and \"size\"")
         serial = d.get("serial", "")
         if type(serial) is not str or len(serial) > 12:
             raise ValueError("mdb.serial must be text of at most 12 characters")
