@@ -47,7 +47,7 @@ class Settings:
         self.decimals = _int(d, "decimals", 0, 2, 2)
         self.unit_ore = self.scale * (1, 10, 100)[2 - self.decimals]  # øre per unit on the bus
         self.max_response_s = _int(d, "max_response_s", 1, 255, 5)
-        self.session_timeout_ms = _int(d, "session_timeout_s", 5, 600, 30) * 1000
+        self.session_timeout_ms = _int(d, "session_timeout_s", 1, 600, 30) * 1000
         self.state = d.get("state")  # the vend log's flash (cpos.mdb.vendlog): {"partition"} or {"file", "size"}
         if self.state is not None and (type(self.state) is not dict or not ("partition" in self.state or "file" in self.state)):
             raise ValueError("mdb.state needs either \"partition\" (ESP32) or \"file\" and \"size\"")
