@@ -48,6 +48,7 @@ class VMC:
         self.sold = []  # (item, price units) vended: the machine's own truth
         self.failed = []  # (item, price units) approved but not delivered (VEND FAILURE sent)
         self.rtt = []  # seconds from a command's last byte to the reply's last byte
+        self.rtt_by = []  # (command, sub or -1, seconds) of each
         self.reader_level = None
         self.config = None
         self.peripheral_id = None
@@ -112,6 +113,7 @@ class VMC:
         except asyncio.IncompleteReadError:
             raise NoAnswer()
         self.rtt.append(time.monotonic() - t0)
+        self.rtt_by.append((block[0] & 7, block[1] if len(block) > 1 else -1, time.monotonic() - t0))
         if len(got) == 1:
             return ("ACK", b"") if got[0] == ACK_BYTE else (("NAK", b"") if got[0] == NAK_BYTE else ("BAD", bytes(got)))
         payload, c = bytes(got[:-1]), got[-1]

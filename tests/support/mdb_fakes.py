@@ -16,7 +16,13 @@ class _Card:
     account = 0
 
 
+class _Cfg:
+    terminal_id = "t0009"
+
+
 class FakeApp:
+    cfg = _Cfg()
+
     def __init__(self, balances, with_reverse=True):
         self.balances = dict(balances)  # uid bytes -> (account, øre)
         self.board = _Board()
@@ -60,6 +66,9 @@ class FakeApp:
         return reasons.UNKNOWN_CARD, 0
 
     def report(self, kind, **fields):
+        self.reports.append((kind, fields))
+
+    def _event(self, kind, **fields):
         self.reports.append((kind, fields))
 
     def _show(self, what):

@@ -66,6 +66,12 @@ EV_RESET = const(9)  # RESET (a: seq counted as sold, or 0)
 EV_SEQUENCE = const(10)  # a command out of sequence: (command byte, sub)
 
 
+def _copy(dst, src, n):
+    """dst[:n] = src[:n] without the slice a MicroPython slice copy allocates."""
+    for i in range(n):
+        dst[i] = src[i]
+
+
 class Reader:
     def __init__(self, host, settings):
         self.host = host
@@ -146,7 +152,7 @@ class Reader:
             if self._q[k][0] != code:
                 j = (self._qhead + keep) % _QSLOTS
                 if j != k:
-                    self._q[j][:] = self._q[k]
+                    _copy(self._q[j], self._q[k], bus.MAX_BLOCK)
                     self._qn[j] = self._qn[k]
                 keep += 1
         self._qlen = keep
@@ -154,7 +160,7 @@ class Reader:
     def _reply_direct(self, n):
         """Seal out[:n] as a data reply and keep a copy until the VMC acknowledges it."""
         n = bus.seal(self.out, n)
-        self._direct[:n] = self.out[:n]
+        _copy(self._direct, self.out, n)
         self._direct_n = n
         self._sent_from_queue = False
         self.out_n = n
@@ -231,14 +237,14 @@ class Reader:
     def _poll(self):
         if self._direct_n:  # a direct reply the VMC did not acknowledge: repeat it
             n = self._direct_n
-            self.out[:n] = self._direct[:n]
+            _copy(self.out, self._direct, n)
             self.out_n = n
             self._sent_from_queue = False
             return n
         if self._qlen:
             k = self._qhead
             n = self._qn[k]
-            self.out[:n] = self._q[k][:n]
+            _copy(self.out, self._q[k], n)
             self.out_n = n
             self._sent_from_queue = True
             return n
