@@ -142,12 +142,13 @@ _GAP_US = const(1500)  # no byte for this long: the VMC's block is over (1 ms al
 class UartLink:
     """An ESP32 UART through an opto-isolated MDB interface (docs/technician.md)."""
 
-    def __init__(self, uart_id, tx, rx):
+    def __init__(self, uart_id, tx, rx, invert="none"):
         import machine  # only on a board
 
-        self._machine = machine
-        self.uart = machine.UART(uart_id, baudrate=9600, bits=8, parity=0, stop=1, tx=tx, rx=rx,
-                                 timeout=0, timeout_char=2, rxbuf=256)
+        U = machine.UART
+        inv = (U.INV_TX if invert in ("tx", "both") else 0) | (U.INV_RX if invert in ("rx", "both") else 0)
+        self.uart = U(uart_id, baudrate=9600, bits=8, parity=0, stop=1, tx=tx, rx=rx,
+                      timeout=0, timeout_char=2, rxbuf=256, invert=inv)
         self._args = (uart_id, tx, rx)
         self._parity = 0
         self.gap = False
@@ -202,5 +203,5 @@ def make_link(spec):
     if kind == "tcp":
         return TcpLink(spec["host"], spec["port"])
     if kind == "uart":
-        return UartLink(spec.get("uart", 1), spec["tx"], spec["rx"])
+        return UartLink(spec.get("uart", 1), spec["tx"], spec["rx"], spec.get("invert", "none"))
     raise ValueError("unknown MDB link %r" % (kind,))

@@ -12,7 +12,8 @@ from cpos.compat import const
 DKK = const(0x1208)  # ISO 4217 numeric 208 as BCD with a leading 1
 _LINKS = ("tcp", "uart")
 _KEYS = ("link", "host", "port", "uart", "tx", "rx", "level", "currency", "scale", "decimals",
-         "max_response_s", "session_timeout_s", "serial", "state")
+         "max_response_s", "session_timeout_s", "serial", "state",
+         "invert")
 
 
 def _int(d, key, lo, hi, default):
@@ -40,6 +41,8 @@ class Settings:
             for k in ("uart", "tx", "rx"):  # the board's PINS["mdb"] supplies what is absent
                 if k in d:
                     _int(d, k, 0, 40, None)
+        if d.get("invert", "none") not in ("none", "tx", "rx", "both"):
+            raise ValueError("mdb.invert must be none, tx, rx or both, got %r" % (d["invert"],))
         self.spec = d
         self.level = _int(d, "level", 1, 3, 3)
         self.currency = _int(d, "currency", 0, 0xFFFF, DKK)
