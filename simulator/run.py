@@ -297,7 +297,7 @@ class Run:
             self._tapped(tap)
             return
         if term.mdb and req:
-            from simulator.vmc import customer
+            from simulator.mdb_customers import customer
 
             out = await customer(term, tap, uid, req[3], term.place, term.remove)
             if out not in ("sold",):

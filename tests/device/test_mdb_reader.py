@@ -41,6 +41,8 @@ class Host:
 
     def vend(self, uid, amount, item):
         self.vends.append((bytes(uid), amount, item))
+        if bytes(uid) != UID:
+            return reasons.BLOCKED, 0, 0
         if self.code != reasons.APPROVED or amount > self.balance:
             return reasons.INSUFFICIENT_FUNDS if self.code == reasons.APPROVED else self.code, 0, self.balance
         self.seq += 1
@@ -261,6 +263,23 @@ def test_always_idle_vend_request_first_then_the_card_or_a_timeout():
     assert b.poll() == b"\x06" and len(b.host.vends) == 1
 
 
+def test_always_idle_a_refused_card_denies_the_waiting_vend_at_once():
+    b = Bus()
+    b.init(level=3, always_idle=True)
+    b.cmd(0x13, 0x00, 0x04, 0xB0, 0x00, 0x03)
+    assert b.tap(b"\x04\x99\x99\x99")  # a blocked card: decided (its reason shown), not waited on
+    assert b.poll() == b"\x06" and b.host.vends[-1][0] == b"\x04\x99\x99\x99"
+    b.cmd(0x13, 0x04)
+    assert b.poll() == b"\x07"
+    b.cmd(0x13, 0x00, 0x04, 0xB0, 0x00, 0x03)  # the customer tries again with the right card
+    assert b.tap()
+    assert b.poll() == bytes([0x05, 0x04, 0xB0])
+    b = Bus()
+    b.init(level=2)
+    assert not b.tap(b"\x04\x99\x99\x99")  # not always idle: no session for a refused card
+    assert b.host.events[-1] == cashless.EV_REFUSED and b.poll() == b"ACK"
+
+
 def test_an_unacknowledged_block_is_repeated_at_the_next_poll():
     b = Bus()
     b.init(level=2)
@@ -359,6 +378,28 @@ def test_framing_and_answering_polls_allocate_nothing():
         assert f.feed(0x12, 0) == bus.BLOCK
         r.handle(f.buf, f.last_n, 5)
         r.work(5)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used
+    # a queued reply: READER CANCEL, the POLL that answers CANCELLED, the VMC's ACK
+    cancel = (0x14, 0x02, 0x16)
+
+    def cycle():
+        for i in range(3):  # (enumerate would allocate its iterator)
+            if f.feed(cancel[i], 1 if i == 0 else 0) == bus.BLOCK:
+                r.handle(f.buf, f.last_n, 5)
+        assert f.feed(0x12, 1) == bus.NOTHING and f.feed(0x12, 0) == bus.BLOCK
+        n = r.handle(f.buf, f.last_n, 5)
+        assert n == 2 and r.out[0] == cashless.CANCELLED
+        f.awaiting = True
+        assert f.feed(0x00, 0) == bus.GOT_ACK
+        r.acked()
+    cycle()
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(20):
+        cycle()
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used

@@ -113,6 +113,7 @@ class Reader:
         self.funds = 0
         self._since = 0
         self._cancel_asked = False
+        self._vend_card = False  # always idle: the card was tapped for a waiting vend, no session of its own
         self._vend_clear()
 
     def _vend_clear(self):
@@ -378,26 +379,31 @@ class Reader:
     # -- the card and the clock ----------------------------------------------------------
     def card(self, uid, now):
         """A card was tapped. Opens a session when enabled; in always-idle mode it is the
-        card a waiting VEND REQUEST needs. Returns True if the reader took it."""
+        card a waiting VEND REQUEST is decided with. Returns True if the reader took it."""
         st = self.state
-        if st == ENABLED or (st == IDLE and not self.uid_len) or (st == VEND and not self.uid_len):
+        if st == VEND and not self.uid_len:
+            if not self._decide:
+                return False
+            n = len(uid)  # always idle: this card pays for the vend the customer chose
+            self.uid[:n] = uid
+            self.uid_len = n
+            self._vend_card = True
+            self._decide = False
+            self._decision()  # a refused card (blocked, unknown, ...) denies it with its reason
+            return True
+        if st == ENABLED or (st == IDLE and not self.uid_len):
             code, funds, account = self.host.funds(uid)
             if code != _APPROVED:
                 self.host.event(EV_REFUSED, code, 0)
-                return st == VEND
+                return False
             n = len(uid)
             self.uid[:n] = uid
             self.uid_len = n
             self.account, self.funds = account, funds
             self._since = now
-            if st == ENABLED:
-                self.state = IDLE
-            if st != VEND or not self.always_idle:
-                self._begin_session(funds, account)
+            self.state = IDLE
+            self._begin_session(funds, account)
             self.host.event(EV_SESSION, funds, account)
-            if st == VEND and self._decide:  # always idle: the vend waited for this card
-                self._decide = False
-                self._decision()
             return True
         return False
 
@@ -466,3 +472,6 @@ class Reader:
         else:
             self._vend_done()
             self._queue1(VEND_DENIED)
+            if self._vend_card:
+                self.uid_len = 0  # the card came only for this vend: the next one may be another
+                self._vend_card = False
