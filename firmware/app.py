@@ -301,6 +301,8 @@ class App:
             h["uplink_bad_acks"] = u.bad_acks
         if self.sync is not None:
             h.update(self.sync.status())
+        if self.mdb is not None:
+            h.update(self.mdb.health())
         return h
 
     async def watchdog_task(self):

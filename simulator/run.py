@@ -300,7 +300,7 @@ class Run:
             from simulator.mdb_customers import customer
 
             out = await customer(term, tap, uid, req[3], term.place, term.remove)
-            if out not in ("sold",):
+            if out not in ("sold", "denied"):
                 self._note(term.id, "vending machine: %s" % out)
             self._tapped(tap)
             return
