@@ -62,3 +62,17 @@ def test_a_power_cut_at_every_flash_operation():
             runs += 1
             k += 1
     assert runs > 3 * NOTES, runs
+
+
+def test_a_decayed_bit_in_the_erased_space_is_stepped_over():
+    """A bit of the next free slot that reads 0 (decay, or a disturbed erase): the note
+    goes to the slot after it instead of being programmed over it."""
+    f = NorFlash(2 * SECTOR, sector=SECTOR)
+    log = VendLog(f)
+    log.recover()
+    for s in (1, 2, 3):
+        log.note(s)
+    at = log._sec * SECTOR + log._slot * 8
+    f.mem[at + 2] &= 0xFE
+    log.note(4)
+    assert VendLog(f).recover() == 4
