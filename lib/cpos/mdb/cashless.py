@@ -104,6 +104,7 @@ class Reader:
         self._disable_after = False
         self._qhead = self._qlen = 0
         self._direct_n = 0
+        self._sent_from_queue = False
         self._end_session()
         self._queue1(JUST_RESET)
 
