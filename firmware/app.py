@@ -45,7 +45,7 @@ class App:
         self.log = log
         self.profile = cfg.profile
         self._event = getattr(board, "event", None)  # the unix board reports to the simulator
-        self.journal = Journal(board.block_device(cfg.storage["journal"]))
+        self.journal = Journal(board.block_device(cfg.storage["journal"]), log=log)  # logs decay (E)
         # With the downlink on, 64 account and 32 card overlay slots (~5 KB of RAM): a
         # lunch rush changes many balances between compactions; blocks and new cards are
         # rarer (docs/formats.md). Without it no delta ever arrives: the small default.
@@ -285,6 +285,9 @@ class App:
              "journal_used": used, "journal_total": total, "pending": self.journal.pending(),
              "oldest_unacked": self.journal.oldest_unacked(), "table_version": self.table.version,
              "table_state": self.table.state, "mem_free": gc.mem_free(), "errors": self.log.errors}
+        d = self.journal.damage()
+        if d["headers"] or d["orphans"] or d["records_repaired"]:
+            h["journal_decay"] = d
         if self.reader is not None:
             r = self.reader
             h["reader_ok"] = r.ready
