@@ -16,8 +16,10 @@ NOR layout: 8-byte entries appended into erased flash, never rewritten: u32 seq
 (big-endian), u8 kind (1 delivered/refunded, 2 baseline), u8 0xA5, u16 check. The
 newest entry is the one with the highest seq. A torn program leaves an entry whose
 check fails: it is skipped (the purchase counts as not delivered: the student keeps
-the money). When a sector is full the next one is erased and written; the sector
-holding the newest entry is never erased, so a torn erase loses nothing.
+the money); after a restart the slot after the last one used is left out too, since a
+program cut at its very start reads as erased but may not hold a later program. When a
+sector is full the next one is erased and written; the sector holding the newest entry
+is never erased, so a torn erase loses nothing.
 One 8-byte program per vend; one sector erase every (sector size / 8) vends.
 """
 from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
@@ -66,8 +68,8 @@ class VendLog:
                 seq = self._valid(e)
                 if seq > best:
                     best, at = seq, s
-            if at == s:
-                self._sec, self._slot = s, last_used + 1
+            if at == s:  # one slot left out: a program cut there may read erased yet hold no charge
+                self._sec, self._slot = s, last_used + 2
         self.settled = best
         if at is None:
             self._sec, self._slot = 0, self.per  # nothing valid: the first write erases sector 1
