@@ -73,6 +73,7 @@ class App:
         self.pos = posserver.Server(self.profile.kind, cfg.terminal_id, self.last_line, log, void=self.void_line)
         self.refunds = refund.Refunds(self.journal, cfg.terminal_no, cfg.refund_window_s)
         self.reader = None
+        self.mdb = None  # the MDB cashless reader (cpos.mdb.service) when the config has `mdb`
         self.feedback = feedback.Feedback(board.outputs(cfg.feedback), sleep_ms)
         # Trusted time (docs/time.md): every time the app uses comes from the keeper.
         self.clock = tk.TimeKeeper(board.now, log, cfg.time["step_s"], cfg.time["ahead_s"],
@@ -262,6 +263,8 @@ class App:
         self._last_tap = tap_ms
         now = self.clock.now()
         req = self.pos.request
+        if self.mdb is not None and self.mdb.tap(uid, tap_ms):
+            return  # the vending machine's session took the card (docs/mdb.md)
         if not req.open:
             code, balance = self.balance_of(uid, now)
             self._show(("balance", code, 0, balance, False, False))
@@ -412,6 +415,8 @@ class App:
         if self.sync is not None:
             h.update(self.sync.status())
         h.update(self.clock.status())
+        if self.mdb is not None:
+            h.update(self.mdb.health())
         return h
 
     async def watchdog_task(self):
@@ -451,7 +456,9 @@ class App:
         return self._quiet(_PREPARE_AFTER_MS) and self.journal.prepare()
 
     def _quiet(self, ms=_IDLE_COMPACT_MS):
-        """No open request and no card for `ms`: slow flash work delays no tap."""
+        """No open request, no vend session and no card for `ms`: slow flash work delays no tap."""
+        if self.mdb is not None and self.mdb.busy():
+            return False
         return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= ms
 
     def _compacting(self):
@@ -486,6 +493,10 @@ class App:
             ("reader", self.reader_task()), ("feedback", self.feedback_task()),
             ("pos", self.pos_task()), ("health", self.health_task()), ("journal", self.journal_task()),
             ("watchdog", self.watchdog_task()))]
+        if self.cfg.mdb is not None:
+            from cpos.mdb.service import Service
+            self.mdb = Service(self, self.cfg.mdb, self.board.mdb_link(self.cfg.mdb.spec), self.log)
+            tasks.append(asyncio.create_task(self._guard("mdb", self.mdb.run())))
         for n, c in self.extra_tasks():
             tasks.append(asyncio.create_task(self._guard(n, c)))
         self.time_task.sync = self.sync

@@ -2,8 +2,8 @@
 
 Owns where the journal and card table live. MicroPython's own ESP32 layout is kept
 for the bootloader, NVS, PHY data and the app (so a stock or custom MicroPython image
-runs unchanged), its filesystem `vfs` shrinks to 1 MB, and two raw data partitions
-follow, found on the device by label with `esp32.Partition.find` (config.json:
+runs unchanged), its filesystem `vfs` shrinks to 1 MB less 8 KB, and three raw data
+partitions follow (the MDB vend log's two sectors, docs/mdb.md, then journal and card table), found on the device by label with `esp32.Partition.find` (config.json:
 `"storage": {"journal": {"partition": "journal"}, ...}`).
 
 The binary is ESP-IDF's partition table format: at flash offset 0x8000, 32-byte
@@ -17,14 +17,16 @@ import struct
 TABLE_OFFSET = 0x8000
 TABLE_SIZE = 0xC00
 APP, DATA = 0x00, 0x01
-SUBTYPES = {"factory": 0x00, "phy": 0x01, "nvs": 0x02, "fat": 0x81, "cpos_journal": 0x40, "cpos_cards": 0x41}
+SUBTYPES = {"factory": 0x00, "phy": 0x01, "nvs": 0x02, "fat": 0x81, "cpos_journal": 0x40, "cpos_cards": 0x41,
+            "cpos_mdb": 0x42}
 
 # name, type, subtype, offset, size
 LAYOUT_4MB = (
     ("nvs", DATA, "nvs", 0x9000, 0x6000),
     ("phy_init", DATA, "phy", 0xF000, 0x1000),
     ("factory", APP, "factory", 0x10000, 0x1F0000),
-    ("vfs", DATA, "fat", 0x200000, 0x100000),
+    ("vfs", DATA, "fat", 0x200000, 0xFE000),
+    ("mdbvend", DATA, "cpos_mdb", 0x2FE000, 0x2000),
     ("journal", DATA, "cpos_journal", 0x300000, 0x40000),
     ("cardtable", DATA, "cpos_cards", 0x340000, 0xC0000),
 )

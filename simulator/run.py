@@ -304,6 +304,10 @@ class Run:
         return fut.result()
 
     async def _pay(self, term, ev):
+        if term.mdb:  # a vending machine on MDB: the choice waits for the card (simulator/vmc.py)
+            self._ref += 1
+            self._open[term.id] = ("m%d" % self._ref, ev["amount"], ev.get("item", ""), ev.get("outcome", "success"))
+            return
         if not term.running() or term.pos_writer is None:
             return
         if term.id in self._open:  # the last customer walked off: cancel before the next
@@ -346,6 +350,14 @@ class Run:
         self.taps.append(tap)
         if not term.running():
             tap.decision = "terminal_off"
+            self._tapped(tap)
+            return
+        if term.mdb and req:
+            from simulator.mdb_customers import customer
+
+            out = await customer(term, tap, uid, req[3], term.place, term.remove)
+            if out not in ("sold", "denied"):
+                self._note(term.id, "vending machine: %s" % out)
             self._tapped(tap)
             return
         n_events = len(term.events)

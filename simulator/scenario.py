@@ -5,7 +5,8 @@ into a sorted list of timed events. A scenario is JSON:
 
     {"name": "...", "start": 1764068400,            # UTC seconds the terminals' clocks start at
      "site": "skole-nord", "uplink": true,          # default true: broker + backend (simulator/site.py)
-     "terminals": [{"id": "till1", "place": "school", "kind": "till"}, ...],
+     "terminals": [{"id": "till1", "place": "school", "kind": "till"},
+                   {"id": "vend1", "kind": "vending", "mdb": {"level": 3, "always_idle": true}}, ...],
      "accounts":  [{"account": 1, "balance": 20000, "places": ["school"],
                     "limits": {"school": {"day": 2500}}, "topup_kr": 200}, ...],
      "cards":     [{"uid": "04A1B2C3", "number": "884263sae", "account": 1,
@@ -55,10 +56,12 @@ TIME_SITE_KINDS = ("ntp_down", "ntp_up", "clock_skew", "advance")
 
 # Every key the spec names, per kind of object.
 TOP_KEYS = ("name", "start", "site", "uplink", "terminals", "accounts", "cards", "unknown_uids", "events", "rush")
-TERMINAL_KEYS = ("id", "place", "kind", "no", "rtc")
+TERMINAL_KEYS = ("id", "place", "kind", "no", "rtc", "mdb")
+MDB_KEYS = ("level", "always_idle")
+VEND_OUTCOMES = ("success", "failure", "cancel", "reset")
 ACCOUNT_KEYS = ("account", "balance", "places", "limits", "topup_kr")
 CARD_KEYS = ("uid", "number", "account", "status")
-EVENT_KEYS = ("at", "terminal", "item", "hold") + EVENT_KINDS + SITE_EVENT_KINDS + TIME_SITE_KINDS
+EVENT_KEYS = ("at", "terminal", "item", "hold", "outcome") + EVENT_KINDS + SITE_EVENT_KINDS + TIME_SITE_KINDS
 RUSH_KEYS = ("terminal", "count", "from", "every", "seed", "amounts", "items", "cards", "hold")
 
 
@@ -178,11 +181,28 @@ class Scenario:
             rtc = t.get("rtc", False)
             if not isinstance(rtc, bool):
                 _fail(t, where, "rtc (a battery-backed DS3231) must be true or false")
-            self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind, "rtc": rtc})
+            self.terminals.append({"id": tid, "no": no, "place": place, "kind": kind, "rtc": rtc,
+                                   "mdb": self._mdb(t, where, kind)})
         self.terminal_ids = [t["id"] for t in self.terminals]
 
     def _terminal(self, tid):
         return [t for t in self.terminals if t["id"] == tid][0]
+
+    @staticmethod
+    def _mdb(t, where, kind):
+        """`"mdb": {"level": 1-3, "always_idle": bool}`: a vending machine on MDB (docs/mdb.md)."""
+        m = t.get("mdb")
+        if m is None:
+            return None
+        _only(m, MDB_KEYS, where + ".mdb")
+        if kind != "vending":
+            _fail(t, where, "mdb needs kind vending")
+        level, idle = m.get("level", 3), m.get("always_idle", True)
+        if level not in (1, 2, 3) or not _is_int(level):
+            _fail(m, where, "mdb.level must be 1, 2 or 3, got %s" % json.dumps(level))
+        if not isinstance(idle, bool) or (idle and level < 3):
+            _fail(m, where, "mdb.always_idle must be true or false, and true needs level 3")
+        return {"level": level, "always_idle": idle}
 
     def _accounts(self, d):
         self.accounts = {}
@@ -307,6 +327,9 @@ class Scenario:
         if len(kinds) != 1:
             _fail(e, where, "needs exactly one of %s" % ", ".join(EVENT_KINDS))
         ev = {"at": at, "terminal": e["terminal"], "kind": kinds[0], "line": _line(e)}
+        if "outcome" in e and (kinds[0] != "pay" or e["outcome"] not in VEND_OUTCOMES):
+            _fail(e, where, "'outcome' belongs to a pay event at an MDB vending machine: one of %s"
+                  % ", ".join(VEND_OUTCOMES))
         if "item" in e and kinds[0] != "pay":
             _fail(e, where, "'item' belongs to a pay event")
         if "hold" in e and kinds[0] != "tap":
@@ -317,6 +340,7 @@ class Scenario:
             if not isinstance(e.get("item", ""), str):
                 _fail(e, where, "'item' must be text")
             ev["amount"], ev["item"] = e["pay"], e.get("item", "")
+            ev["outcome"] = e.get("outcome", "success")
         elif ev["kind"] == "tap":
             ev["uid"] = self.card_uid(e["tap"], e, where)
             ev["hold"] = _num(e, "hold", where, 0.3, positive=True)

@@ -92,6 +92,10 @@ class SimTerminal:
         self.emu = PN532Emu(RealClock(), "uart", 115200)
         self.chip = TCPServer(self.emu)
         self.pos_port = free_port()
+        # a vending machine on MDB (docs/mdb.md): the terminal listens, the emulated VMC connects
+        self.mdb = spec.get("mdb")
+        self.mdb_port = free_port() if self.mdb else None
+        self.vmc = None
         self.proc = None
         self.pos_reader = self.pos_writer = None
         self._waiting = {}  # POS ref -> future of (time, reply line)
@@ -128,6 +132,9 @@ class SimTerminal:
                         "cardtable": {"file": os.path.join(self.dir, "cards.bin"), "size": CARDTABLE_SIZE}},
             "watchdog_ms": 8000,
         }
+        if self.mdb:
+            cfg["mdb"] = {"link": "tcp", "host": "127.0.0.1", "port": self.mdb_port, "level": self.mdb["level"],
+                          "state": {"file": os.path.join(self.dir, "mdbvend.bin"), "size": 2 * 4096}}
         cfg.update(self.extra_config)
         return cfg
 
@@ -142,6 +149,8 @@ class SimTerminal:
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         BlockFile(cfg["storage"]["journal"]["file"], cfg["storage"]["journal"]["size"]).close()
+        if "mdb" in cfg:
+            BlockFile(cfg["mdb"]["state"]["file"], cfg["mdb"]["state"]["size"]).close()
         dev = BlockFile(cfg["storage"]["cardtable"]["file"], cfg["storage"]["cardtable"]["size"])
         try:
             if install_table is not None:
@@ -184,7 +193,19 @@ class SimTerminal:
                     raise RuntimeError("%s did not start: %s" % (self.id, "\n".join(self.log_lines[-20:])))
                 await asyncio.sleep(0.05)
         self._tasks.append(asyncio.ensure_future(self._read_pos(self.pos_reader)))
+        if self.mdb:
+            await self._vmc_up()
         return True
+
+    async def _vmc_up(self):
+        """The vending machine's controller (simulator/vmc.py) connects and initialises the reader."""
+        from simulator.vmc import VMC
+
+        if self.vmc is not None:
+            self.vmc.close()
+        self.vmc = VMC("127.0.0.1", self.mdb_port, level=self.mdb["level"], always_idle=self.mdb["always_idle"])
+        await self.vmc.connect()
+        await self.vmc.init()
 
     async def power_cut(self):
         """The plug is pulled: the process dies mid-whatever, the chip loses power too.
@@ -199,6 +220,9 @@ class SimTerminal:
         return True
 
     async def _kill(self):
+        if self.vmc is not None:
+            self.vmc.close()
+            self.vmc = None
         if self.proc is not None and self.proc.returncode is None:
             self._killed.add(self.proc)
             self.proc.send_signal(signal.SIGKILL)

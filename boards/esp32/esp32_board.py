@@ -143,6 +143,14 @@ class Esp32Board:
 
         return make_link(spec)  # the POS pins are the config's (docs/technician.md)
 
+    def mdb_link(self, spec):
+        """The MDB bus through the board's isolating interface (PINS["mdb"], docs/technician.md)."""
+        from cpos.mdb.link import make_link
+
+        cfg = dict(self.pins.get("mdb", {}))
+        cfg.update(spec)
+        return make_link(cfg)
+
     def outputs(self, spec):
         pins = dict(self.pins["feedback"])
         wired = pins.get("display")
@@ -164,7 +172,7 @@ class Esp32Board:
 
     def install(self, module_globals):
         """Make a board.py module offer this board's interface (`board.now()`, ...)."""
-        for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "pos_link", "outputs",
+        for name in ("now", "config_path", "log_path", "block_device", "pn532_link", "pos_link", "mdb_link", "outputs",
                      "watchdog", "log", "restart", "maintenance_requested", "network_up", "clock_kept",
                      "set_time", "battery_rtc"):
             module_globals[name] = getattr(self, name)

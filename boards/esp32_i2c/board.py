@@ -2,6 +2,7 @@
 
 Wiring (docs/technician.md): PN532 SDA -> GPIO21, SCL -> GPIO22 (4.7 kohm pull-ups to 3V3),
 RSTPDN -> GPIO4 (pulsed to cure the known I2C lock-up), VCC 3V3, GND; mode switches to I2C (1 on, 2 off).
+MDB: UART1 TX GPIO32 / RX GPIO35 through an opto-isolated MDB interface (docs/technician.md).
 Green LED GPIO25, red LED GPIO26 (each with 330 ohm), buzzer GPIO27 (passive).
 OLED 128x64 (SSD1306; an SH1106 with "chip": "sh1106" in the config's feedback.display), shares I2C bus 0 with the PN532 (0x24):
 SDA -> GPIO21, SCL -> GPIO22, address 0x3C, VCC 3V3, GND. Without one: "display": "none"
@@ -11,6 +12,9 @@ from esp32_board import Esp32Board
 
 PINS = {
     "pn532": {"link": "i2c", "i2c": 0, "scl": 22, "sda": 21, "freq": 400000, "reset": 4},
+    # MDB (vending machine bus) through an opto-isolated interface, never straight to a GPIO:
+    # UART1 TX on GPIO32 and RX on GPIO35 (input only) drive its LED side / read its transistor (docs/technician.md "MDB wiring")
+    "mdb": {"link": "uart", "uart": 1, "tx": 32, "rx": 35},
     "feedback": {"led_green": 25, "led_red": 26, "buzzer": 27,
                  "display": {"chip": "ssd1306", "i2c": 0, "scl": 22, "sda": 21, "addr": 0x3C, "freq": 400000}},
 }

@@ -4,7 +4,7 @@
 # modules run from flash and cost no heap for their code; boot.py and main.py stay
 # on the filesystem so a deploy can switch versions.
 include("$(PORT_DIR)/boards/manifest.py")
-package("cpos", base_path="../../lib")  # cpos and every subpackage under it (reader/, cards/, net/, pos/)
+package("cpos", base_path="../../lib")  # cpos and every subpackage under it (reader/, cards/, net/, pos/, mdb/)
 module("esp32_board.py", base_path="../esp32")
 module("board.py")
 module("app.py", base_path="../../firmware")

@@ -2,7 +2,8 @@
 
 Owns what a physical board would: the clock, flash (files standing in for
 partitions), the PN532 link (TCP to the simulator's chip emulator), the POS link
-(a TCP server the simulated till connects to), feedback outputs and the watchdog.
+(a TCP server the simulated till connects to), the MDB bus (a TCP server the
+simulated vending machine controller connects to), feedback outputs and the watchdog.
 
 Outputs and watchdog feeds are reported on stdout as event lines, `@` followed by
 JSON, which the simulator reads; everything else on stdout is the log.
@@ -181,6 +182,15 @@ def pos_link(spec):
 
     if spec.get("link") == "uart":
         raise ValueError("the unix board serves the POS over tcp only")
+    return make_link(spec)
+
+
+def mdb_link(spec):
+    """The vending machine's bus: a TCP server, each MDB byte as (mode, data) (docs/mdb.md)."""
+    from cpos.mdb.link import make_link
+
+    if spec.get("link") != "tcp":
+        raise ValueError("the unix board serves MDB over tcp only")
     return make_link(spec)
 
 

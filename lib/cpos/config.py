@@ -22,7 +22,7 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
-        "site_key", "refund_window_s", "time")
+        "site_key", "refund_window_s", "time", "mdb")
 _MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
 
 
@@ -238,6 +238,7 @@ class Config:
         self.offline = _offline(_get(d, "offline", dict, "offline", None, False))
         self.refund_window_s = _int_in(d, "refund_window_s", "refund_window_s", 1, 86400, 900)
         self.time = _time(_get(d, "time", dict, "time", {}, False))
+        self.mdb = _mdb(d.get("mdb"), self.kind)
 
 
 def validate(d):
@@ -257,3 +258,17 @@ def load(path):
     except ValueError:
         raise ConfigError("config: %s is not valid JSON" % path)
     return Config(d)
+
+
+def _mdb(d, kind):
+    """The MDB cashless reader (docs/mdb.md), or None when the key is absent."""
+    if d is None:
+        return None
+    if kind != rules.VENDING:
+        _fail("mdb", "needs \"kind\": \"vending\" (a till has no vending machine controller)")
+    from cpos.mdb.settings import Settings
+
+    try:
+        return Settings(d)
+    except ValueError as e:
+        raise ConfigError("config %s" % e)
