@@ -1,0 +1,338 @@
+"""The card table's change store: every delta since the image, on flash, by account.
+
+Owns the change area of the card-table partition (docs/formats.md, "Card table",
+"Change store"): `nb` buckets, each one flash block holding length-prefixed deltas
+(the bytes the backend sent), plus `ns` spare blocks. A delta about an account goes to
+its account's bucket (a card block/unblock to its UID's), appended in place: NOR
+programs 1 -> 0, so an append is one program and no erase. A bucket that fills is
+refreshed: the deltas that newer ones in the same bucket fully override are dropped
+and the rest are written, in order, to a spare block (one erase), whose sealed header
+is its commit; the old block becomes the next spare. Work per delta: one program,
+plus one block rewrite per bucket-full of deltas; RAM: 6 bytes per bucket and one
+bit per block.
+
+Block: magic 'C' | format 1 | bucket u16 | seq u32 | tag u32 | base_end u16 | FFFF | crc32
+(of the 16 bytes before it and of the records up to base_end), records from byte 20.
+`tag` is the table's commit sequence: a new image makes every older bucket stale.
+"""
+from binascii import crc32
+
+from cpos.compat import const
+from cpos.cards.delta import BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
+from cpos.cards.layout import PAGE, rd16, rd32, uid_hash
+
+MAGIC = const(0x43)  # 'C'
+FORMAT = const(1)
+HDR = const(20)
+NONE = const(0xFFFF)
+REFRESH_AT = const(3072)  # a bucket filled past this is refreshed in the next maintenance step
+
+_ACC_FIELDS = {BALANCE: 1, PLACES: 2, LIMITS: 4, ENROL: 8, TOTALS: 16, NEW_CARD: 31, REPLACE: 31}
+
+
+def _wr16(b, o, v):
+    b[o] = v & 0xFF
+    b[o + 1] = (v >> 8) & 0xFF
+
+
+def _wr32(b, o, v):
+    b[o] = v & 0xFF
+    b[o + 1] = (v >> 8) & 0xFF
+    b[o + 2] = (v >> 16) & 0xFF
+    b[o + 3] = (v >> 24) & 0xFF
+
+
+def account_bucket(acct, nb):
+    return (acct ^ (acct >> 7) ^ (acct >> 15)) % nb
+
+
+def rec_bucket(buf, off, nb):
+    """The bucket of the delta at buf[off:] (its account's, or its UID's for a block/unblock)."""
+    k = buf[off + 2]
+    if k == BLOCK or k == UNBLOCK:
+        n = buf[off + 11]
+        return uid_hash(buf, off + 12, n) % nb
+    if k == NEW_CARD or k == REPLACE:
+        o = off + 12 + buf[off + 11]
+        if k == REPLACE:
+            o += 1 + buf[o]
+        return account_bucket(buf[o] | (buf[o + 1] << 8) | (buf[o + 2] << 16), nb)
+    return account_bucket(buf[off + 11] | (buf[off + 12] << 8) | (buf[off + 13] << 16), nb)
+
+
+def rec_account(buf, off):
+    """The account a delta at buf[off:] sets state of, or -1 (block/unblock). No allocation."""
+    k = buf[off + 2]
+    if k == BLOCK or k == UNBLOCK:
+        return -1
+    o = off + 11
+    if k == NEW_CARD or k == REPLACE:
+        o += 1 + buf[o]
+        if k == REPLACE:
+            o += 1 + buf[o]
+    return buf[o] | (buf[o + 1] << 8) | (buf[o + 2] << 16)
+
+
+class ChangeStore:
+    def __init__(self, dev, first, nb, ns, page, delta):
+        self.dev = dev
+        self.first = first
+        self.nb = nb
+        self.ns = ns
+        self.total = nb + ns
+        self.page = page  # shared with the table: one 4 KB buffer
+        self._d = delta  # the table's reusable Delta
+        self.blk = bytearray(2 * nb)  # block (relative) of each bucket, NONE: no block yet
+        self.fill = bytearray(2 * nb)  # end of the valid records
+        self.live = bytearray((self.total + 7) // 8)
+        self.dirty = bytearray((nb + 7) // 8)  # a torn append at the end: refresh before the next
+        self._hdr = bytearray(HDR)
+        self.due = []  # buckets past REFRESH_AT, for `step`
+        self.reset(0)
+
+    def reset(self, tag):
+        for i in range(2 * self.nb):
+            self.blk[i] = 0xFF
+            self.fill[i] = 0
+        for i in range(len(self.live)):
+            self.live[i] = 0
+        for i in range(len(self.dirty)):
+            self.dirty[i] = 0
+        self.tag = tag
+        self.seq = 1
+        self.used = 0  # bytes of records in live buckets
+        self.cursor = 0
+        self.due = []
+        self.suspect = False
+
+    # -- small helpers ----------------------------------------------------------------
+    def block_of(self, b):
+        return rd16(self.blk, 2 * b)
+
+    def fill_of(self, b):
+        return rd16(self.fill, 2 * b)
+
+    def _set_live(self, rel, on):
+        if on:
+            self.live[rel >> 3] |= 1 << (rel & 7)
+        else:
+            self.live[rel >> 3] &= ~(1 << (rel & 7)) & 0xFF
+
+    def _is_live(self, rel):
+        return self.live[rel >> 3] & (1 << (rel & 7))
+
+    def _header_ok(self, p, tag):
+        """(bucket, seq, base_end) if p holds a sealed bucket header of `tag`, else None."""
+        if p[0] != MAGIC or p[1] != FORMAT or rd32(p, 8) != tag:
+            return None
+        b = rd16(p, 2)
+        end = rd16(p, 12)
+        if b >= self.nb or end < HDR or end > PAGE:
+            return None
+        return b, rd32(p, 4), end
+
+    def _crc(self, p, end):
+        mv = memoryview(p)
+        return crc32(mv[HDR:end], crc32(mv[0:16])) & 0xFFFFFFFF
+
+    # -- mount -----------------------------------------------------------------------
+    def mount(self, tag, on_record):
+        """Find each bucket's newest sealed block of image `tag` and call on_record(buf, off, n)
+        for every delta in it, bucket after bucket, oldest first within a bucket. A torn
+        delta at a bucket's end marks the bucket for a refresh before its next append."""
+        self.reset(tag)
+        p = self.page
+        h = self._hdr
+        seqs = {}
+        bad = {}
+        for rel in range(self.total):
+            self.dev.readblocks(self.first + rel, h, 0)
+            r = self._header_ok(h, tag)
+            if r is None:
+                continue
+            b, seq, end = r
+            if seq < seqs.get(b, (0, 0))[0]:
+                continue
+            self.dev.readblocks(self.first + rel, p)
+            if self._crc(p, end) != rd32(p, 16):
+                # a torn refresh (its header is written last), or a decayed bit in a
+                # live bucket: if it is newer than what the bucket mounts, the table
+                # asks the backend for a snapshot
+                if seq > bad.get(b, 0):
+                    bad[b] = seq
+                continue
+            old = seqs.get(b)
+            if old is not None:
+                self._set_live(old[1], False)
+            seqs[b] = (seq, rel)
+            self._set_live(rel, True)
+            if seq >= self.seq:
+                self.seq = seq + 1
+        for b in bad:
+            if bad[b] > seqs.get(b, (0, 0))[0]:
+                self.suspect = True
+        bad = None
+        d = self._d
+        for b in seqs:
+            rel = seqs[b][1]
+            _wr16(self.blk, 2 * b, rel)
+            self.dev.readblocks(self.first + rel, p)
+            end = rd16(p, 12)
+            o = HDR
+            while o + 2 <= PAGE:
+                ln = rd16(p, o)
+                if ln == 0xFFFF:
+                    if o < end:
+                        raise ValueError("bucket base ends early")
+                    break
+                try:
+                    if o + 2 + ln > PAGE:
+                        raise ValueError("record past the block")
+                    d.decode(p, o + 2, ln)
+                    if rec_bucket(p, o + 2, self.nb) != b:
+                        raise ValueError("record in the wrong bucket")
+                except ValueError:
+                    if o < end:  # inside the sealed part: cannot be a torn append
+                        raise
+                    self.dirty[b >> 3] |= 1 << (b & 7)
+                    break
+                on_record(p, o + 2, ln)
+                o += 2 + ln
+            _wr16(self.fill, 2 * b, o)
+            self.used += o - HDR
+            if o > REFRESH_AT:
+                self.due.append(b)
+
+    # -- appends -----------------------------------------------------------------------
+    def room(self, b, n):
+        """True if a record of n bytes can go to bucket b without a refresh."""
+        if self.dirty[b >> 3] & (1 << (b & 7)):
+            return False
+        if self.block_of(b) == NONE:
+            return HDR + 2 + n <= PAGE
+        return self.fill_of(b) + 2 + n <= PAGE
+
+    def append(self, b, buf):
+        """Program delta `buf` at the end of bucket b (room() must be true). Durable on return."""
+        n = len(buf)
+        if self.block_of(b) == NONE:
+            self._start(b)
+        f = self.fill_of(b)
+        rec = bytearray(2 + n)
+        rec[0] = n & 0xFF
+        rec[1] = n >> 8
+        rec[2:] = buf
+        self.dev.writeblocks(self.first + self.block_of(b), rec, f)
+        _wr16(self.fill, 2 * b, f + 2 + n)
+        self.used += 2 + n
+        if f + 2 + n > REFRESH_AT and f <= REFRESH_AT:
+            self.due.append(b)
+
+    def _take(self):
+        """A spare block (relative), erased."""
+        for i in range(self.total):
+            rel = (self.cursor + i) % self.total
+            if not self._is_live(rel):
+                self.cursor = (rel + 1) % self.total
+                from cpos.blockdev import BLOCK_ERASE
+                self.dev.ioctl(BLOCK_ERASE, self.first + rel)
+                return rel
+        raise ValueError("no spare block in the change area")
+
+    def _seal_into(self, b, end):
+        """Write self.page[HDR:end] as bucket b's new block, header last; switch to it."""
+        p = self.page
+        rel = self._take()
+        p[0] = MAGIC
+        p[1] = FORMAT
+        _wr16(p, 2, b)
+        _wr32(p, 4, self.seq)
+        _wr32(p, 8, self.tag)
+        _wr16(p, 12, end)
+        p[14] = p[15] = 0xFF
+        _wr32(p, 16, self._crc(p, end))
+        mv = memoryview(p)
+        blk = self.first + rel
+        if end > HDR:
+            self.dev.writeblocks(blk, mv[HDR:end], HDR)
+        self.dev.writeblocks(blk, mv[0:HDR], 0)  # the commit
+        self.seq += 1
+        old = self.block_of(b)
+        if old != NONE:
+            self._set_live(old, False)
+            self.used -= self.fill_of(b) - HDR
+        self._set_live(rel, True)
+        _wr16(self.blk, 2 * b, rel)
+        _wr16(self.fill, 2 * b, end)
+        self.used += end - HDR
+        self.dirty[b >> 3] &= ~(1 << (b & 7)) & 0xFF
+
+    def _start(self, b):
+        self._seal_into(b, HDR)
+
+    # -- refresh -------------------------------------------------------------------------
+    def refresh(self, b):
+        """Rewrite bucket b without the deltas that newer ones in it fully override (one
+        erase, one block programmed). Returns the bytes free after it."""
+        blk = self.block_of(b)
+        if blk == NONE:
+            return PAGE - HDR
+        p = self.page
+        self.dev.readblocks(self.first + blk, p)
+        f = self.fill_of(b)
+        offs = []
+        o = HDR
+        while o < f:
+            offs.append(o)
+            o += 2 + rd16(p, o)
+        keep = bytearray(len(offs))
+        seen = {}
+        d = self._d
+        for i in range(len(offs) - 1, -1, -1):
+            o = offs[i] + 2
+            d.decode(p, o, rd16(p, offs[i]))  # checked: a decayed bit stops here, loudly
+            k = d.kind
+            new = False
+            acct = rec_account(p, o)
+            if acct >= 0:
+                m = _ACC_FIELDS[k]
+                had = seen.get(acct, 0)
+                if m & ~had:
+                    new = True
+                    seen[acct] = had | m
+            if k == BLOCK or k == UNBLOCK or k == NEW_CARD or k == REPLACE:
+                for uid, want in ((bytes(d.uid[:d.uid_len]), 3 if k == NEW_CARD else 1),
+                                  (bytes(d.uid2[:d.uid2_len]) if k == REPLACE else None, 3)):
+                    if uid is None:
+                        continue
+                    had = seen.get(uid, 0)
+                    if want & ~had:
+                        new = True
+                        seen[uid] = had | want
+            keep[i] = 1 if new else 0
+        w = HDR
+        for i in range(len(offs)):
+            if not keep[i]:
+                continue
+            o = offs[i]
+            n = 2 + rd16(p, o)
+            if o != w:
+                p[w:w + n] = p[o:o + n]
+            w += n
+        seen = offs = keep = None
+        self._seal_into(b, w)
+        return PAGE - w
+
+    def step(self):
+        """One bounded piece of upkeep: refresh one bucket filled past REFRESH_AT. True if it
+        did something."""
+        while self.due:
+            b = self.due.pop()
+            if self.fill_of(b) > REFRESH_AT and self.block_of(b) != NONE:
+                self.refresh(b)
+                return True
+        return False
+
+    def full(self):
+        """More than half the change area holds live deltas: time for a snapshot."""
+        return self.used * 2 > self.nb * (PAGE - HDR)
