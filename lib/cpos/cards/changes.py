@@ -13,12 +13,12 @@ bit per block.
 
 Block: magic 'C' | format 1 | bucket u16 | seq u32 | tag u32 | base_end u16 | FFFF | crc32
 (of the 16 bytes before it and of the records up to base_end), records from byte 20.
-`tag` is the table's commit sequence: a new image makes every older bucket stale.
+`tag` is the table's commit sequence (16 bits, twice): a new image makes every older bucket stale.
 """
 from binascii import crc32
 
 from cpos.compat import const
-from cpos.cards.delta import BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
+from cpos.cards.delta import MAX_DELTA, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
 from cpos.cards.layout import PAGE, rd16, rd32, uid_hash
 
 MAGIC = const(0x43)  # 'C'
@@ -104,6 +104,7 @@ class ChangeStore:
         self.cursor = 0
         self.due = []
         self.suspect = False
+        self.stale = []  # sealed blocks a newer one replaced: erased in `step`
 
     # -- small helpers ----------------------------------------------------------------
     def block_of(self, b):
@@ -122,13 +123,20 @@ class ChangeStore:
         return self.live[rel >> 3] & (1 << (rel & 7))
 
     def _header_ok(self, p, tag):
-        """(bucket, seq, base_end) if p holds a sealed bucket header of `tag`, else None."""
-        if p[0] != MAGIC or p[1] != FORMAT or rd32(p, 8) != tag:
-            return None
+        """(bucket, seq, base_end) if p starts like a bucket header of image `tag`, else None.
+
+        Lenient on purpose, so that one decayed bit cannot hide a live bucket: a block is
+        taken for one of ours if its tag matches, or if its magic and format do and its
+        tag is one bit off; the CRC then says whether it is sealed (see mount)."""
+        t = rd32(p, 8)
+        if t != tag:
+            x = t ^ tag
+            if p[0] != MAGIC or p[1] != FORMAT or x & (x - 1):
+                return None
         b = rd16(p, 2)
         end = rd16(p, 12)
-        if b >= self.nb or end < HDR or end > PAGE:
-            return None
+        if end < HDR or end > PAGE:
+            end = HDR
         return b, rd32(p, 4), end
 
     def _crc(self, p, end):
@@ -138,8 +146,15 @@ class ChangeStore:
     # -- mount -----------------------------------------------------------------------
     def mount(self, tag, on_record):
         """Find each bucket's newest sealed block of image `tag` and call on_record(buf, off, n)
-        for every delta in it, bucket after bucket, oldest first within a bucket. A torn
-        delta at a bucket's end marks the bucket for a refresh before its next append."""
+        for every delta in it, bucket after bucket, oldest first within a bucket.
+
+        What a power cut can leave is told apart from damage (ValueError: the table
+        refuses every card until a snapshot): a refresh writes its header last and the
+        block it replaces is erased in the next step, so an unsealed block beside a sealed
+        older one is a torn refresh, and an unsealed block alone must be blank past its
+        header (a torn first block). A bad delta at a bucket's end, with nothing written
+        past where it could end, is a torn append (`suspect`: the table asks for a
+        resync, as the delta may be damage); anything past it is damage."""
         self.reset(tag)
         p = self.page
         h = self._hdr
@@ -151,26 +166,38 @@ class ChangeStore:
             if r is None:
                 continue
             b, seq, end = r
-            if seq < seqs.get(b, (0, 0))[0]:
-                continue
             self.dev.readblocks(self.first + rel, p)
-            if self._crc(p, end) != rd32(p, 16):
-                # a torn refresh (its header is written last), or a decayed bit in a
-                # live bucket: if it is newer than what the bucket mounts, the table
-                # asks the backend for a snapshot
-                if seq > bad.get(b, 0):
-                    bad[b] = seq
+            sealed = (p[0] == MAGIC and p[1] == FORMAT and rd32(p, 8) == tag and b < self.nb
+                      and self._crc(p, end) == rd32(p, 16))
+            if not sealed:
+                if rd16(p, HDR) != 0xFFFF:  # its first delta says which bucket it is
+                    try:
+                        self._d.decode(p, HDR + 2, rd16(p, HDR))
+                        b = rec_bucket(p, HDR + 2, self.nb)
+                    except (ValueError, IndexError):
+                        pass
+                if b >= self.nb:
+                    b = 0
+                if seq > bad.get(b, (0, 0))[0]:
+                    bad[b] = (seq, rel)
                 continue
-            old = seqs.get(b)
-            if old is not None:
-                self._set_live(old[1], False)
-            seqs[b] = (seq, rel)
-            self._set_live(rel, True)
             if seq >= self.seq:
                 self.seq = seq + 1
+            old = seqs.get(b)
+            if old is not None and old[0] > seq:
+                self.stale.append(rel)
+                continue
+            if old is not None:
+                self._set_live(old[1], False)
+                self.stale.append(old[1])
+            seqs[b] = (seq, rel)
+            self._set_live(rel, True)
         for b in bad:
-            if bad[b] > seqs.get(b, (0, 0))[0]:
-                self.suspect = True
+            if b not in seqs:
+                self.dev.readblocks(self.first + bad[b][1], p)
+                for i in range(HDR, PAGE):
+                    if p[i] != 0xFF:
+                        raise ValueError("a bucket's only block is damaged")
         bad = None
         d = self._d
         for b in seqs:
@@ -181,9 +208,7 @@ class ChangeStore:
             o = HDR
             while o + 2 <= PAGE:
                 ln = rd16(p, o)
-                if ln == 0xFFFF:
-                    if o < end:
-                        raise ValueError("bucket base ends early")
+                if ln == 0xFFFF and o >= end:
                     break
                 try:
                     if o + 2 + ln > PAGE:
@@ -194,7 +219,11 @@ class ChangeStore:
                 except ValueError:
                     if o < end:  # inside the sealed part: cannot be a torn append
                         raise
+                    for i in range(min(PAGE, o + 2 + MAX_DELTA), PAGE):
+                        if p[i] != 0xFF:
+                            raise ValueError("damaged delta in a bucket")
                     self.dirty[b >> 3] |= 1 << (b & 7)
+                    self.suspect = True
                     break
                 on_record(p, o + 2, ln)
                 o += 2 + ln
@@ -234,6 +263,8 @@ class ChangeStore:
             rel = (self.cursor + i) % self.total
             if not self._is_live(rel):
                 self.cursor = (rel + 1) % self.total
+                if rel in self.stale:
+                    self.stale.remove(rel)
                 from cpos.blockdev import BLOCK_ERASE
                 self.dev.ioctl(BLOCK_ERASE, self.first + rel)
                 return rel
@@ -260,6 +291,7 @@ class ChangeStore:
         old = self.block_of(b)
         if old != NONE:
             self._set_live(old, False)
+            self.stale.append(old)  # erased in the next step: see mount
             self.used -= self.fill_of(b) - HDR
         self._set_live(rel, True)
         _wr16(self.blk, 2 * b, rel)
@@ -324,8 +356,12 @@ class ChangeStore:
         return PAGE - w
 
     def step(self):
-        """One bounded piece of upkeep: refresh one bucket filled past REFRESH_AT. True if it
-        did something."""
+        """One bounded piece of upkeep: erase one replaced block, or refresh one bucket
+        filled past REFRESH_AT. True if it did something."""
+        if self.stale:
+            from cpos.blockdev import BLOCK_ERASE
+            self.dev.ioctl(BLOCK_ERASE, self.first + self.stale.pop())
+            return True
         while self.due:
             b = self.due.pop()
             if self.fill_of(b) > REFRESH_AT and self.block_of(b) != NONE:

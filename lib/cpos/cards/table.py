@@ -171,7 +171,9 @@ class CardTable:
         self.included_seq = inc
         self.state = OK
         try:
-            self.chg.mount(seq, self._replayed)
+            # the store's tag: the commit sequence twice over, so that the tags of two
+            # images differ in at least two bits and one decayed bit is told apart
+            self.chg.mount((seq & 0xFFFF) | ((seq & 0xFFFF) << 16), self._replayed)
         except ValueError:
             self._broken()
             return
@@ -391,12 +393,13 @@ class CardTable:
 
     @property
     def wants_step(self):
-        """True when `step` has upkeep to do (a bucket past its refresh mark)."""
-        return self.state == OK and bool(self.chg.due)
+        """True when `step` has upkeep to do (a bucket past its refresh mark, a block to erase)."""
+        return self.state == OK and bool(self.chg.due or self.chg.stale)
 
     def step(self):
-        """One bounded piece of upkeep between messages: refresh one filled bucket (one
-        block read, one erase, one block programmed). True if it did something."""
+        """One bounded piece of upkeep between messages: erase one replaced bucket block,
+        or refresh one filled bucket (one block read, one erase, one block programmed).
+        True if it did something."""
         if self.state != OK:
             return False
         try:
