@@ -131,7 +131,7 @@ class CardTableMachine(RuleBasedStateMachine):
         if self.installed and version < cur:
             assert got == [cardtable.INSTALL_OLD]
         elif not snap[0]:
-            assert got[-1] == cardtable.INSTALL_BAD  # a table needs at least one card
+            _refused(got)  # a table needs at least one card
         else:
             assert got == [cardtable.INSTALL_OK] * len(got), got
             self.ref.install(snap[0], snap[1], version, inc)
@@ -164,11 +164,7 @@ class CardTableMachine(RuleBasedStateMachine):
             got = self._install(version, 0, _chunks(img[:-data.draw(st.integers(1, 4096))], chunk))
         else:
             got = self._install(version + 1, 0, chunks)  # header says `version`
-        # each page is checked as it lands: the first bad one ends the install, and the
-        # rest of its chunks (and the commit) find no install in progress
-        k = got.index(cardtable.INSTALL_BAD)
-        assert got[:k] == [cardtable.INSTALL_OK] * k, (how, got)
-        assert got[k + 1:] == [cardtable.INSTALL_IDLE] * (len(got) - k - 1), (how, got)
+        _refused(got, how)
 
     # -- deltas --------------------------------------------------------------------
     def _known_uid(self, data):
@@ -308,6 +304,15 @@ class CardTableMachine(RuleBasedStateMachine):
         else:
             assert state == cardtable.EMPTY
         assert resync == self.resync
+
+
+def _refused(got, how=None):
+    """Each page is checked as it lands: the first bad one ends the install (INSTALL_BAD),
+    and the rest of its chunks, and the commit, find no install in progress."""
+    assert cardtable.INSTALL_BAD in got, (how, got)
+    k = got.index(cardtable.INSTALL_BAD)
+    assert got[:k] == [cardtable.INSTALL_OK] * k, (how, got)
+    assert got[k + 1:] == [cardtable.INSTALL_IDLE] * (len(got) - k - 1), (how, got)
 
 
 def _run(mp_worker, examples, steps):
