@@ -59,7 +59,7 @@ def test_the_card_table_upkeep_runs_between_payments():
     app = boot(board)
     t = app.table
     v = 2
-    while not t.wants_step:
+    while not t.chg.due:
         for acct in (1, 2):
             d = carddelta.encode(v, 0, carddelta.BALANCE, account=acct, value=1000 + v)
             assert t.apply_delta(d) == cardtable.APPLIED

@@ -172,7 +172,7 @@ def test_a_full_bucket_is_rewritten_alone_and_a_full_store_asks_for_a_snapshot()
     # the upkeep step: past its mark a bucket is rewritten between messages, not in a delta
     while t.step():  # erase the blocks the refreshes above replaced
         pass
-    while not t.wants_step:
+    while not t.chg.due:
         acct = accts[v % 3]
         ref.delta(v, v, carddelta.BALANCE, account=acct, value=v)
         assert t.apply_delta(carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=v)) == APPLIED
@@ -288,7 +288,7 @@ def test_power_cut_at_every_write_of_a_bucket_refresh_and_a_delta():
         assert t.apply_delta(d) == APPLIED
     acct = list(ref.accounts)[0]
     v = 9
-    while not t.wants_step:  # fill the bucket past its refresh mark
+    while not t.chg.due:  # fill the bucket past its refresh mark
         ref.delta(v, v, carddelta.BALANCE, account=acct, value=v)
         assert t.apply_delta(carddelta.encode(v, v, carddelta.BALANCE, account=acct, value=v)) == APPLIED
         v += 1

@@ -105,6 +105,7 @@ class ChangeStore:
         self.due = []
         self.suspect = False
         self.stale = []  # sealed blocks a newer one replaced: erased in `step`
+        self.ready = -1  # a free block `step` erased ahead, so that no delta waits for an erase
 
     # -- small helpers ----------------------------------------------------------------
     def block_of(self, b):
@@ -258,7 +259,11 @@ class ChangeStore:
             self.due.append(b)
 
     def _take(self):
-        """A spare block (relative), erased."""
+        """A spare block (relative), erased: the one erased ahead if there is one."""
+        rel = self.ready
+        if rel >= 0 and not self._is_live(rel):
+            self.ready = -1
+            return rel
         for i in range(self.total):
             rel = (self.cursor + i) % self.total
             if not self._is_live(rel):
@@ -358,16 +363,30 @@ class ChangeStore:
     def step(self):
         """One bounded piece of upkeep: erase one replaced block, or refresh one bucket
         filled past REFRESH_AT. True if it did something."""
-        if self.stale:
-            from cpos.blockdev import BLOCK_ERASE
-            self.dev.ioctl(BLOCK_ERASE, self.first + self.stale.pop())
-            return True
+        from cpos.blockdev import BLOCK_ERASE
         while self.due:
             b = self.due.pop()
             if self.fill_of(b) > REFRESH_AT and self.block_of(b) != NONE:
                 self.refresh(b)
                 return True
+        if self.stale:
+            rel = self.stale.pop()
+            self.dev.ioctl(BLOCK_ERASE, self.first + rel)
+            if self.ready < 0 and not self._is_live(rel):
+                self.ready = rel
+            return True
+        if self.ready < 0:
+            for i in range(self.total):
+                rel = (self.cursor + i) % self.total
+                if not self._is_live(rel):
+                    self.cursor = (rel + 1) % self.total
+                    self.dev.ioctl(BLOCK_ERASE, self.first + rel)
+                    self.ready = rel
+                    return True
         return False
+
+    def wants_step(self):
+        return bool(self.due or self.stale) or self.ready < 0
 
     def full(self):
         """More than half the change area holds live deltas: time for a snapshot."""

@@ -393,13 +393,14 @@ class CardTable:
 
     @property
     def wants_step(self):
-        """True when `step` has upkeep to do (a bucket past its refresh mark, a block to erase)."""
-        return self.state == OK and bool(self.chg.due or self.chg.stale)
+        """True when `step` has upkeep to do (a bucket past its refresh mark, a block to erase,
+        no spare block erased ahead)."""
+        return self.state == OK and self.chg.wants_step()
 
     def step(self):
-        """One bounded piece of upkeep between messages: erase one replaced bucket block,
-        or refresh one filled bucket (one block read, one erase, one block programmed).
-        True if it did something."""
+        """One bounded piece of upkeep between messages: refresh one filled bucket (one block
+        read, one erase, one block programmed), or erase one block (a replaced one, or a
+        spare ahead of need). True if it did something."""
         if self.state != OK:
             return False
         try:
