@@ -364,7 +364,8 @@ def test_long_stream_with_cuts_reboots_installs_and_resends():
     """The shipped geometry under a long stream (short here; tests/test_cardtable_soak.py
     runs it long): deltas of every kind, bucket refreshes, snapshot installs, plain
     reboots and power cuts at random writes, the backend resending after each cut."""
-    long_stream(n_deltas=160, seed=21, install_every=70)
+    fig = long_stream(n_deltas=400, seed=21, install_every=300)
+    assert fig["bucket_rewrites"] > 0 and fig["resent_applied"] > 0 and fig["reboots"] > 0, fig
 
 
 def _copy(ref):
@@ -379,14 +380,15 @@ def _image_of(ref):
     return layout.ImageBuilder(cards, ref.accounts, ref.version, ref.included_seq, KEYS)
 
 
-def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0, modes=None):
+def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0, modes=None, hot_pct=70):
     """Drive a table through `n_deltas` deltas as a backend would; returns the figures.
 
     The backend sends each delta until it sees it acknowledged: a cut before the delta was
     durable finds the table at the old version and the resend applies it; a cut after
     finds the new version and the resend is a DUPLICATE. A cut inside an install leaves
     the old table or the new one. Every reopen checks every card against the reference
-    at the version the table mounts."""
+    at the version the table mounts. `hot_pct` of the deltas are balance changes of one
+    account (a lunch regular: its bucket fills and is refreshed), the rest of every kind."""
     gc.collect()
     geo = SHIPPED_GEOMETRY
     dev = flash(blocks or SHIPPED_BLOCKS)
@@ -398,12 +400,13 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
     t = CardTable(dev, **geo)
     assert install_built(t, _image_of(ref), 5, 3) == cardtable.INSTALL_OK
     fig = {"cuts": 0, "reboots": 0, "installs": 0, "resent_applied": 0, "resent_duplicate": 0,
-           "refreshes": 0, "deltas": 0}
+           "upkeep_steps": 0, "bucket_rewrites": 0, "deltas": 0}
     since = 0
     modes = modes or (CUT_BEFORE, CUT_INSIDE, CUT_AFTER)
     pend = None  # (delta bytes, the meaning after it): sent, not yet acknowledged
 
     def reopen(old, new):
+        fig["bucket_rewrites"] += t.chg.rewrites  # counted per mount: the old one ends here
         tt = CardTable(dev, **geo)
         assert tt.state == cardtable.OK, tt.state
         if tt.version == old.version:
@@ -423,6 +426,8 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
                 new = _copy(ref)  # the backend moved on while the terminal waited for it
                 _deltas(new, rng, new.version + 1, 3)
                 img = _image_of(new)
+                fig["bucket_rewrites"] += t.chg.rewrites
+                t.chg.rewrites = 0
                 if cut:
                     dev.arm(rng.below(3 * (img.n_pages + 3)), mode)
                 assert install_built(t, img, new.version, new.included_seq) == cardtable.INSTALL_OK
@@ -434,7 +439,14 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
             else:
                 if pend is None:
                     new = _copy(ref)
-                    pend = (_deltas(new, rng, ref.version + 1, 1)[0], new)
+                    if rng.below(100) < hot_pct:
+                        v = ref.version + 1
+                        hot = sorted(new.accounts)[0]
+                        val = rng.below(90000)
+                        new.delta(v, 100 + v, carddelta.BALANCE, account=hot, value=val)
+                        pend = (carddelta.encode(v, 100 + v, carddelta.BALANCE, account=hot, value=val), new)
+                    else:
+                        pend = (_deltas(new, rng, ref.version + 1, 1)[0], new)
                 d, new = pend
                 if cut:
                     dev.arm(rng.below(6), mode)
@@ -448,7 +460,7 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
                 fig["deltas"] += 1
                 since += 1
                 if t.step():
-                    fig["refreshes"] += 1
+                    fig["upkeep_steps"] += 1
                 dev.reboot()
             if rng.below(25) == 0:
                 t, ref = reopen(ref, None)

@@ -86,7 +86,6 @@ class ChangeStore:
         self.fill = bytearray(2 * nb)  # end of the valid records
         self.live = bytearray((self.total + 7) // 8)
         self.dirty = bytearray((nb + 7) // 8)  # a torn append at the end: refresh before the next
-        self._hdr = bytearray(HDR)
         self.due = []  # buckets past REFRESH_AT, for `step`
         self.reset(0)
 
@@ -106,6 +105,7 @@ class ChangeStore:
         self.suspect = False
         self.stale = []  # sealed blocks a newer one replaced: erased in `step`
         self.ready = -1  # a free block `step` erased ahead, so that no delta waits for an erase
+        self.rewrites = 0  # buckets refreshed since mount (a figure)
 
     # -- small helpers ----------------------------------------------------------------
     def block_of(self, b):
@@ -158,7 +158,7 @@ class ChangeStore:
         resync, as the delta may be damage); anything past it is damage."""
         self.reset(tag)
         p = self.page
-        h = self._hdr
+        h = memoryview(p)[0:HDR]  # the header first: a stale or blank block costs 20 bytes read
         seqs = {}
         bad = {}
         for rel in range(self.total):
@@ -295,6 +295,7 @@ class ChangeStore:
         self.seq += 1
         old = self.block_of(b)
         if old != NONE:
+            self.rewrites += 1
             self._set_live(old, False)
             self.stale.append(old)  # erased in the next step: see mount
             self.used -= self.fill_of(b) - HDR

@@ -14,8 +14,8 @@ from cpos.cards.delta import BLOCK, UNBLOCK, NEW_CARD, REPLACE
 from cpos.rules import ACTIVE, BLOCKED, REPLACED
 from cpos.uid import uid_kind
 
-# card entry: flags(1) uid(10) account(3) status_version(4) account_version(4) spare(2)
-CARD = const(24)
+# card entry: flags(1) uid(10) account(3) status_version(4) account_version(4)
+CARD = const(22)
 C_STATUS = const(0x10)
 C_ACCOUNT = const(0x20)  # a full card (new or replacing): the image is not consulted
 

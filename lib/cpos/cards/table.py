@@ -107,7 +107,7 @@ class CardTable:
         """Bytes of preallocated buffers the table holds (page, index, overlay, bucket map)."""
         c = self.chg
         return (len(self.page) + len(self.index) + len(self.ov.cards) + len(c.blk) + len(c.fill)
-                + len(c.live) + len(c.dirty) + len(c._hdr) + 4)
+                + len(c.live) + len(c.dirty) + 4)
 
     # -- mounting -------------------------------------------------------------------
     def mount(self):
@@ -252,10 +252,17 @@ class CardTable:
         o = _CHG_HDR
         d = self._delta
         got = 0
+        a0 = acct & 0xFF
+        a1 = (acct >> 8) & 0xFF
+        a2 = acct >> 16
         while o < end:
             ln = p[o] | (p[o + 1] << 8)
             r = o + 2
-            if changes.rec_account(p, r) == acct:
+            k = p[r + 2]
+            # balance, totals and the other account kinds carry the account at byte 11
+            if (p[r + 11] == a0 and p[r + 12] == a1 and p[r + 13] == a2 and k != BLOCK and k != UNBLOCK
+                    and k != NEW_CARD and k != REPLACE) or \
+                    ((k == NEW_CARD or k == REPLACE) and changes.rec_account(p, r) == acct):
                 d.decode(p, r, ln, False)  # verified when written or mounted
                 k = d.kind
                 if k == BALANCE:
