@@ -1,7 +1,7 @@
 """Card-table deltas: the binary encoding (backend side) and its strict decoder (terminal side).
 
 Owns the delta layout in docs/formats.md ("Card table", "Deltas"). The same bytes
-travel in a downlink message and are kept, unchanged, in the table's delta log on flash.
+travel in a downlink message and are kept, unchanged, in the table's change store on flash.
 Runtime-neutral; decoding garbage raises ValueError, never anything else.
 
     magic 'D' | format 1 | kind | version u32 | included_seq u32 | payload | crc32 u32
