@@ -20,6 +20,7 @@ from binascii import crc32
 from cpos.compat import const
 from cpos.cards.delta import MAX_DELTA, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
 from cpos.cards.layout import PAGE, rd16, rd32, uid_hash
+from cpos.crc import sealed_ok
 
 MAGIC = const(0x43)  # 'C'
 FORMAT = const(1)
@@ -106,6 +107,8 @@ class ChangeStore:
         self.stale = []  # sealed blocks a newer one replaced: erased in `step`
         self.ready = -1  # a free block `step` erased ahead, so that no delta waits for an erase
         self.rewrites = 0  # buckets refreshed since mount (a figure)
+        self.top_version = 0  # the newest delta found at mount, and its included_seq
+        self.top_inc = 0
 
     # -- small helpers ----------------------------------------------------------------
     def block_of(self, b):
@@ -146,8 +149,9 @@ class ChangeStore:
 
     # -- mount -----------------------------------------------------------------------
     def mount(self, tag, on_record):
-        """Find each bucket's newest sealed block of image `tag` and call on_record(buf, off, n)
-        for every delta in it, bucket after bucket, oldest first within a bucket.
+        """Find each bucket's newest sealed block of image `tag`, check every delta in it (CRC)
+        and call on_record(buf, off, n) for each card change, the Delta decoded; the newest
+        version found is `top_version` (with `top_inc`).
 
         What a power cut can leave is told apart from damage (ValueError: the table
         refuses every card until a snapshot): a refresh writes its header last and the
@@ -211,13 +215,22 @@ class ChangeStore:
                 ln = rd16(p, o)
                 if ln == 0xFFFF and o >= end:
                     break
+                r = o + 2
                 try:
-                    if o + 2 + ln > PAGE:
-                        raise ValueError("record past the block")
-                    d.decode(p, o + 2, ln)
-                    if rec_bucket(p, o + 2, self.nb) != b:
+                    # the CRC (C code) and the fixed head; only card changes are decoded
+                    # whole (for the overlay): mount time stays a block read and a CRC a delta
+                    if ln < 16 or ln > MAX_DELTA or r + ln > PAGE:
+                        raise ValueError("record length")
+                    k = p[r + 2]
+                    if p[r] != 0x44 or p[r + 1] != 1 or k < BALANCE or k > TOTALS \
+                            or not sealed_ok(memoryview(p)[r:r + ln]):
+                        raise ValueError("not a sealed delta")
+                    card = k == BLOCK or k == UNBLOCK or k == NEW_CARD or k == REPLACE
+                    if card:
+                        d.decode(p, r, ln, False)
+                    if rec_bucket(p, r, self.nb) != b:
                         raise ValueError("record in the wrong bucket")
-                except ValueError:
+                except (ValueError, IndexError):
                     if o < end:  # inside the sealed part: cannot be a torn append
                         raise
                     for i in range(min(PAGE, o + 2 + MAX_DELTA), PAGE):
@@ -226,7 +239,12 @@ class ChangeStore:
                     self.dirty[b >> 3] |= 1 << (b & 7)
                     self.suspect = True
                     break
-                on_record(p, o + 2, ln)
+                if card:
+                    on_record(p, r, ln)
+                v = rd32(p, r + 3)
+                if v > self.top_version:
+                    self.top_version = v
+                    self.top_inc = rd32(p, r + 7)
                 o += 2 + ln
             _wr16(self.fill, 2 * b, o)
             self.used += o - HDR

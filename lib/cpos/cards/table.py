@@ -177,20 +177,21 @@ class CardTable:
         except ValueError:
             self._broken()
             return
+        # the table's version is the newest delta's: each was durable before the next was
+        # taken, so every older one is on flash (or overridden by a newer one in its bucket)
+        if self.chg.top_version > self.version:
+            self.version = self.chg.top_version
+            self.included_seq = self.chg.top_inc
         if self.chg.suspect:
             self.needs_resync = True
 
     def _replayed(self, buf, off, n):
-        """One delta found in the change store at mount: buckets come in any order, so the
-        table's version is the newest one seen (each was durable before the next was taken)."""
-        d = self._delta  # decoded by the change store
-        if is_card_kind(d.kind):
-            if not self.ov.room(d):
-                raise ValueError("more card changes than the overlay holds")
-            self.ov.apply(d)
-        if d.version > self.version:
-            self.version = d.version
-            self.included_seq = d.included_seq
+        """A card change found in the change store at mount (the Delta decoded), into the
+        overlay; buckets come in any order, the overlay keeps the newest per field."""
+        d = self._delta
+        if not self.ov.room(d):
+            raise ValueError("more card changes than the overlay holds")
+        self.ov.apply(d)
 
     def _blank(self, p, o):
         """True if p[o:] is erased; allocates nothing (mount runs on a tight heap)."""
