@@ -163,8 +163,8 @@ class ChangeStore:
         self.reset(tag)
         p = self.page
         h = memoryview(p)[0:HDR]  # the header first: a stale or blank block costs 20 bytes read
-        seqs = {}
-        bad = {}
+        bad = []  # (bucket, rel) of unsealed blocks of ours: rare, so a list
+        blk = self.blk
         for rel in range(self.total):
             self.dev.readblocks(self.first + rel, h, 0)
             r = self._header_ok(h, tag)
@@ -181,33 +181,32 @@ class ChangeStore:
                         b = rec_bucket(p, HDR + 2, self.nb)
                     except (ValueError, IndexError):
                         pass
-                if b >= self.nb:
-                    b = 0
-                if seq > bad.get(b, (0, 0))[0]:
-                    bad[b] = (seq, rel)
+                bad.append((b if b < self.nb else 0, rel))
                 continue
             if seq >= self.seq:
                 self.seq = seq + 1
-            old = seqs.get(b)
-            if old is not None and old[0] > seq:
-                self.stale.append(rel)
-                continue
-            if old is not None:
-                self._set_live(old[1], False)
-                self.stale.append(old[1])
-            seqs[b] = (seq, rel)
+            old = rd16(blk, 2 * b)
+            if old != NONE:  # two sealed blocks of one bucket: the newer wins (no dict: the
+                self.dev.readblocks(self.first + old, h, 0)  # heap may be fragmented here)
+                if rd32(h, 4) > seq:
+                    self.stale.append(rel)
+                    continue
+                self._set_live(old, False)
+                self.stale.append(old)
+            _wr16(blk, 2 * b, rel)
             self._set_live(rel, True)
-        for b in bad:
-            if b not in seqs:
-                self.dev.readblocks(self.first + bad[b][1], p)
+        for b, rel in bad:
+            if rd16(blk, 2 * b) == NONE:
+                self.dev.readblocks(self.first + rel, p)
                 for i in range(HDR, PAGE):
                     if p[i] != 0xFF:
                         raise ValueError("a bucket's only block is damaged")
         bad = None
         d = self._d
-        for b in seqs:
-            rel = seqs[b][1]
-            _wr16(self.blk, 2 * b, rel)
+        for b in range(self.nb):
+            rel = rd16(blk, 2 * b)
+            if rel == NONE:
+                continue
             self.dev.readblocks(self.first + rel, p)
             end = rd16(p, 12)
             o = HDR
@@ -336,46 +335,69 @@ class ChangeStore:
         p = self.page
         self.dev.readblocks(self.first + blk, p)
         f = self.fill_of(b)
-        offs = []
+        n = 0
         o = HDR
         while o < f:
-            offs.append(o)
+            n += 1
             o += 2 + rd16(p, o)
-        keep = bytearray(len(offs))
-        seen = {}
+        # a few single allocations, sized by this bucket (the heap may be fragmented by now):
+        # record offsets, keep flags, and an open-addressing table of account -> fields seen
+        offs = bytearray(2 * n)
+        keep = bytearray(n)
+        cap = 8
+        while cap < 2 * n:
+            cap *= 2
+        seen = bytearray(b"\xff" * (4 * cap))  # account u24 (FFFFFF: empty), fields u8
+        uids = None  # card changes are rare: a dict only when there are some
+        o = HDR
+        for i in range(n):
+            _wr16(offs, 2 * i, o)
+            o += 2 + rd16(p, o)
         d = self._d
-        for i in range(len(offs) - 1, -1, -1):
-            o = offs[i] + 2
-            d.decode(p, o, rd16(p, offs[i]))  # checked: a decayed bit stops here, loudly
+        for i in range(n - 1, -1, -1):
+            o = rd16(offs, 2 * i) + 2
+            d.decode(p, o, rd16(p, o - 2))  # checked: a decayed bit stops here, loudly
             k = d.kind
             new = False
             acct = rec_account(p, o)
             if acct >= 0:
                 m = _ACC_FIELDS[k]
-                had = seen.get(acct, 0)
+                j = (acct * 7) & (cap - 1)
+                while True:
+                    e = 4 * j
+                    a = seen[e] | (seen[e + 1] << 8) | (seen[e + 2] << 16)
+                    if a == 0xFFFFFF or a == acct:
+                        break
+                    j = (j + 1) & (cap - 1)
+                had = 0 if a == 0xFFFFFF else seen[e + 3]
                 if m & ~had:
                     new = True
-                    seen[acct] = had | m
+                    seen[e] = acct & 0xFF
+                    seen[e + 1] = (acct >> 8) & 0xFF
+                    seen[e + 2] = acct >> 16
+                    seen[e + 3] = had | m
             if k == BLOCK or k == UNBLOCK or k == NEW_CARD or k == REPLACE:
+                if uids is None:
+                    uids = {}
                 for uid, want in ((bytes(d.uid[:d.uid_len]), 3 if k == NEW_CARD else 1),
                                   (bytes(d.uid2[:d.uid2_len]) if k == REPLACE else None, 3)):
                     if uid is None:
                         continue
-                    had = seen.get(uid, 0)
+                    had = uids.get(uid, 0)
                     if want & ~had:
                         new = True
-                        seen[uid] = had | want
+                        uids[uid] = had | want
             keep[i] = 1 if new else 0
         w = HDR
-        for i in range(len(offs)):
+        for i in range(n):
             if not keep[i]:
                 continue
-            o = offs[i]
-            n = 2 + rd16(p, o)
+            o = rd16(offs, 2 * i)
+            ln = 2 + rd16(p, o)
             if o != w:
-                p[w:w + n] = p[o:o + n]
-            w += n
-        seen = offs = keep = None
+                p[w:w + ln] = p[o:o + ln]
+            w += ln
+        seen = offs = keep = uids = None
         self._seal_into(b, w)
         return PAGE - w
 
