@@ -84,9 +84,9 @@ class ChangeStore:
         self.page = page  # shared with the table: one 4 KB buffer
         self._d = delta  # the table's reusable Delta
         self.blk = bytearray(2 * nb)  # block (relative) of each bucket, NONE: no block yet
-        self.fill = bytearray(2 * nb)  # end of the valid records
+        self.fill = bytearray(2 * nb)  # end of the valid records; bit 15: a torn append at the
+        # end (refresh before the next)
         self.live = bytearray((self.total + 7) // 8)
-        self.dirty = bytearray((nb + 7) // 8)  # a torn append at the end: refresh before the next
         self.due = []  # buckets past REFRESH_AT, for `step`
         self.reset(0)
 
@@ -96,8 +96,6 @@ class ChangeStore:
             self.fill[i] = 0
         for i in range(len(self.live)):
             self.live[i] = 0
-        for i in range(len(self.dirty)):
-            self.dirty[i] = 0
         self.tag = tag
         self.seq = 1
         self.used = 0  # bytes of records in live buckets
@@ -115,7 +113,7 @@ class ChangeStore:
         return rd16(self.blk, 2 * b)
 
     def fill_of(self, b):
-        return rd16(self.fill, 2 * b)
+        return rd16(self.fill, 2 * b) & 0x7FFF
 
     def _set_live(self, rel, on):
         if on:
@@ -210,6 +208,7 @@ class ChangeStore:
             self.dev.readblocks(self.first + rel, p)
             end = rd16(p, 12)
             o = HDR
+            torn = False
             while o + 2 <= PAGE:
                 ln = rd16(p, o)
                 if ln == 0xFFFF and o >= end:
@@ -235,7 +234,7 @@ class ChangeStore:
                     for i in range(min(PAGE, o + 2 + MAX_DELTA), PAGE):
                         if p[i] != 0xFF:
                             raise ValueError("damaged delta in a bucket")
-                    self.dirty[b >> 3] |= 1 << (b & 7)
+                    torn = True
                     self.suspect = True
                     break
                 if card:
@@ -246,6 +245,8 @@ class ChangeStore:
                     self.top_inc = rd32(p, r + 7)
                 o += 2 + ln
             _wr16(self.fill, 2 * b, o)
+            if torn:
+                self.fill[2 * b + 1] |= 0x80
             self.used += o - HDR
             if o > REFRESH_AT:
                 self.due.append(b)
@@ -253,7 +254,7 @@ class ChangeStore:
     # -- appends -----------------------------------------------------------------------
     def room(self, b, n):
         """True if a record of n bytes can go to bucket b without a refresh."""
-        if self.dirty[b >> 3] & (1 << (b & 7)):
+        if self.fill[2 * b + 1] & 0x80:
             return False
         if self.block_of(b) == NONE:
             return HDR + 2 + n <= PAGE
@@ -320,7 +321,6 @@ class ChangeStore:
         _wr16(self.blk, 2 * b, rel)
         _wr16(self.fill, 2 * b, end)
         self.used += end - HDR
-        self.dirty[b >> 3] &= ~(1 << (b & 7)) & 0xFF
 
     def _start(self, b):
         self._seal_into(b, HDR)

@@ -107,7 +107,7 @@ class CardTable:
         """Bytes of preallocated buffers the table holds (page, index, overlay, bucket map)."""
         c = self.chg
         return (len(self.page) + len(self.index) + len(self.ov.cards) + len(c.blk) + len(c.fill)
-                + len(c.live) + len(c.dirty) + 4)
+                + len(c.live) + 4)
 
     # -- mounting -------------------------------------------------------------------
     def mount(self):
