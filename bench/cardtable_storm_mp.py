@@ -85,7 +85,7 @@ class Steps:
         k = self.kinds.get(kind)
         if k is None:
             k = self.kinds[kind] = {"n": 0, "cpu_us": 0, "erases": 0, "pages": 0, "reads": 0, "worst": None,
-                                    "max_cpu_us": 0, "hist": [0] * 64}
+                                    "max_cpu_us": 0, "hist": [0] * 48}
         k["n"] += 1
         k["cpu_us"] += cpu
         k["erases"] += e
@@ -96,12 +96,12 @@ class Steps:
         # CPU time histograms, bins 1.25x apart (a percentile without keeping every sample),
         # per kind and per class of flash work: the host takes medians, which the other jobs
         # sharing this machine's 2 cores do not move (a single step's maximum is theirs)
-        bin = min(63, int(math.log(max(cpu, 1)) / 0.22314355))
+        bin = min(47, int(math.log(max(cpu, 1)) / 0.22314355))
         k["hist"][bin] += 1
         key = "e%d p%d r%d" % (min(e, 2), min(p // 8, 3), min(r, 2))
         c = k.setdefault("classes", {}).get(key)
         if c is None:
-            c = k["classes"][key] = {"n": 0, "hist": [0] * 64, "e": 0, "p": 0, "r": 0}
+            c = k["classes"][key] = {"n": 0, "hist": [0] * 48, "e": 0, "p": 0, "r": 0}
         c["n"] += 1
         c["hist"][bin] += 1
         if e > c["e"]:
@@ -139,7 +139,8 @@ class Client:
 
 def main(part, blocks, image, messages, taps, keyhex, site, tid):
     out = {}
-    times = [0] * 500  # lookup times, allocated before the heap fragments
+    times = [0] * 500  # lookup times and tap waits, allocated before the heap fragments
+    waits = [0] * 800
     gc.collect()
     raw = BlockFile(part, blocks * 4096)
     dev = Counting(raw, blocks)
@@ -213,7 +214,7 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
         return r
     t.step = step
     tap_due = asyncio.Event()
-    state = {"due_us": 0, "taps": 0, "waits": [], "done": False, "deltas": 0, "sim_ms": 0}
+    state = {"due_us": 0, "taps": 0, "done": False, "deltas": 0, "sim_ms": 0}
 
     async def tapper():
         while not state["done"]:
@@ -222,7 +223,8 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
             s = st.begin()
             r = t.lookup(uid(state["taps"]), card, spends)
             st.end("tap", s)
-            state["waits"].append(time.ticks_diff(time.ticks_us(), state["due_us"]))
+            if state["taps"] < len(waits):
+                waits[state["taps"]] = time.ticks_diff(time.ticks_us(), state["due_us"])
             state["taps"] += 1
             assert r == FOUND
 
@@ -268,7 +270,8 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
     out["why"] = sync.why
     out["table_version"] = t.version
     out["sim_ms"] = state["sim_ms"]
-    w = state["waits"]
+    w = waits[:min(state["taps"], len(waits))]
+    waits = None
     w.sort()
     out["taps"] = len(w)
     out["tap_wait_max_us"] = w[-1] if w else 0
@@ -306,6 +309,7 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
     naive_compact(t)
     st.end("naive_compaction", s)
     out["naive"] = st.kinds
+    recs = bufs = times = None
     gc.collect()
     out["heap_free_end"] = gc.mem_free()
     raw.close()
@@ -340,4 +344,7 @@ def naive_compact(t):
 
 res = main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7],
            sys.argv[8])
-print(json.dumps(res))
+gc.collect()
+for k in res:  # one key a line: no single large string on a fragmented heap
+    print(json.dumps([k, res[k]]))
+print("END")
