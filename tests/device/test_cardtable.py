@@ -13,6 +13,21 @@ from cpos.cards import changes
 from cpos.cards.table import CardTable, FOUND, NOT_FOUND, CORRUPT, APPLIED, DUPLICATE, GAP, MALFORMED
 from cpos.rules import CardRecord, Spends, BLOCKED, ACTIVE, REPLACED, NO_LIMIT
 from simulator.norflash import NorFlash, PowerCut, CUT_BEFORE, CUT_INSIDE, CUT_AFTER
+try:  # the harsher model: torn programs leave 3 %, 50 % or 97 % of their bits (issue 13)
+    from simulator.norflash import TEARS
+except ImportError:
+    TEARS = (None,)
+
+
+def _arm(dev, k, mode, tear=None):
+    if tear is None:
+        dev.arm(k, mode)
+    else:
+        dev.arm(k, mode, tear)
+
+
+# every power-cut sweep: before and after each write, and inside it with each tear
+CUTS = ((CUT_BEFORE, None),) + tuple((CUT_INSIDE, t) for t in TEARS) + ((CUT_AFTER, None),)
 
 KEYS = (20400, 202548, 202511)
 BLOCKS = 10  # 2 commit blocks + 2 slots of (header + up to 2 pages) + change store (1 bucket, 1 spare)
@@ -225,19 +240,20 @@ def test_a_full_bucket_is_rewritten_alone_and_a_full_store_asks_for_a_snapshot()
     assert dev.torn_overwrites == 0
 
 
-def _cut_sweep(prepare, action, modes=(CUT_BEFORE, CUT_INSIDE, CUT_AFTER), least=3):
-    """Run `action` with a power cut at every flash operation; yields (dev, old_ref, new_ref)."""
+def _cut_sweep(prepare, action, modes=CUTS, least=3):
+    """Run `action` with a power cut at every flash operation (before, inside with each
+    tear, after); yields (dev, old_ref, new_ref)."""
     dev, t, old, new = prepare()
     ops0 = dev.ops
     action(t)
     total = dev.ops - ops0
     assert total >= least
     for k in range(total):
-        for mode in modes:
+        for mode, tear in modes:
             t = None
             gc.collect()
             dev, t, old, new = prepare()
-            dev.arm(k, mode)
+            _arm(dev, k, mode, tear)
             try:
                 action(t)
                 raise AssertionError("no power cut at op %d" % k)
@@ -411,7 +427,7 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
     fig = {"cuts": 0, "reboots": 0, "installs": 0, "resent_applied": 0, "resent_duplicate": 0,
            "upkeep_steps": 0, "bucket_rewrites": 0, "deltas": 0}
     since = 0
-    modes = modes or (CUT_BEFORE, CUT_INSIDE, CUT_AFTER)
+    modes = modes or CUTS
     pend = None  # (delta bytes, the meaning after it): sent, not yet acknowledged
 
     def reopen(old, new):
@@ -427,7 +443,7 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
 
     while fig["deltas"] < n_deltas:
         cut = rng.below(cut_one_in) == 0
-        mode = modes[rng.below(len(modes))]
+        mode, tear = modes[rng.below(len(modes))]
         installing = since >= install_every or t.needs_snapshot
         new = None
         try:
@@ -438,7 +454,7 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
                 fig["bucket_rewrites"] += t.chg.rewrites
                 t.chg.rewrites = 0
                 if cut:
-                    dev.arm(rng.below(3 * (img.n_pages + 3)), mode)
+                    _arm(dev, rng.below(3 * (img.n_pages + 3)), mode, tear)
                 assert install_built(t, img, new.version, new.included_seq) == cardtable.INSTALL_OK
                 img = None
                 dev.reboot()  # disarm: no cut came
@@ -458,7 +474,7 @@ def long_stream(n_deltas, seed, install_every, cut_one_in=4, cards=60, blocks=0,
                         pend = (_deltas(new, rng, ref.version + 1, 1)[0], new)
                 d, new = pend
                 if cut:
-                    dev.arm(rng.below(6), mode)
+                    _arm(dev, rng.below(6), mode, tear)
                 r = t.apply_delta(d)
                 if r == cardtable.NO_SPACE:  # only a snapshot helps: the sync asks for one
                     dev.reboot()
