@@ -383,6 +383,7 @@ def test_deltas_past_the_first_log_block_survive_a_reboot_and_a_cut():
         assert got == want, (got, want)
         check_all(t, ref)
         check_all(CardTable(d, **geo), ref)  # and it is on flash
+        assert d.torn_overwrites == 0  # never a program over what a torn one left
 
 
 def test_long_stream_with_cuts_reboots_installs_and_resends():

@@ -212,6 +212,13 @@ class ChangeStore:
             while o + 2 <= PAGE:
                 ln = rd16(p, o)
                 if ln == 0xFFFF and o >= end:
+                    # the end, if nothing past it was touched: a torn append may have
+                    # cleared a few bits further on and none of its length's
+                    for i in range(o + 2, min(PAGE, o + 2 + MAX_DELTA)):
+                        if p[i] != 0xFF:
+                            torn = True
+                            self.suspect = True
+                            break
                     break
                 r = o + 2
                 try:
