@@ -34,11 +34,15 @@ def _serve(a):
     for sk in a.site_key:
         site, _, hexkey = sk.partition("=")
         keys[site] = bytes.fromhex(hexkey)
-    ledger = Ledger(a.db)
+    from backend.trust import RecordChecks
+
+    ledger = Ledger(a.db, checks=RecordChecks(max_amount=a.max_amount_kr * 100, max_age_s=a.max_record_age_days * 86400,
+                                              journal_records=a.journal_records))
     be = Backend(ledger, a.host, a.port, a.user, a.password, a.client_id, a.crash_after_apply,
                  log=lambda m: print(m, file=sys.stderr, flush=True),
                  payments=None if a.payments == "off" else _payments(a), crash_after_charge=a.crash_after_charge,
-                 site_keys=keys, poll_ms=a.poll_ms)
+                 site_keys=keys, poll_ms=a.poll_ms, coalesce_ms=a.coalesce_ms,
+                 **({"sync_limit": (10 ** 9, 10 ** 9), "health_limit": (10 ** 9, 10 ** 9)} if a.no_rate_limits else {}))
     print("backend up", flush=True)
     asyncio.run(be.run())
 
@@ -108,6 +112,20 @@ def _conflicts(led, terminal, as_json):
     return "\n".join(out)
 
 
+def _refused(led, terminal, as_json):
+    """The records the backend's checks refused (backend.trust): kept, not booked."""
+    rows, dropped = led.refused(terminal)
+    if as_json:
+        return "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows)
+    out = ["t%04d seq %d, received %s: %s\n  %s" % (r["terminal"], r["seq"], format_local(r["received"]), r["why"],
+                                                    _record_line(r["record"])) for r in rows]
+    for number, n in sorted(dropped.items()):
+        if terminal is None or terminal == number:
+            out.append("t%04d: %d more refused record(s) not kept (over the cap)" % (number, n))
+    out.append("%d refused record(s)" % len(rows) if rows else "no refused records")
+    return "\n".join(out)
+
+
 def _payments(a):
     return a.payments or a.db + ".payments"
 
@@ -159,6 +177,18 @@ def _do(a, led):
         return _account_summary(led, a.account)
     if c == "conflicts":
         return _conflicts(led, a.terminal, a.json)
+    if c == "refused":
+        return _refused(led, a.terminal, a.json)
+    if c == "adopt-version":
+        from backend.downlink import Downlink
+
+        try:
+            v = Downlink(led, {}).adopt_version(a.terminal)
+        except KeyError:
+            raise PortalError("terminal %d has not reported a card-table version yet" % a.terminal)
+        except ValueError as e:
+            raise PortalError("terminal %d: %s" % (a.terminal, e))
+        return "t%04d: downlink stream at v%d; its next sync request brings a snapshot above it" % (a.terminal, v)
     if c == "payment-card":
         prov = PaymentProvider(_payments(a))
         prov.add_card(a.ref, a.expiry, a.funds_kr * 100)
@@ -201,6 +231,16 @@ def _parser():
     s.add_argument("--site-key", action="append", default=[], metavar="SITE=HEX",
                    help="run the downlink for SITE, signing with this 64-hex-digit key (repeatable)")
     s.add_argument("--poll-ms", type=int, default=50, help="how often the downlink looks for new changes")
+    s.add_argument("--coalesce-ms", type=int, default=500,
+                   help="balance-like changes gather this long before the downlink sends them (default 500)")
+    s.add_argument("--max-amount-kr", type=_whole, default=1000,
+                   help="a record above this amount is refused, kept for staff, not booked (default 1000)")
+    s.add_argument("--max-record-age-days", type=_whole, default=62,
+                   help="a record older than this (by the backend's clock) is refused, kept for staff (default 62)")
+    s.add_argument("--no-rate-limits", action="store_true",
+                   help="benchmark only: no per-terminal budget for sync requests and health reports")
+    s.add_argument("--journal-records", type=_whole, default=4096,
+                   help="records a terminal's journal holds: how far one batch may move its watermark (default 4096)")
 
     p = action("add-account", "create an account")
     p.add_argument("--name", required=True)
@@ -253,6 +293,14 @@ def _parser():
                             "record (a wiped or replaced journal): not booked, for staff to settle")
     p.add_argument("--terminal", type=int, help="only this terminal's (number, e.g. 7 for t0007)")
     p.add_argument("--json", action="store_true", help="one JSON object per conflict")
+    p = action("refused", "uplink records the backend's checks refused (unknown account, a card not the "
+                          "account's, amount, time, range): not booked, for staff to look at")
+    p.add_argument("--terminal", type=int, help="only this terminal's (number, e.g. 7 for t0007)")
+    p.add_argument("--json", action="store_true", help="one JSON object per refused record")
+    p = action("adopt-version", "after restoring the ledger from a backup: take the card-table version a "
+                                "terminal reports as its stream's (the backend otherwise refuses a version "
+                                "it never sent)")
+    p.add_argument("--terminal", type=int, required=True, help="the terminal's number, e.g. 7 for t0007")
     payments = argparse.ArgumentParser(add_help=False)
     payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default LEDGER.payments)")
     p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")

@@ -29,10 +29,11 @@ CREATE TABLE IF NOT EXISTS dl_streams (           -- one downlink stream per ter
     reported_state INTEGER,                       -- and its table state (0 empty, 1 ok, 2 broken)
     reported_t INTEGER                            -- when (UTC epoch s)
 );
-CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta sent; NULL payload: a snapshot
+CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta message sent; NULL payload: a snapshot
     terminal INTEGER NOT NULL,
-    version INTEGER NOT NULL,
+    version INTEGER NOT NULL,                     -- the (last) delta's version
     payload BLOB,
+    first INTEGER,                                -- a DELTAS message: its first delta's version
     PRIMARY KEY (terminal, version)
 );
 """
@@ -42,19 +43,55 @@ _STATUS = {"active": rules.ACTIVE, "blocked": rules.BLOCKED, "replaced": rules.R
 _ACCOUNT_KINDS = ("balance", "limits", "places", "enrol", "totals")
 _LONGEST_WINDOW = 31 * 86400  # no day, ISO week or month spans more than this
 SKIP = b""  # _delta: the change tells this terminal nothing
+MAX_VERSION = 0xFFF00000  # versions are u32; a stream never gets this close to wrapping
+
+
+def provisioned(ledger, number, version=1):
+    """Terminal `number` was given a table image made from the ledger as it is now, at
+    `version`, outside the downlink (the simulator installs one before the first boot): its
+    stream starts there, as if that snapshot had been sent, so the terminal's first sync
+    request names a version the backend knows it sent."""
+    db = ledger.db
+    _schema(db)
+    with ledger._tx():
+        last = db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
+        db.execute("INSERT OR REPLACE INTO dl_streams (terminal, version, change_id, included) VALUES (?, ?, ?, 0)",
+                   (number, version, last))
+        db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
+
+
+def _schema(db):
+    db.executescript(SCHEMA)
+    if "first" not in [r[1] for r in db.execute("PRAGMA table_info(dl_sent)")]:
+        db.execute("ALTER TABLE dl_sent ADD COLUMN first INTEGER")  # a ledger made before DELTAS
+
+
+_URGENT = ("block", "unblock", "replace", "new_card")  # never held back to be coalesced
 
 
 class Downlink:
-    def __init__(self, ledger, keys, keep=5000, log=None):
-        """`keys`: {site: key bytes}; terminals of other sites get nothing."""
+    def __init__(self, ledger, keys, keep=5000, log=None, coalesce_s=0.0, monotonic=None):
+        """`keys`: {site: key bytes}; terminals of other sites get nothing. `coalesce_s`: how
+        long `pump` lets balance-like changes gather before sending (one account changed
+        twice in that window sends one delta); a block, unblock, replace or new card goes at once."""
         self.led = ledger
         self.db = ledger.db
         self.keys = dict((s, signing.Key(k)) for s, k in keys.items())
         self.keep = keep
         self.log = log or (lambda m: None)
-        self.db.executescript(SCHEMA)
+        _schema(self.db)
+        self.coalesce_s = coalesce_s
+        if monotonic is None:
+            import time
+
+            monotonic = time.monotonic
+        self.monotonic = monotonic
+        self._waiting_since = None  # when pump first held changes back (monotonic s)
+        self.messages = 0  # delta messages made (one DELTA or DELTAS each)
         self.snapshots = 0
         self.deltas = 0
+        self.failed = {}  # terminal number -> pumps of its stream that failed
+        self.refused = 0  # sync requests refused (a version this backend never sent)
 
     # --- ledger state as card-table data ---------------------------------------------------
 
@@ -180,7 +217,7 @@ class Downlink:
         out = [self._seal(site, tid, signing.CHUNK, version, img[i * CHUNK:(i + 1) * CHUNK], w, i, total)
                for i in range(total)]
         last = self.db.execute("SELECT coalesce(max(id), 0) FROM changes").fetchone()[0]
-        self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, NULL)", (number, version))
+        self.db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, last, w, number))
         self.snapshots += 1
@@ -190,6 +227,8 @@ class Downlink:
 
     def _pump_one(self, number, tid, site, w):
         version, change_id, included = self._stream(number)
+        if version >= MAX_VERSION:
+            raise ValueError("stream at v%d: no room for more versions" % version)
         rows = self.led.changes_since(change_id, limit=100000)
         if version == 0:
             return [], False  # no table yet: the terminal's first sync request brings a snapshot
@@ -206,7 +245,7 @@ class Downlink:
             if row is not None:
                 rows = rows + [(change_id, "balance", row[0], None, None, 0)]
                 picked = [len(rows) - 1]
-        out = []
+        ds = []
         for i in picked:
             cid, kind, account, uid, uid2, t = rows[i]
             d = self._delta(version + 1, w, number, w, kind, account, uid, uid2)
@@ -215,15 +254,70 @@ class Downlink:
             if d is SKIP:
                 continue
             version += 1
-            msg = self._seal(site, tid, signing.DELTA, version, d)
-            self.db.execute("INSERT OR REPLACE INTO dl_sent VALUES (?, ?, ?)", (number, version, msg[1]))
-            out.append(msg)
+            ds.append(d)
+        out = self._pack(number, tid, site, version - len(ds) + 1, ds)
         top = rows[-1][0] if rows else change_id
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, max(top, change_id), w if out else included, number))
         self.db.execute("DELETE FROM dl_sent WHERE terminal = ? AND version <= ?", (number, version - self.keep))
-        self.deltas += len(out)
+        self.deltas += len(ds)
         return out, False
+
+    def _pack(self, number, tid, site, first, ds):
+        """Messages for deltas `ds` (versions first, first + 1, ...), kept in dl_sent: one
+        lone delta as a DELTA message, more as DELTAS messages of up to MAX_BODY bytes each."""
+        out = []
+        i = 0
+        while i < len(ds):
+            j, size = i, 0
+            while j < len(ds) and size + 1 + len(ds[j]) <= signing.MAX_BODY:
+                size += 1 + len(ds[j])
+                j += 1
+            lo, hi = first + i, first + j - 1
+            if j - i == 1:
+                msg = self._seal(site, tid, signing.DELTA, hi, ds[i])
+            else:
+                body = bytearray()
+                for d in ds[i:j]:
+                    body.append(len(d))
+                    body.extend(d)
+                msg = self._seal(site, tid, signing.DELTAS, hi, bytes(body))
+            self.db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version, payload, first) VALUES (?, ?, ?, ?)",
+                            (number, hi, msg[1], lo))
+            out.append(msg)
+            self.messages += 1
+            i = j
+        return out
+
+    def _resend(self, number, site, tid, have, version):
+        """The kept messages that carry versions have + 1 .. version, byte for byte (a DELTAS
+        message the terminal holds part of goes again whole: it skips what it has); None
+        when they are not all kept (the caller sends a snapshot)."""
+        covered, out = have, []
+        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
+        for v, first, p in self.db.execute("SELECT version, first, payload FROM dl_sent WHERE terminal = ? AND "
+                                           "version > ? ORDER BY version", (number, have)):
+            if p is None or (v if first is None else first) > covered + 1:
+                return None
+            out.append((t, p))
+            covered = v
+        return out if covered == version else None
+
+    def adopt_version(self, number):
+        """After the ledger was restored from a backup: take the version terminal `number`
+        last reported as this stream's, so its next sync request brings a snapshot above it.
+        Returns the adopted version; KeyError when the terminal never reported one."""
+        with self.led._tx():
+            row = self.db.execute("SELECT version, reported FROM dl_streams WHERE terminal = ?", (number,)).fetchone()
+            if row is None or row[1] is None:
+                raise KeyError(number)
+            if row[1] > MAX_VERSION:
+                raise ValueError("v%d leaves no room for later versions" % row[1])
+            if row[1] > row[0]:
+                self.db.execute("UPDATE dl_streams SET version = ? WHERE terminal = ?", (row[1], number))
+                self.db.execute("DELETE FROM dl_sent WHERE terminal = ?", (number,))
+            self.log("downlink: t%04d: stream version %d adopted (was %d)" % (number, max(row), row[0]))
+            return max(row)
 
     def reported(self, number):
         """(version, state, t) the terminal last reported in a sync request, or None."""
@@ -232,15 +326,47 @@ class Downlink:
         return None if row is None or row[0] is None else row
 
     def pump(self):
-        """Turn new changes into deltas for every terminal with a stream; the messages to send."""
+        """Turn new changes into deltas for every terminal with a stream; the messages to send.
+
+        Each terminal's stream is pumped in its own transaction: one stream that fails
+        (whatever its state) is logged and rolled back alone, and every other terminal
+        still gets its deltas."""
+        if self._hold_back():
+            return []
         out = []
-        with self.led._tx():
-            for number, tid, site, w in self.led.db.execute(
-                    "SELECT t.number, t.tid, t.site, t.watermark FROM terminals t JOIN dl_streams s "
-                    "ON s.terminal = t.number ORDER BY t.number").fetchall():
-                if site in self.keys:
+        for number, tid, site in self.led.db.execute(
+                "SELECT t.number, t.tid, t.site FROM terminals t JOIN dl_streams s "
+                "ON s.terminal = t.number ORDER BY t.number").fetchall():
+            if site not in self.keys:
+                continue
+            try:
+                with self.led._tx():
+                    w = self._terminal(number)[2]
                     out += self._pump_one(number, tid, site, w)[0]
+            except Exception as e:  # this stream only; its changes stay unsent and are tried again
+                n = self.failed[number] = self.failed.get(number, 0) + 1
+                if n == 1 or n % 100 == 0:
+                    self.log("downlink: stream of %s failed (%d times so far), other terminals unaffected: %s"
+                             % (tid, n, e))
         return out
+
+    def _hold_back(self):
+        """True while new changes are only balance-like and younger than `coalesce_s`."""
+        if not self.coalesce_s:
+            return False
+        low = self.db.execute("SELECT min(change_id) FROM dl_streams WHERE version > 0").fetchone()[0]
+        if low is None or not self.db.execute("SELECT 1 FROM changes WHERE id > ? LIMIT 1", (low,)).fetchone():
+            self._waiting_since = None
+            return False
+        now = self.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        urgent = self.db.execute("SELECT 1 FROM changes WHERE id > ? AND kind IN (%s) LIMIT 1"
+                                 % ",".join("?" * len(_URGENT)), (low,) + _URGENT).fetchone()
+        if urgent is None and now - self._waiting_since < self.coalesce_s:
+            return True
+        self._waiting_since = None
+        return False
 
     def on_request(self, site, tid, payload):
         """A terminal's sync request (`up/sync`): what to send it, in order, ending with `current`."""
@@ -257,20 +383,24 @@ class Downlink:
             self._stream(number)
             self.db.execute("UPDATE dl_streams SET reported = ?, reported_state = ?, reported_t = ? WHERE terminal = ?",
                             (have, state, int(self.led.clock()), number))
+            sent = self._stream(number)[0]
+            if have > sent:
+                # A version this backend never sent: a forged request, or a ledger restored from
+                # a backup. Nothing moves; staff can adopt the terminal's version after a restore
+                # (`python -m backend adopt-version`). The reply says what the backend holds.
+                self.refused += 1
+                self.log("downlink: SECURITY: %s says it holds v%d, but its stream was only sent up to v%d: "
+                         "refused (after a ledger restore: `python -m backend adopt-version --terminal %d`)"
+                         % (tid, have, sent, number))
+                return [self._seal(site, tid, signing.CURRENT, sent, arg=nonce)]
             out, snapped = self._pump_one(number, tid, site, w)
             version = self._stream(number)[0]
             if not snapped:
-                if have > version:  # the backend's stream is behind the terminal (a restored database)
-                    version = have
-                if resync or state != 1 or have == 0 or have > self._stream(number)[0]:
+                if resync or state != 1 or have == 0:
                     out = self._snapshot(number, tid, site, w, version + 1)
                 elif have < version:
-                    sent = self.db.execute("SELECT version, payload FROM dl_sent WHERE terminal = ? AND version > ? "
-                                           "ORDER BY version", (number, have)).fetchall()
-                    if len(sent) == version - have and all(p is not None for _, p in sent):
-                        t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-                        out = [(t, p) for _, p in sent]  # the missed deltas, byte for byte
-                    else:
+                    out = self._resend(number, site, tid, have, version)
+                    if out is None:
                         out = self._snapshot(number, tid, site, w, version + 1)
                 else:
                     out = []  # current already

@@ -20,6 +20,7 @@ import json
 import sqlite3
 import time
 
+from backend import trust
 from cpos.net import messages
 from cpos.localtime import format_local
 from cpos.money import format_kr
@@ -179,6 +180,10 @@ def _stored(r):
             r["balance_after"], r["reason"], int(r["topup"]))
 
 
+class BatchRefused(messages.ProtocolError):
+    """A well-formed batch the backend will not apply (backend.trust): nothing changed."""
+
+
 class Applied:
     """What apply_batch did: the new watermark and counts.
 
@@ -186,9 +191,10 @@ class Applied:
     different record), `conflict_seqs` lists their seqs; a resent conflict already kept
     counts as a duplicate."""
 
-    __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers", "conflicts", "conflict_seqs")
+    __slots__ = ("watermark", "new_records", "duplicates", "purchases", "triggers", "conflicts", "conflict_seqs",
+                 "refused")
 
-    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0, conflict_seqs=()):
+    def __init__(self, watermark, new_records, duplicates, purchases, triggers=0, conflict_seqs=(), refused=()):
         self.watermark = watermark
         self.new_records = new_records
         self.duplicates = duplicates
@@ -196,6 +202,7 @@ class Applied:
         self.triggers = triggers  # new automatic top-up triggers
         self.conflict_seqs = list(conflict_seqs)
         self.conflicts = len(self.conflict_seqs)
+        self.refused = list(refused)  # (seq, why) of records the checks refused (backend.trust)
 
     def __repr__(self):
         return "Applied(w=%d, new=%d, dup=%d, purchases=%d, conflicts=%d)" % (
@@ -203,14 +210,16 @@ class Applied:
 
 
 class Ledger:
-    def __init__(self, path, synchronous="FULL", clock=time.time):
+    def __init__(self, path, synchronous="FULL", clock=time.time, checks=None):
         self.path = path
         self.clock = clock  # UTC seconds for the rows this process stamps (a simulator's scenario clock)
+        self.checks = checks or trust.RecordChecks()  # what a record must pass to be booked
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=%s" % synchronous)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self.db.executescript(trust.SCHEMA)
 
     def close(self):
         self.db.close()
@@ -326,7 +335,15 @@ class Ledger:
         """Apply one batch message from terminal `tid` in one transaction; return Applied.
 
         Raises messages.ProtocolError (nothing changed) for a malformed batch or records that
-        name another terminal; the caller records it with reject() and does not ack it.
+        name another terminal, and BatchRefused (a ProtocolError) for a batch that would move
+        the watermark further than the terminal's journal could hold (backend.trust); the
+        caller records it with reject() and does not ack it.
+
+        A new record that would book money or raise a top-up trigger must pass the record
+        checks (backend.trust.RecordChecks: known account, the card the account's, amount,
+        time, format range, the terminal's place and kind). A refused one is booked nowhere,
+        kept in `refused_records` for staff (`refused()`), listed in the result's `refused`,
+        and the batch is acknowledged as usual: the terminal cannot send it any better.
 
         A record whose (terminal, seq) already holds a different record is a conflict: it is
         kept in `uplink_conflicts` (once, however often it is resent), books no money and
@@ -337,6 +354,7 @@ class Ledger:
         """
         number = messages.terminal_number(tid)
         lo, hi, recs = messages.decode_batch(payload)
+        checks = self.checks
         for r in recs:
             if r["terminal"] != number:
                 raise messages.ProtocolError("record of terminal %d in %s's batch" % (r["terminal"], tid))
@@ -344,17 +362,29 @@ class Ledger:
         db = self.db
         new = dup = purchases = triggers = 0
         conflicts = []
+        refused = []
         touched = set()
         with self._tx():
-            row = db.execute("SELECT watermark FROM terminals WHERE number = ?", (number,)).fetchone()
+            row = db.execute("SELECT watermark, place, kind FROM terminals WHERE number = ?", (number,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO terminals (number, tid, site) VALUES (?, ?, ?)", (number, tid, site))
-                w = 0
+                w, term = 0, None
             else:
-                w = row[0]
+                w, term = row[0], row[1:]
+            why = checks.batch_refusal(w, lo, hi)
+            if why is not None:
+                raise BatchRefused(why)
             w0 = w
             for r in recs:
                 fields = _stored(r)
+                if not db.execute("SELECT 1 FROM uplink WHERE terminal = ? AND seq = ?", (number, r["seq"])).fetchone():
+                    why = checks.refusal(db, term, r, now)
+                    if why is not None:  # booked nowhere; kept for staff, acknowledged
+                        if checks.keep(db, number, r["seq"], why, json.dumps(r, sort_keys=True), now):
+                            refused.append((r["seq"], why))
+                        else:
+                            dup += 1
+                        continue
                 cur = db.execute("INSERT OR IGNORE INTO uplink VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (number, r["seq"]) + fields + (now,))
                 if cur.rowcount == 0:
@@ -376,9 +406,8 @@ class Ledger:
                         (number, r["seq"], r["account"], r["t"])).rowcount
                 if r["reason"] != 0:
                     continue
-                # An approved purchase. The terminal decided offline: book it whatever the
-                # backend now thinks of the account (an unknown account is created, not dropped).
-                db.execute("INSERT OR IGNORE INTO accounts (id, name) VALUES (?, NULL)", (r["account"],))
+                # An approved purchase that passed the checks (backend.trust): the terminal
+                # decided offline, so it is booked whatever the balance is now.
                 db.execute("INSERT INTO ledger (account, card, t, type, amount, text, terminal, seq) "
                            "VALUES (?, ?, ?, 'withdrawn', ?, ?, ?, ?)",
                            (r["account"], r["uid"].lower(), r["t"], r["amount"], r["item"], number, r["seq"]))
@@ -406,7 +435,7 @@ class Ledger:
             for account in sorted(touched):
                 self._changed("balance", account)
                 self._changed("totals", account)  # window totals for the limits at other tills
-        return Applied(w, new, dup, purchases, triggers, conflicts)
+        return Applied(w, new, dup, purchases, triggers, conflicts, refused)
 
     def set_status(self, tid, online, t):
         number = messages.terminal_number(tid)
@@ -468,6 +497,19 @@ class Ledger:
             d["stored"] = stored
             out.append(d)
         return out
+
+    def refused(self, terminal=None):
+        """Records the checks refused, oldest first: dicts with `terminal`, `seq`, `why`,
+        `received` and `record` (as received); and {terminal: dropped} over the cap."""
+        q = "SELECT terminal, seq, why, received, record FROM refused_records"
+        args = ()
+        if terminal is not None:
+            q += " WHERE terminal = ?"
+            args = (terminal,)
+        rows = [{"terminal": r[0], "seq": r[1], "why": r[2], "received": r[3], "record": json.loads(r[4])}
+                for r in self.db.execute(q + " ORDER BY received, terminal, seq", args)]
+        dropped = dict(self.db.execute("SELECT terminal, dropped FROM refused_overflow"))
+        return rows, dropped
 
     def topup_triggers(self, terminal=None):
         q = "SELECT terminal, seq, account, t, status FROM topup_triggers"

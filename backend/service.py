@@ -26,6 +26,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from backend import trust
 from cpos import log as logmod
 from cpos.net import signing
 from cpos.net import messages as protocol
@@ -42,24 +43,39 @@ def _seqs(seqs, most=10):
 class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
                  crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False,
-                 site_keys=None, poll_ms=50, clock=None):
+                 site_keys=None, poll_ms=50, clock=None, sync_limit=(6, 1.0), health_limit=(6, 0.5),
+                 limit_clock=time.monotonic, coalesce_ms=500):
         self.ledger = ledger
         self.clock = clock or ledger.clock  # UTC seconds: the ack's time, top-ups' bookings
         self.log = log or (lambda m: None)
+        mlog = logmod.Log(self.log)
         self.client = MQTTClient(client_id, host, port, user, password, keepalive=30, clean=False,
                                  backoff_min_ms=100, backoff_max_ms=2000,
-                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=logmod.Log(self.log))
+                                 max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
         self.client.subscribe(protocol.ROOT + "+/+/" + protocol.BATCH, 1, self._on_batch)
-        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
-        self.client.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
+        # Everything that carries no money (sync requests, health, status) arrives on a second
+        # connection: a terminal flooding those topics fills that stream, never the one the
+        # batches queue in, so the other terminals' acknowledgements do not wait behind it.
+        self.control = MQTTClient(client_id + "-ctl", host, port, user, password, keepalive=30, clean=True,
+                                  backoff_min_ms=100, backoff_max_ms=2000,
+                                  max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
+        self.control.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
+        self.control.subscribe(protocol.ROOT + "+/+/" + protocol.HEALTH, 0, self._on_health)
         self.downlink = None
         self.poll_ms = poll_ms
+        # Per-terminal budgets for the messages that cost work and carry no money: (burst, per s),
+        # in real (monotonic) seconds: they protect the backend's CPU, whatever a scenario's clock says.
+        self.sync_limit = trust.RateLimit(sync_limit[0], sync_limit[1], limit_clock)
+        self.health_limit = trust.RateLimit(health_limit[0], health_limit[1], limit_clock)
+        self.refused_records = 0
         if site_keys:
             from backend.downlink import Downlink
 
-            self.downlink = Downlink(ledger, site_keys, log=self.log)
+            # Balance-like changes gather for coalesce_ms (a lunch rush changes one account
+            # several times a second); blocks and new cards go at once (backend.downlink).
+            self.downlink = Downlink(ledger, site_keys, log=self.log, coalesce_s=coalesce_ms / 1000.0)
             self._dl_lock = asyncio.Lock()  # messages leave in the order their versions were made
-            self.client.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
+            self.control.subscribe(protocol.ROOT + "+/+/" + protocol.SYNC_UP, 1, self._on_sync)
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
@@ -107,14 +123,14 @@ class Backend:
             self.log("backend: top-up processing failed: %s" % e)
 
     async def run(self):
-        if self.downlink is None:
-            await self.client.run()
-            return
-        poll = asyncio.create_task(self._poll())
+        tasks = [asyncio.create_task(self.control.run())]
+        if self.downlink is not None:
+            tasks.append(asyncio.create_task(self._poll()))
         try:
             await self.client.run()
         finally:
-            poll.cancel()
+            for t in tasks:
+                t.cancel()
 
     async def _downlink(self, make):
         """Make messages (`make()`, which assigns versions) and publish them, one caller at
@@ -133,17 +149,30 @@ class Backend:
                 except Exception as e:  # logged; the changes stay unsent and are tried again
                     self.log("backend: downlink pump failed: %s" % e)
 
+    def _over(self, limit, what, tid):
+        """True (and logged, the 1st and then every 100th) when `tid` is over its budget."""
+        if limit.allow(tid):
+            return False
+        n = limit.dropped[tid]
+        if n == 1 or n % 100 == 0:
+            self.log("backend: SECURITY: %s over its %s budget (%d at once, %g/s): dropped, %d so far"
+                     % (tid, what, limit.burst, limit.per_s, n))
+        return True
+
     async def _on_sync(self, topic, payload, retained):
+        await asyncio.sleep(0)  # a flood on this connection must not starve the batches' connection
         try:
             site, tid, _ = protocol.split_topic(topic)
             protocol.decode_sync(payload)
         except protocol.ProtocolError as e:
-            self.log("backend: bad sync request on %s: %s" % (topic, e))
+            self.log("backend: SECURITY: bad sync request on %s: %s" % (topic, e))
+            return
+        if self._over(self.sync_limit, "sync request", tid):
             return
         try:
             await self._downlink(lambda: self.downlink.on_request(site, tid, payload))
         except protocol.ProtocolError as e:
-            self.log("backend: sync request on %s refused: %s" % (topic, e))
+            self.log("backend: SECURITY: sync request on %s refused: %s" % (topic, e))
 
     async def _on_batch(self, topic, payload, retained):
         try:
@@ -157,12 +186,17 @@ class Backend:
             # Malformed: nothing applied, nothing acked; kept for an operator to look at.
             self.rejected += 1
             self.ledger.reject(tid, str(e), payload)
-            self.log("backend: rejected batch from %s: %s" % (tid, e))
+            self.log("backend: SECURITY: rejected batch from %s: %s" % (tid, e))
             return
         except Exception as e:  # the database failed: no PUBACK, the broker redelivers
             self.log("backend: apply failed: %s" % e)
             raise Fatal(str(e))
         self.applied += 1
+        if res.refused:
+            self.refused_records += len(res.refused)
+            self.log("backend: SECURITY: %s: %d record(s) refused, kept for staff, not booked "
+                     "(`python -m backend refused`): %s" % (
+                         tid, len(res.refused), "; ".join("seq %d: %s" % r for r in res.refused[:5])))
         if res.conflicts:
             self.conflicts += res.conflicts
             self.log("backend: CONFLICT: %s sent %d record(s) under seq(s) already holding different records "
@@ -181,7 +215,8 @@ class Backend:
         if res.triggers and self.topups is not None:
             self._kick_topups()
 
-    def _on_status(self, topic, payload, retained):
+    async def _on_status(self, topic, payload, retained):
+        await asyncio.sleep(0)
         try:
             site, tid, _ = protocol.split_topic(topic)
             m = protocol.decode_status(payload)
@@ -189,14 +224,18 @@ class Backend:
         except (protocol.ProtocolError, ValueError) as e:
             self.log("backend: bad status on %s: %s" % (topic, e))
 
-    def _on_health(self, topic, payload, retained):
+    async def _on_health(self, topic, payload, retained):
+        await asyncio.sleep(0)
         try:
             site, tid, _ = protocol.split_topic(topic)
+            if self._over(self.health_limit, "health report", tid):
+                return
             self.ledger.set_health(tid, protocol.decode_health(payload))
         except (protocol.ProtocolError, ValueError) as e:
             self.log("backend: bad health report on %s: %s" % (topic, e))
 
     async def stop(self):
+        await self.control.stop()
         await self.client.stop()
         if self.topups is not None:
             self._pool.shutdown(wait=True)

@@ -39,6 +39,23 @@ def full_partition(path):
     return n
 
 
+def decayed_copy(path, d, name, flips):
+    """A copy of the partition file with the bits `flips` [(offset, mask)] flipped."""
+    out = os.path.join(d, name + ".bin")
+    data = bytearray(open(path, "rb").read())
+    for at, mask in flips:
+        data[at] ^= mask
+    with open(out, "wb") as f:
+        f.write(data)
+    return out
+
+
+def esp32_ms(unix_us, nbytes):
+    """ESP32 estimate: unix-port CPU time x 20, plus the bytes read at 10 MB/s (SPI flash
+    at 40 MHz, quad I/O, with the driver's per-call overhead counted in the CPU factor)."""
+    return unix_us * 20 / 1000.0 + nbytes / 10000.0
+
+
 def per_k(x, n):
     return "%.1f" % (1000.0 * x / n)
 
@@ -53,6 +70,11 @@ def main():
         path = os.path.join(d, "journal-1mb.bin")
         held = full_partition(path)
         rec = mp("recover", path)
+        scan = mp("fullscan", path, heap="1M")
+        one = decayed_copy(path, d, "one-bit", [(100 * 4096 + 5, 0x01)])
+        rec_one = mp("recover", one)
+        two = decayed_copy(path, d, "two-bits", [(100 * 4096 + 4, 0x01), (100 * 4096 + 10, 0x40)])
+        rec_two = mp("recover", two)
 
     print("## Purchase journal (raw flash log) vs. a JSON-lines file\n")
     print("Device code on the MicroPython unix port; flash = the NOR-flash model, which keeps the whole"
@@ -82,10 +104,27 @@ def main():
                 [("1 MB, 256 sectors, in a file (BlockFile)", "%d (made on CPython: %d)" % (rec["pending"], held),
                   "%d/%d" % tuple(rec["fill"]), "%.2f ms" % (rec["us"] / 1000.0), "%d B" % rec["heap_free"])]))
     print("\nRecovery reads each sector's 20-byte header and scans only the newest sector's slots.\n")
+    print("### Recovery under decay: the scan that trusts no header alone, and the naive full scan\n")
+    print("The same full 1 MB partition (%d purchases pending), healthy and with one sector header decayed"
+          " (sector 100): one bit (repaired in place, cpos.bitfix) or two bits (beyond repair: the sector is"
+          " read and placed in the ring from its records). The naive alternative trusts no header at all and"
+          " reads every slot of every sector (as the rescue does). ESP32 estimate: unix-port time x 20 plus the"
+          " bytes read at 10 MB/s (SPI flash 40 MHz quad I/O).\n" % rec["pending"])
+    rows = []
+    for name, r in (("healthy flash", rec), ("one header, one bit decayed", rec_one),
+                    ("one header, two bits decayed", rec_two), ("naive: read every slot of every sector", scan)):
+        d = r.get("damage")
+        rows.append((name, "%d" % r["reads"], "%d" % r["bytes"], "%.2f ms" % (r["us"] / 1000.0),
+                     "%.0f ms" % esp32_ms(r["us"], r["bytes"]), "%d" % r["next_seq"],
+                     "–" if d is None else "%d headers, %d orphans" % (d["headers"], d["orphans"])))
+    print(table(["recovery", "reads", "bytes read", "unix port", "ESP32 estimate", "next seq found", "damage found"],
+                rows))
+    print("\nEvery row finds the same next seq; only the damaged sector costs the extra reads.\n")
 
     print("### What a power cut does\n")
-    print("Journal: cut at every program and erase of every test workload, in each mode (before, inside,"
-          " after): no returned purchase lost or altered, no torn record returned, nothing programmed over"
+    print("Journal: cut at every program and erase of every test workload, in each mode (before; inside,"
+          " torn by 3 %, 50 %, 97 % or a seeded fraction of its bits, an erase left as random bits; after):"
+          " no returned purchase lost or altered, no torn record returned, nothing programmed over"
           " torn bytes (`make test`: tests/test_journal_powercut.py).\n")
     print(table(["naive approach", "cuts tried", "returned purchases lost", "torn lines found",
                  "torn line still parses", "next append lands on torn bytes", "other"],

@@ -20,6 +20,7 @@ from cpos.net import messages  # noqa: E402
 from fake_journal import make_record  # noqa: E402
 from backend import Ledger  # noqa: E402
 from simulator.broker import Broker  # noqa: E402
+from support.seeded import FAKE_NOW, seed  # noqa: E402
 from support.uplink_world import assert_exactly_once, finish, prefill, start_backend, start_terminal, stop  # noqa: E402
 
 N = 10000
@@ -96,7 +97,7 @@ def drain_firmware(batch, n):
 def apply_rate(batch, n):
     d = tempfile.mkdtemp(prefix="bench-ledger-")
     try:
-        led = Ledger(os.path.join(d, "ledger.db"))
+        led = seed(Ledger(os.path.join(d, "ledger.db"), clock=lambda: FAKE_NOW))
         recs = [make_record(s) for s in range(1, n + 1)]
         payloads = [messages.encode_batch(lo, min(n, lo + batch - 1), recs[lo - 1:lo - 1 + batch])
                     for lo in range(1, n + 1, batch)]

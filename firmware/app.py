@@ -44,8 +44,8 @@ class App:
         self.log = log
         self.profile = cfg.profile
         self._event = getattr(board, "event", None)  # the unix board reports to the simulator
-        self.journal = Journal(board.block_device(cfg.storage["journal"]))
-        # With the downlink on, 32 card overlay slots (768 bytes): blocks and new cards
+        self.journal = Journal(board.block_device(cfg.storage["journal"]), log=log)  # logs decay (E)
+        # With the downlink on, 32 card overlay slots (704 bytes): blocks and new cards
         # between snapshots; balances live on flash (docs/formats.md, "Card table").
         # Without it no delta ever arrives: the small default.
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
@@ -278,6 +278,9 @@ class App:
              "journal_used": used, "journal_total": total, "pending": self.journal.pending(),
              "oldest_unacked": self.journal.oldest_unacked(), "table_version": self.table.version,
              "table_state": self.table.state, "mem_free": gc.mem_free(), "errors": self.log.errors}
+        d = self.journal.damage()
+        if d["headers"] or d["orphans"] or d["records_repaired"]:
+            h["journal_decay"] = d
         if self.reader is not None:
             r = self.reader
             h["reader_ok"] = r.ready

@@ -193,6 +193,11 @@ def cmd_status(a):
                 oldest += ", %d s old" % (s["now"] - j["oldest_unacked_t"])
         print("journal   %d/%d slots, next seq %d, acked %d, %d pending, oldest unacked: %s"
               % (j["used"], j["total"], j["next_seq"], j["acked"], j["pending"], oldest))
+        d = j.get("decay")
+        if d:
+            print("          FLASH DECAY: %d sector headers repaired or placed, %d sectors outside the ring%s"
+                  % (d["headers"], d["orphans"], " (run cpos rescue: their purchases are not uploaded)"
+                     if d["orphans"] else ""))
     t = s.get("cardtable")
     if t:
         print("cardtable v%d (%s), %d cards, includes own seq %d" % (t["version"], t["state"], t["cards"], t["included_seq"]))
@@ -266,9 +271,11 @@ def cmd_rescue(a):
         _journal_or_fail(data, "the journal partition of %s" % a.port)
         site = a.site or cfg["site"]
         number = a.terminal or cfg["terminal_no"]
-    ledger = Ledger(a.ledger)
+    from backend.trust import RecordChecks
+
+    ledger = Ledger(a.ledger, checks=RecordChecks(max_age_s=None))  # a rescued journal may be old
     try:
-        sent, new, dup, conflicts = rescue.submit(ledger, site, number, data, a.all)
+        sent, new, dup, conflicts, refused = rescue.submit(ledger, site, number, data, a.all)
     except ValueError as e:
         raise Fail(str(e))
     finally:
@@ -279,6 +286,10 @@ def cmd_rescue(a):
         print("cpos rescue: %d record(s) reuse a seq the ledger holds with a different purchase (a wiped or "
               "replaced journal): kept, not booked; list them with python -m backend conflicts --ledger %s "
               "--terminal %d" % (conflicts, a.ledger, number), file=sys.stderr)
+    if refused:
+        print("cpos rescue: %d record(s) failed the backend's checks (unknown account, a card not the account's, "
+              "amount, time): kept, not booked; list them with python -m backend refused --ledger %s --terminal %d"
+              % (refused, a.ledger, number), file=sys.stderr)
 
 
 def version_text():

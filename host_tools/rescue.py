@@ -10,6 +10,11 @@ on flash, each with `"acked"`. Torn records fail their checksum and are skipped;
 a summary goes to stderr. Uses the device's own decoder (cpos.journal, cpos.purchase),
 so what it reads is what the terminal would have uploaded. Nothing is written.
 
+It also reads every slot of every sector, not only the journal's ring: purchases in a
+sector whose header decayed beyond repair and could not be placed in the ring (an
+"orphan", cpos.journal) are found there and printed with the rest, in seq order; a
+purchase one bit from valid is repaired (cpos.bitfix) as the terminal would.
+
 A file that holds no journal ring (no sector starts with a valid journal header) is
 refused with what it looks like instead (`identify`): an erased partition, a card-table
 image, a whole-flash dump, a firmware image. Reporting "0 records" for such a file
@@ -21,6 +26,7 @@ import os
 import sys
 
 from cpos import purchase
+from cpos.bitfix import fix_one_bit
 from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.journal import Journal, SLOT
 
@@ -98,19 +104,47 @@ def read_dump(path):
                          % (path, e.strerror or e, JOURNAL_READ))
 
 
-def rescue(data, include_acked=False, block=4096):
-    """Yield (record dict in JSON form, acked) from a journal partition image."""
+def every_purchase(data, block=4096):
+    """(seq, 64 record bytes) of every purchase in every slot of every sector, ring or
+    not, valid or one bit from valid; a seq found twice keeps its first copy."""
+    out = {}
+    view = memoryview(data)
+    for at in range(0, len(data) - len(data) % block, block):
+        for slot in range(SLOT, block, SLOT):
+            buf = bytearray(view[at + slot:at + slot + SLOT])
+            if purchase.is_valid(buf) or (buf[0] == purchase.TYPE and fix_one_bit(buf, purchase.is_valid) >= 0):
+                out.setdefault(purchase.seq_of(buf), bytes(buf))
+    return out
+
+
+def _records(data, include_acked, block):
+    """(journal, {seq: record bytes}): what the terminal's own reading returns, plus every
+    purchase above its watermark (or every one, `include_acked`) found outside its ring."""
     usable = len(data) - len(data) % block
     j = Journal(DumpDevice(memoryview(data)[:usable], block))
     j.recover()
     buf = bytearray(SLOT)
+    got = {}
     seq = 0
     while True:
-        got = j.read(seq, buf, include_acked)
-        if got is None:
-            return
-        yield purchase.to_json_obj(purchase.decode(buf)), got <= j.watermark
-        seq = got + 1
+        r = j.read(seq, buf, include_acked)
+        if r is None:
+            break
+        got[r] = bytes(buf)
+        seq = r + 1
+    extra = 0
+    for s, rec in every_purchase(data, block).items():
+        if s not in got and (include_acked or s > j.watermark):
+            got[s] = rec
+            extra += 1
+    return j, got, extra
+
+
+def rescue(data, include_acked=False, block=4096):
+    """Yield (record dict in JSON form, acked) from a journal partition image, seq order."""
+    j, got, _ = _records(data, include_acked, block)
+    for s in sorted(got):
+        yield purchase.to_json_obj(purchase.decode(got[s])), s <= j.watermark
 
 
 def summary(data, block=4096):
@@ -118,7 +152,9 @@ def summary(data, block=4096):
     j = Journal(DumpDevice(memoryview(data)[:usable], block))
     j.recover()
     s = j.survey()
-    s.update({"next_seq": j.next_seq, "watermark": j.watermark, "pending": j.pending()})
+    s.update({"next_seq": j.next_seq, "watermark": j.watermark, "pending": j.pending(),
+              "outside_ring": _records(data, False, block)[2]})
+    s.update(j.damage())
     return s
 
 
@@ -170,7 +206,9 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
     same apply_batch as the uplink; idempotent (the ledger keeps each terminal+seq once).
     A record whose seq the ledger already holds with different content (the terminal's
     journal was wiped or replaced since) is kept there as a conflict, not booked.
-    Returns (records sent, new, duplicates, conflicts)."""
+    A record the ledger's checks refuse (backend.trust: unknown account, a card not the
+    account's, ...) is kept there for staff, not booked.
+    Returns (records sent, new, duplicates, conflicts, refused)."""
     from cpos.net import messages
 
     tid = messages.terminal_id(number)
@@ -180,7 +218,7 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
             raise ValueError("the journal holds records of terminal %d, not %d: check --terminal"
                              % (r["terminal"], number))
     lo = summary(data, block)["watermark"] + 1 if not include_acked else (recs[0]["seq"] if recs else 1)
-    new = dup = conflicts = 0
+    new = dup = conflicts = refused = 0
     per = 40  # records per batch: well under messages.MAX_PAYLOAD with 64-character items
     for i in range(0, len(recs), per):
         part = recs[i:i + per]
@@ -188,8 +226,9 @@ def submit(ledger, site, number, data, include_acked=False, block=4096):
         new += applied.new_records
         dup += applied.duplicates
         conflicts += applied.conflicts
+        refused += len(applied.refused)
         lo = part[-1]["seq"] + 1
-    return len(recs), new, dup, conflicts
+    return len(recs), new, dup, conflicts, refused
 
 
 def main(argv=None):
@@ -228,6 +267,10 @@ def main(argv=None):
     print("rescue: %d records printed; journal next seq %d, acknowledged up to %d, %d pending; "
           "%d sectors in the ring, %d torn slots skipped"
           % (n, s["next_seq"], s["watermark"], s["pending"], s["sectors"], s["torn"]), file=sys.stderr)
+    if s["headers"] or s["orphans"] or s["repaired"] or s["outside_ring"]:
+        print("rescue: flash decay: %d sector headers repaired or placed, %d sectors outside the ring (%d pending "
+              "purchases read from them), %d records repaired by one bit"
+              % (s["headers"], s["orphans"], s["outside_ring"], s["repaired"]), file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ import secrets
 
 from cpos import rules
 from cpos.net import messages
-from backend import Backend, Ledger
+from backend import Backend, Ledger, downlink
 from backend.payments import PaymentProvider
 from backend.broker_users import BACKEND_USER
 from simulator.broker import Broker
@@ -69,6 +69,7 @@ class Site:
             led.add_card(c["uid"].hex(), c["number"], c["account"], STATUS_NAMES[c["status"]])
         for t in sc.terminals:
             led.add_terminal(t["no"], sc.site, _PLACE[t["place"]], _KIND[t["kind"]])
+            downlink.provisioned(led, t["no"], 1)  # simulator.run installs this state as table v1
 
     def terminal_config(self, spec):
         """What a terminal's config.json needs to reach this site's broker."""

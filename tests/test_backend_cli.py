@@ -16,7 +16,10 @@ from fake_journal import make_record
 from runtimes import ROOT, cpython_env
 from backend import Ledger
 from backend.__main__ import main
+from support.seeded import FAKE_NOW
 from backend.payments import PaymentProvider
+
+_NOW = int(time.time()) - 3600  # records of the `serve` tests: made within the backend's window of its clock
 from support.uplink_world import stop
 
 
@@ -99,6 +102,7 @@ def test_bad_arguments_and_missing_database_exit_non_zero_without_a_traceback(tm
 
 def _enrolled_world(capsys, db):
     for argv in (["add-account", "--name", "A", "--id", "1001"], ["top-up", "--account", "1001", "--kr", "10"],
+                 ["issue-card", "--account", "1001", "--uid", make_record(1)["uid"], "--number", "fake1001"],
                  ["enrol", "--account", "1001", "--kr", "150", "--payment-ref", "visa-9"],
                  ["payment-card", "--ref", "visa-9", "--expiry", "2099-12", "--funds-kr", "1000"]):
         assert cli(capsys, argv[0], "--ledger", db, *argv[1:])[0] == 0
@@ -117,7 +121,8 @@ def _send_trigger(broker, seq, recs=None):
     records `recs`, ending at `seq`) until acknowledged up to `seq`; returns its acks."""
     acks = []
     if recs is None:
-        recs = [dict(make_record(seq), account=1001, amount=1200, reason=8, topup=True, balance_after=1000)]
+        recs = [dict(make_record(seq, t0=_NOW), account=1001, amount=1200, reason=8, topup=True, balance_after=1000,
+                     uid=make_record(1)["uid"])]
 
     async def terminal():
         c = MQTTClient("t0001", broker.host, broker.port, "t0001", broker.users["t0001"], keepalive=10)
@@ -204,7 +209,9 @@ def test_backend_killed_after_the_charge_books_it_once_after_restart(broker, tmp
 
 def _conflict_world(db):
     """t0001 sent seq 1..3; then, its journal replaced, seq 2..3 again holding other purchases."""
-    led = Ledger(db)
+    led = Ledger(db, clock=lambda: FAKE_NOW)
+    for s in (1, 2, 3):
+        led.add_card(make_record(s)["uid"], "card%d" % s, 1)
     old = [dict(make_record(s), account=1, amount=1000, reason=0, topup=False, item="1x Toast") for s in (1, 2, 3)]
     led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 3, old))
     new = [dict(r, t=r["t"] + 86400, amount=2550, item="1x Ny journal") for r in old[1:]]
@@ -238,10 +245,11 @@ def test_serve_keeps_logs_and_acknowledges_a_conflicting_batch(broker, tmp_path,
     _enrolled_world(capsys, db)
     be = _serve(broker, db, "--payments", "off")
     try:
-        rec = dict(make_record(1), account=1001, amount=300, reason=0, topup=False, item="1x Æble")
+        rec = dict(make_record(1, t0=_NOW), account=1001, amount=300, reason=0, topup=False, item="1x Æble")
         assert _send_trigger(broker, 1, [rec])[-1] == 1
-        other = dict(rec, t=rec["t"] + 86400, item="1x Juice")  # the same seq from a replaced journal
-        new = dict(make_record(2), account=1001, amount=200, reason=0, topup=False, item="1x Te")
+        other = dict(rec, t=rec["t"] - 86400, item="1x Juice")  # the same seq from a replaced journal
+        new = dict(make_record(2, t0=_NOW), account=1001, amount=200, reason=0, topup=False, item="1x Te",
+                   uid=rec["uid"])
         assert _send_trigger(broker, 2, [other, new])[-1] == 2  # the batch with the conflict is acknowledged
         led = Ledger(db)
         try:

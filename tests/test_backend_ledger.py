@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from cpos.net import messages
 from fake_journal import make_record
-from backend import Ledger, format_statement
+from backend import Ledger, format_statement  # noqa: F401
+from support.seeded import fake_ledger
 
 T0 = 1764000000
 
@@ -36,13 +37,13 @@ def test_any_order_and_duplicates_give_the_in_order_result(data):
     size = data.draw(st.integers(1, 30))
     gaps = set(data.draw(st.lists(st.integers(1, n), max_size=5)))
     recs, batches = batches_of(n, size, gaps)
-    ref = Ledger(":memory:")
+    ref = fake_ledger()
     for b in batches:
         ref.apply_batch("skole-nord", "t0001", b)
     # Every batch at least once, some several times, in any order.
     seq = batches + data.draw(st.lists(st.sampled_from(batches), max_size=len(batches) * 2))
     seq = data.draw(st.permutations(seq))
-    led = Ledger(":memory:")
+    led = fake_ledger()
     watermarks = []
     for b in seq:
         watermarks.append(led.apply_batch("skole-nord", "t0001", b).watermark)
@@ -54,13 +55,13 @@ def test_any_order_and_duplicates_give_the_in_order_result(data):
 
 def test_watermark_waits_for_the_missing_range():
     recs, b = batches_of(30, 10)
-    led = Ledger(":memory:")
+    led = fake_ledger()
     assert led.apply_batch("skole-nord", "t0001", b[2]).watermark == 0
     assert led.apply_batch("skole-nord", "t0001", b[0]).watermark == 10
     assert led.received_seqs(1) == list(range(1, 11)) + list(range(21, 31))  # booked, not yet acked
     assert led.apply_batch("skole-nord", "t0001", b[1]).watermark == 30
     # A batch that starts one past the watermark leaves a hole: the watermark must not jump it.
-    led2 = Ledger(":memory:")
+    led2 = fake_ledger()
     led2.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 10, recs[:10]))
     assert led2.apply_batch("skole-nord", "t0001", messages.encode_batch(12, 20, recs[11:20])).watermark == 10
     assert led2.apply_batch("skole-nord", "t0001", messages.encode_batch(11, 11, recs[10:11])).watermark == 20
@@ -84,7 +85,7 @@ def _with(**kw):
     messages.encode_batch(1, 2, [make_record(2), make_record(1)]),
 ])
 def test_malformed_batch_changes_nothing(payload):
-    led = Ledger(":memory:")
+    led = fake_ledger()
     led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 0 + 1, [make_record(1)]))
     before = snapshot(led)
     with pytest.raises(messages.ProtocolError):
@@ -93,7 +94,7 @@ def test_malformed_batch_changes_nothing(payload):
 
 
 def test_statement_in_the_guides_shape():
-    led = Ledger(":memory:")
+    led = Ledger(":memory:", clock=lambda: T0 + 86400)
     acc = led.add_account("Test Barn 1", account_id=1001)
     led.deposit(acc, 10000, t=T0 - 86400, text="1x Online Indbetaling")
     led.add_card("04A1B2C3D4E5F6", "884263sae", acc)
@@ -143,7 +144,7 @@ def test_ack_payload_roundtrip_and_refusals():
 
 
 def test_health_report_keeps_the_table_version_and_refuses_malformed(tmp_path):
-    led = Ledger(str(tmp_path / "l.db"))
+    led = fake_ledger(str(tmp_path / "l.db"))
     assert led.health(1) is None
     report = messages.decode_health(messages.encode_health({"table_version": 41, "synced": True}, 1764000000))
     led.set_health("t0001", report)
@@ -167,7 +168,7 @@ def _money(led):
 
 def test_replayed_identical_batch_is_a_duplicate_not_a_conflict():
     recs, batches = batches_of(20, 10)
-    led = Ledger(":memory:")
+    led = fake_ledger()
     for b in batches:
         led.apply_batch("skole-nord", "t0001", b)
     before = (snapshot(led), _money(led))
@@ -187,7 +188,7 @@ def _wiped_journal_record(seq):
 def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tmp_path):
     path = str(tmp_path / "l.db")
     recs, batches = batches_of(10, 10)
-    led = Ledger(path)
+    led = fake_ledger(path)
     led.apply_batch("skole-nord", "t0001", batches[0])
     before = _money(led)
     # The terminal's journal was replaced: its seqs start at 1 again, under new purchases.
@@ -205,7 +206,7 @@ def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tm
     assert len(led.conflicts()) == 5 and _money(led) == before
     led.close()
 
-    led = Ledger(path)  # the backend restarted: the conflicts are in the file
+    led = fake_ledger(path)  # the backend restarted: the conflicts are in the file
     kept = led.conflicts()
     assert [(c["terminal"], c["seq"]) for c in kept] == [(1, s) for s in range(1, 6)]
     for c, r, old in zip(kept, fresh, recs):
@@ -224,7 +225,7 @@ def test_reused_seq_with_other_content_is_kept_as_a_conflict_across_a_restart(tm
 ])
 def test_any_differing_field_is_a_conflict(field, value):
     r = dict(make_record(1), reason=0, topup=False, kind=0)
-    led = Ledger(":memory:")
+    led = fake_ledger()
     led.apply_batch("skole-nord", "t0001", messages.encode_batch(1, 1, [r]))
     before = _money(led)
     other = dict(r, **{field: value})
@@ -236,7 +237,7 @@ def test_any_differing_field_is_a_conflict(field, value):
 
 def test_conflicts_and_new_records_in_one_batch():
     recs, batches = batches_of(4, 4)
-    led = Ledger(":memory:")
+    led = fake_ledger()
     led.apply_batch("skole-nord", "t0001", batches[0])
     # seq 1 the same record, 2..4 other ones, 5..6 new: one batch from a half-rebuilt journal
     mixed = [recs[0]] + [_wiped_journal_record(s) for s in range(2, 7)]

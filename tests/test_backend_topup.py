@@ -76,7 +76,7 @@ def _trigger_batch(terminal, seqs, account, uid="04a1b2c3", balance_after=1000):
 
 def _world(path=":memory:", balance=1000, ref="visa", funds=100000, expiry="2030-01", clock=None):
     clock = clock or Clock()
-    led = Ledger(path)
+    led = Ledger(path, clock=clock)
     prov = PaymentProvider(clock=clock)
     prov.add_card(ref, expiry, funds)
     portal = Portal(led, clock=clock)
@@ -190,7 +190,7 @@ def test_one_attempt_in_flight_under_concurrent_triggers_and_processors(tmp_path
     db = str(tmp_path / "l.db")
     clock = Clock()
     prov = SlowProvider(0.02, clock=clock)
-    setup = Ledger(db)
+    setup = Ledger(db, clock=clock)
     portal = Portal(setup, clock=clock)
     accounts = list(range(1, 5))
     for a in accounts:
@@ -204,7 +204,7 @@ def test_one_attempt_in_flight_under_concurrent_triggers_and_processors(tmp_path
 
     def terminal(n):  # 4 terminals, each sending triggers for every account, batch by batch
         try:
-            led = Ledger(db)
+            led = Ledger(db, clock=clock)
             for i in range(12):
                 a = accounts[i % len(accounts)]
                 led.apply_batch("s", "t%04d" % n, _trigger_batch(n, [i + 1], a, uid="04a1b2c%d" % a))
@@ -268,7 +268,7 @@ class CrashingProvider(PaymentProvider):
 def test_restart_mid_attempt_charges_once_and_books_once(tmp_path, when):
     db = str(tmp_path / "l.db")
     clock = Clock()
-    led = Ledger(db)
+    led = Ledger(db, clock=clock)
     prov = CrashingProvider(when, clock=clock)
     prov.add_card("visa", "2030-01", 100000)
     portal = Portal(led, clock=clock)
@@ -280,7 +280,7 @@ def test_restart_mid_attempt_charges_once_and_books_once(tmp_path, when):
     with pytest.raises(Crash):
         TopupProcessor(led, prov, clock=clock).process_pending()
     led.close()  # the process is gone; what survives is in SQLite
-    led = Ledger(db)
+    led = Ledger(db, clock=clock)
     assert led.db.execute("SELECT account, status FROM topup_attempts").fetchall() == [(acc, "inflight")]
     # More triggers arrive from other terminals before recovery: a new processor that does
     # not recover yet must not start a second attempt for the account.

@@ -105,7 +105,7 @@ class Site(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.dir = tempfile.TemporaryDirectory(prefix="cpos-dl-")
-        self.led = Ledger(os.path.join(self.dir.name, "ledger.db"), synchronous="OFF")
+        self.led = Ledger(os.path.join(self.dir.name, "ledger.db"), synchronous="OFF", clock=lambda: T0)
         for acc, uid in CARDS.items():
             self.led.add_account("acc %d" % acc, 20000, account_id=acc)
             self.led.allow_place(acc, 0)

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import journal_check as jc
 from runtimes import Worker
-from simulator.norflash import CUT_BEFORE, CUT_INSIDE, CUT_AFTER
+from simulator.norflash import CUT_BEFORE, CUT_INSIDE, CUT_AFTER, TEARS
 
 MODE_NAMES = {CUT_BEFORE: "before", CUT_INSIDE: "inside", CUT_AFTER: "after"}
 
@@ -15,9 +15,18 @@ MODE_NAMES = {CUT_BEFORE: "before", CUT_INSIDE: "inside", CUT_AFTER: "after"}
 @pytest.mark.parametrize("mode", jc.MODES, ids=[MODE_NAMES[m] for m in jc.MODES])
 @pytest.mark.parametrize("name", sorted(jc.WORKLOADS))
 def test_cut_at_every_operation(name, mode):
-    """Every program and erase of the workload, one cut each, checked after recovery and at the end."""
+    """Every program and erase of the workload, one cut each, checked after recovery and at
+    the end. Cuts inside a program or erase tear it by 3 %, 50 %, 97 % or at random, in turn
+    (the soak tries every fraction at every operation)."""
     runs = jc.sweep(name, modes=(mode,))
     assert runs == jc.total_ops(name)
+
+
+@pytest.mark.parametrize("tear", TEARS, ids=[str(t) for t in TEARS])
+def test_every_tear_fraction_at_every_operation_of_the_chatty_workload(tear):
+    """One workload (acks between purchases, sectors crossing often) torn by each fraction
+    at every program and erase: the fractions are not only sampled in turn."""
+    assert jc.sweep("chatty", modes=(CUT_INSIDE,), tears=(tear,)) == jc.total_ops("chatty")
 
 
 # Bigger rings, more laps, other random bits for the torn writes: `make soak`.
@@ -35,7 +44,14 @@ def test_soak_cut_at_every_operation(name, salt):
     n = jc.run(w)["ops"]
     for op in range(n):
         for m in jc.MODES:
-            jc.run(w, op, m, seed=op + 1 + salt)
+            for t in (TEARS if m == CUT_INSIDE else (None,)):
+                jc.run(w, op, m, seed=op + 1 + salt, tear=t)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("name", sorted(jc.WORKLOADS))
+def test_soak_every_tear_fraction_at_every_operation(name):
+    assert jc.sweep(name, modes=(CUT_INSIDE,), tears=TEARS, salt=5000) == len(TEARS) * jc.total_ops(name)
 
 
 STEP = st.one_of(
@@ -45,9 +61,9 @@ STEP = st.one_of(
     st.just(("p",)),
     st.just(("b",)),
 )
-WORKLOAD = st.tuples(st.integers(2, 5), st.sampled_from([128, 256, 512, 4096]),
+WORKLOAD = st.tuples(st.integers(3, 5), st.sampled_from([128, 256, 512, 4096]),
                      st.lists(STEP, min_size=1, max_size=30))
-CUTS = st.lists(st.tuples(st.integers(0, 120), st.sampled_from(jc.MODES)), max_size=5)
+CUTS = st.lists(st.tuples(st.integers(0, 120), st.sampled_from(jc.MODES), st.sampled_from(TEARS)), max_size=5)
 
 
 @settings(max_examples=int(os.environ.get("CPOS_HYPOTHESIS_EXAMPLES", "1000")), deadline=None,

@@ -194,9 +194,21 @@ def _terminal7_journal(n, shift=0):
     for i in range(n):
         fields = list(jc.fields(i))
         fields[0] += shift
+        fields[2] = 1000 + i % 3  # the account of card UIDS[i % 3] (_rescue_ledger)
         fields[6] = 7
         j.append(*fields)
     return bytes(f.mem)
+
+
+def _rescue_ledger(path):
+    """A ledger knowing the cards of _terminal7_journal, its clock a day after them."""
+    from backend import Ledger
+
+    led = Ledger(path, clock=lambda: 1700000000 + 86400)
+    for k in range(3):
+        led.add_account("A%d" % k, account_id=1000 + k)
+        led.add_card(jc.UIDS[k].hex(), "card%d" % k, 1000 + k)
+    return led
 
 
 def test_rescue_submits_through_apply_batch_and_keeps_conflicts(tmp_path, capsys):
@@ -204,8 +216,8 @@ def test_rescue_submits_through_apply_batch_and_keeps_conflicts(tmp_path, capsys
     from backend import Ledger
 
     path = str(tmp_path / "ledger.sqlite")
-    led = Ledger(path)
-    assert rescue.submit(led, "skole-nord", 7, _terminal7_journal(12)) == (12, 12, 0, 0)
+    led = _rescue_ledger(path)
+    assert rescue.submit(led, "skole-nord", 7, _terminal7_journal(12)) == (12, 12, 0, 0, 0)
     money = led.db.execute("SELECT account, amount, terminal, seq FROM ledger ORDER BY id").fetchall()
     led.close()
     # The terminal's journal was replaced; its new one reused seq 1..8 for other purchases.

@@ -431,6 +431,26 @@ def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundle
     assert "log       1 boots, 0 errors, 2 security events logged" in status.stdout, status.stdout
 
 
+def test_status_reports_a_decayed_journal_header(plug, bundles, tmp_path):
+    """Two bits of a journal sector header gone (beyond a one-bit repair): the recovery places
+    the sector from its records, nothing pending is lost, and `cpos status` says so."""
+    v = plug()
+    assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
+    assert cpos(*provision_args(v, tmp_path)).returncode == 0
+    _purchases(v, 150, 0)
+    with open(os.path.join(v.parts, "journal.bin"), "r+b") as f:
+        for at, mask in ((4096 + 4, 0x01), (4096 + 10, 0x40)):
+            f.seek(at)
+            b = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([b ^ mask]))
+    s = json.loads(cpos("status", "-p", v.port, "--json").stdout)
+    assert s["journal"]["pending"] == 150 and s["journal"]["oldest_unacked"] == 1 and s["journal"]["next_seq"] == 151
+    assert s["journal"]["decay"] == {"headers": 1, "orphans": 0, "records_repaired": 0}
+    text = cpos("status", "-p", v.port).stdout
+    assert "FLASH DECAY: 1 sector headers repaired or placed, 0 sectors outside the ring" in text, text
+
+
 def test_status_of_a_terminal_with_no_firmware_says_deploy(plug):
     v = plug()
     failed_in_one_line(cpos("status", "-p", v.port), "no CPOS firmware deployed", "cpos deploy")

@@ -5,7 +5,8 @@ import asyncio
 from cpos.net import messages
 from cpos.net.mqtt import MQTTClient
 from fake_journal import make_record
-from backend import Backend, Ledger
+from backend import Backend, Ledger  # noqa: F401
+from support.seeded import fake_ledger
 
 
 def run(coro):
@@ -13,7 +14,7 @@ def run(coro):
 
 
 async def _world(broker, db):
-    led = Ledger(db)
+    led = fake_ledger(db)
     be = Backend(led, broker.host, broker.port, "backend", broker.users["backend"])
     task = asyncio.create_task(be.run())
     assert await be.client.wait_connected(5000)

@@ -12,21 +12,35 @@ Design in one breath: sectors are a ring; each opened sector starts with a heade
 a purchase record or an ack record, programmed once, in order. A sector is erased
 right before it is opened, never rewritten in place. `append` programs one slot
 (plus, once per sector, an erase and a header) and returns when it is on flash.
-Recovery reads every header and scans the newest sector only.
+Recovery reads every header and scans the newest sector, and any sector whose header
+fails its checksum; it trusts no header alone (docs/formats.md, "Recovery"):
+- a header one bit from valid (decay) is repaired; its watermark is not trusted;
+- a header beyond repair in a sector holding purchases is placed in the ring from the
+  sequence numbers of its records and its neighbours' headers, or reported as an
+  orphan for the rescue (host_tools/rescue.py reads every sector);
+- a purchase record one bit from valid is repaired when it is read (cpos.bitfix);
+- the next seq is above every purchase seen, the watermark comes only from headers and
+  ack records whose checksums held as read.
+Each repair is logged (level E) and counted in `damage()` (health report, `cpos status`).
 
 Invariants kept here (tested by tests/test_journal_powercut.py):
 - Nothing is programmed over bytes a torn write may have left: a non-blank slot is
   never reused, a sector is always erased (in this boot) before its header is written.
 - A sector is erased only when every purchase in it is at or below the ack watermark.
 - Purchases never take the last reclaimable sector, so an ack can always be recorded
-  (see `ack`); when they would, `append` raises JournalFull and writes nothing.
+  (see `ack`); when they would, `append` raises JournalFull and writes nothing. A
+  partition of fewer than MIN_SECTORS sectors could never free one: refused at open.
+- After a boot, the slot after the newest non-blank one is skipped: a program cut
+  before any bit visibly cleared leaves a slot that reads blank but is not.
 """
 import struct
 
 from cpos import purchase
+from cpos.bitfix import fix_one_bit
 from cpos.blockdev import BLOCK_COUNT, BLOCK_ERASE, BLOCK_SIZE
 from cpos.compat import const
 from cpos.crc import seal, sealed_ok
+from cpos.log import NULL
 
 SLOT = const(64)
 _MAGIC = b"CPJ1"
@@ -38,6 +52,11 @@ _ACK = "<BBBBI"  # type, 0, 0, 0, watermark
 _ACK_CRC = const(8)  # CRC-32 of bytes 0..7
 _ACK_LEN = const(12)
 _BLANK = b"\xff" * SLOT
+_BLANK_HDR = b"\xff" * _HDR_LEN
+# The head, the sector opened next, and one in reserve so that an ack can always be
+# recorded: with two, a full head whose records are all acknowledged can never open the
+# other sector (purchases may not take the reserve), and nothing writes again.
+MIN_SECTORS = 3
 
 
 class JournalFull(Exception):
@@ -50,17 +69,30 @@ class JournalFull(Exception):
 
 
 class Journal:
-    """The journal on block device `dev`. Call `recover()` once before anything else."""
+    """The journal on block device `dev`. Call `recover()` once before anything else.
+    `log` (cpos.log.Log) gets one E line per decayed header or record found."""
 
-    def __init__(self, dev):
+    MIN_SECTORS = MIN_SECTORS
+
+    def __init__(self, dev, log=NULL):
         self.dev = dev
+        self.log = log
         self.sector = dev.ioctl(BLOCK_SIZE, 0)
         self.nsec = dev.ioctl(BLOCK_COUNT, 0)
-        if self.sector % SLOT or self.sector < 2 * SLOT or self.nsec < 2:
-            raise ValueError("journal needs at least 2 sectors of a multiple of 64 bytes")
+        if self.sector % SLOT or self.sector < 2 * SLOT:
+            raise ValueError("journal sectors of %d bytes refused: they must be a multiple of 64, at least 128"
+                             % self.sector)
+        if self.nsec < self.MIN_SECTORS:
+            raise ValueError("journal of %d sectors refused: it needs at least %d (the newest, the next to open "
+                             "and one kept for acknowledgements), or it stops writing once full"
+                             % (self.nsec, self.MIN_SECTORS))
         self.slots = self.sector // SLOT - 1  # record slots per sector (slot 0 is the header)
         self._sid = [0] * self.nsec  # sector id of each sector in the ring, 0 = not in it
         self._first = [0] * self.nsec  # first seq of each sector in the ring
+        self._dmg = [0, 0, 0]  # headers repaired or placed, orphan sectors, records repaired
+        self._pin = bytearray(self.nsec)  # 1: an orphan sector, never erased (see recover)
+        self._fix_seq = 0  # highest seq repaired and logged so far (read() logs each once)
+        self._nofix = -1  # the last slot (sector * (slots + 1) + slot) found beyond repair
         self._rec = bytearray(SLOT)
         self._hdr = bytearray(_HDR_LEN)
         self._ackb = bytearray(_ACK_LEN)
@@ -73,27 +105,76 @@ class Journal:
         n = self.nsec
         hb = self._hdr
         sid, first = self._sid, self._first
+        dmg = self._dmg
+        dmg[0] = dmg[1] = dmg[2] = 0
+        self._fix_seq = 0
+        self._nofix = -1
         w = 0
         head = -1
+        damaged = None  # sectors whose header is neither valid, repairable nor blank
+        untrusted = None  # sectors whose header was repaired or placed (its watermark unknown)
         for i in range(n):
             self.dev.readblocks(i, hb, 0)
             s = self._parse_header(hb)
+            if s is not None:
+                w = max(w, s[2])  # a watermark only from a header whose CRC held as read
+            elif hb != _BLANK_HDR:
+                if fix_one_bit(hb, self._header_ok) >= 0:
+                    s = self._parse_header(hb)  # sector id and first seq; its watermark is not trusted
+                    untrusted = (untrusted or []) + [i]
+                    dmg[0] += 1
+                    self.log.error("journal: sector %d header failed its checksum: one bit repaired "
+                                   "(flash decay, or a cut while it was written)" % i)
+                else:
+                    damaged = (damaged or []) + [i]
             if s is None:
                 sid[i] = 0
                 continue
-            sid[i], first[i], hw = s
-            w = max(w, hw)
+            sid[i], first[i] = s[0], s[1]
             if head < 0 or sid[i] > sid[head]:
                 head = i
+        seen = 0  # highest purchase seq seen outside the head
+        lost = []  # (sector, lo, hi, count) of sectors with a lost header that hold purchases
+        for i in damaged or ():
+            lo, hi, cnt = self._seq_range(i)
+            if cnt:  # else a torn header or erase: nothing to keep
+                seen = max(seen, hi)
+                lost.append((i, lo, hi, cnt))
+        moved = True
+        while lost and moved:  # one placed may be the neighbour another one needs
+            moved = False
+            for p in lost:
+                i, lo, hi, cnt = p
+                s = self._place(i, lo, hi)
+                if s:
+                    sid[i], first[i] = s, lo
+                    untrusted = (untrusted or []) + [i]
+                    dmg[0] += 1
+                    if head < 0 or s > sid[head]:
+                        head = i
+                    self.log.error("journal: sector %d header unreadable: placed in the ring as sector id %d "
+                                   "from its %d purchases (seq %d..%d)" % (i, s, cnt, lo, hi))
+                    lost.remove(p)
+                    moved = True
+                    break
+        pin = self._pin  # orphans: kept out of the ring and never erased, for the rescue
+        for i in range(n):
+            pin[i] = 0
+        for i, lo, hi, cnt in lost:
+            pin[i] = 1
+            self.log.error("journal: sector %d header unreadable and its %d purchases (seq %d..%d) fit nowhere "
+                           "in the ring: the sector is kept for cpos rescue" % (i, cnt, lo, hi))
+        orphans = len(lost)
+        dmg[1] = orphans
         self._head = head
         self._ready = -1  # a sector erased during this boot and untouched since
         if head < 0:
             for i in range(n):
                 sid[i] = 0
             self._used = 0
-            self._next = 1
+            self._next = seen + 1
             self._w = 0
-            self._free = n
+            self._free = n - orphans
             self._ok = True
             return self._next
         # The ring: sectors before the head with consecutive ids. Anything else is stale.
@@ -107,6 +188,10 @@ class Journal:
             k += 1
         for j in range(k, n):
             sid[(head - j) % n] = 0
+        # The head's header carried the watermark of the acks before it; if it is not
+        # trusted, the acks are read from the sector before it instead.
+        if untrusted and head in untrusted and oldest != head:
+            w = max(w, self._acks_in((head - 1) % n))
         # Scan the head: used slots (torn ones count), last seq, later acks.
         used = 0
         top = first[head] - 1
@@ -120,11 +205,17 @@ class Journal:
                 top = max(top, purchase.seq_of(buf))
             elif self._is_ack(buf):
                 w = max(w, struct.unpack_from("<I", buf, 4)[0])
-        self._used = used
-        self._next = top + 1
+            elif self._repair(head, slot, buf):
+                top = max(top, purchase.seq_of(buf))
+        # The slot after the last non-blank one may hold a program the cut interrupted
+        # before any bit visibly cleared: blank to a read, not to a program. Skip it.
+        self._used = used + 1 if used < self.slots else used
+        self._next = max(top, seen) + 1  # never below a purchase seen anywhere
         # Records below the oldest sector's first seq were erased, which happens only
         # once they are acknowledged (an ack may be cut between erase and its record).
-        w = max(w, first[oldest] - 1)
+        # Not when a sector could not be placed: the ring may then end early.
+        if not orphans:
+            w = max(w, first[oldest] - 1)
         self._w = min(w, self._next - 1)
         self._free = self._count_free(self._w)
         self._ok = True
@@ -214,9 +305,9 @@ class Journal:
             last = self._used if i == self._head else self.slots
             while slot <= last:
                 self.dev.readblocks(i, buf, slot * SLOT)
-                if purchase.is_valid(buf):
+                if purchase.is_valid(buf) or self._repair(i, slot, buf):
                     s = purchase.seq_of(buf)
-                    if s >= seq:
+                    if seq <= s < self._next:
                         return s
                 slot += 1
             if i == self._head:
@@ -229,7 +320,7 @@ class Journal:
         so that the append which crosses into it does not wait for the erase.
         Returns True if it erased."""
         self._check()
-        t = (self._head + 1) % self.nsec if self._head >= 0 else 0
+        t = (self._head + 1) % self.nsec if self._head >= 0 else self._start()
         if t == self._ready or self._count_free(self._w) < 1:
             return False
         self._ok = False
@@ -244,7 +335,7 @@ class Journal:
         the tap path): sectors, purchase records, ack records, torn (non-blank, invalid)."""
         self._check()
         buf = self._rec
-        out = {"sectors": 0, "records": 0, "acks": 0, "torn": 0}
+        out = {"sectors": 0, "records": 0, "acks": 0, "torn": 0, "repaired": 0}
         for i in range(self.nsec):
             if self._sid[i] == 0:
                 continue
@@ -256,8 +347,19 @@ class Journal:
                 elif self._is_ack(buf):
                     out["acks"] += 1
                 elif buf != _BLANK:
-                    out["torn"] += 1
+                    if fix_one_bit(buf, purchase.is_valid) >= 0:
+                        out["repaired"] += 1
+                        out["records"] += 1
+                    else:
+                        out["torn"] += 1
         return out
+
+    def damage(self):
+        """What recovery and reading found decayed since `recover()`: headers repaired (one
+        bit) or placed from their records, orphan sectors (purchases outside the ring, left
+        for the rescue) and purchase records repaired (one bit). All zero on healthy flash."""
+        d = self._dmg
+        return {"headers": d[0], "orphans": d[1], "records_repaired": d[2]}
 
     # -- health -------------------------------------------------------------------
     def fill(self):
@@ -303,6 +405,68 @@ class Journal:
             return None
         return s, f, hw
 
+    def _start(self):
+        """Where an empty ring starts: sector 0, or the first sector after the orphans."""
+        t = 0
+        while t < self.nsec - 1 and self._pin[t]:
+            t += 1
+        return t
+
+    def _header_ok(self, hb):
+        return self._parse_header(hb) is not None
+
+    def _seq_range(self, i):
+        """(lowest, highest, count) of the purchase seqs in sector `i` (repairing none)."""
+        buf = self._rec
+        lo = hi = cnt = 0
+        for slot in range(1, self.slots + 1):
+            self.dev.readblocks(i, buf, slot * SLOT)
+            if purchase.is_valid(buf):
+                s = purchase.seq_of(buf)
+                lo = s if not cnt else min(lo, s)
+                hi = max(hi, s)
+                cnt += 1
+        return lo, hi, cnt
+
+    def _acks_in(self, i):
+        """The highest watermark of the valid ack records in sector `i` (0 if none)."""
+        buf = self._rec
+        w = 0
+        for slot in range(1, self.slots + 1):
+            self.dev.readblocks(i, buf, slot * SLOT)
+            if self._is_ack(buf):
+                w = max(w, struct.unpack_from("<I", buf, 4)[0])
+        return w
+
+    def _place(self, i, lo, hi):
+        """The sector id of sector `i`, whose header is lost, from its neighbours' headers and
+        its seqs lo..hi: the one before the next sector, or after the previous; 0 if neither fits."""
+        n = self.nsec
+        sid, first = self._sid, self._first
+        nx, pv = (i + 1) % n, (i - 1) % n
+        if sid[nx] > 1 and hi < first[nx] and sid[pv] != sid[nx] - 1:
+            return sid[nx] - 1
+        if sid[pv] > 0 and first[pv] <= lo and sid[nx] != sid[pv] + 1:
+            return sid[pv] + 1
+        return 0
+
+    def _repair(self, i, slot, buf):
+        """True if the non-blank slot in `buf`, not a valid record, is a purchase one bit
+        from valid: repaired in `buf`, counted and logged (once per seq)."""
+        key = i * (self.slots + 1) + slot
+        if buf == _BLANK or key == self._nofix or buf[0] == _ACK_TYPE:
+            return False
+        if fix_one_bit(buf, purchase.is_valid) < 0:
+            self._nofix = key  # torn: the uplink's next read passes it without retrying
+            return False
+        s = purchase.seq_of(buf)
+        if s > self._fix_seq:
+            self._fix_seq = s
+            self._dmg[2] += 1
+            self.log.error("journal: purchase seq %d (sector %d slot %d) failed its checksum: one bit repaired "
+                           "(flash decay)" % (s, i, slot))
+        return True
+
     def _is_ack(self, buf):
         return buf[0] == _ACK_TYPE and sealed_ok(buf, _ACK_CRC)
 
@@ -310,11 +474,14 @@ class Journal:
         """Sectors that may be erased under watermark `w`, the head excluded."""
         n = self.nsec
         h = self._head
+        pin = self._pin
         if h < 0:
-            return n
+            return n - sum(pin)
         free = 0
         i = (h + 1) % n
         while i != h:
+            if pin[i]:
+                break
             if self._sid[i] == 0:
                 free += 1
             elif self._first[(i + 1) % n] - 1 <= w:  # its last purchase is acknowledged
@@ -328,7 +495,7 @@ class Journal:
         """Erase the next sector of the ring (unless erased this boot) and start it."""
         n = self.nsec
         h = self._head
-        t = (h + 1) % n if h >= 0 else 0
+        t = (h + 1) % n if h >= 0 else self._start()
         sid = self._sid[h] + 1 if h >= 0 else 1
         if self._ready != t:
             self.dev.ioctl(BLOCK_ERASE, t)

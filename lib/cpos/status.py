@@ -1,7 +1,8 @@
 """The terminal's status as one JSON object, computed on the device by `cpos status`.
 
 Owns the figures a technician asks for: running version, configuration identity,
-journal fill and oldest unacknowledged record, card-table version and state, and what
+journal fill, oldest unacknowledged record and flash decay found (`journal.decay`:
+headers repaired or placed, orphan sectors, records repaired), card-table version and state, and what
 the last health report of the running app said (uptime at that moment, reader errors,
 uplink/broker state, whatever App.health() reported) and the count of boots, errors
 and security events in the on-flash log (cpos.devlog), plus Wi-Fi where the board has
@@ -34,6 +35,9 @@ def _journal(cfg, out):
     used, total = j.fill()
     out["journal"] = {"used": used, "total": total, "next_seq": j.next_seq, "acked": j.watermark,
                       "pending": j.pending(), "oldest_unacked": j.oldest_unacked()}
+    d = j.damage()  # flash decay the recovery found (cpos.journal); records: those read below
+    if d["headers"] or d["orphans"]:
+        out["journal"]["decay"] = d
     seq = j.oldest_unacked()
     if seq is not None:
         buf = bytearray(64)

@@ -17,7 +17,7 @@ Checked after every recovery and at the end (see `check`):
 """
 from cpos import purchase
 from cpos.journal import Journal, JournalFull, SLOT
-from simulator.norflash import NorFlash, PowerCut, CUT_BEFORE, CUT_INSIDE, CUT_AFTER
+from simulator.norflash import NorFlash, PowerCut, CUT_BEFORE, CUT_INSIDE, CUT_AFTER, TEARS
 
 MODES = (CUT_BEFORE, CUT_INSIDE, CUT_AFTER)
 
@@ -140,17 +140,19 @@ def check(j, orc, inflight):
     orc.acked = w
 
 
-def run(name, cut_at=None, mode=CUT_INSIDE, seed=1, cuts=None):
-    """Play workload `name`. `cut_at`: one cut at that flash operation; `cuts`: a list of
-    (op index, mode) cuts, each counted from the reboot before it. Returns a summary."""
+def run(name, cut_at=None, mode=CUT_INSIDE, seed=1, cuts=None, tear=None):
+    """Play workload `name`. `cut_at`: one cut at that flash operation (a torn one leaving
+    the fraction `tear` of its bit changes done, see NorFlash.arm); `cuts`: a list of
+    (op index, mode[, tear]) cuts, each counted from the reboot before it. The flash is
+    in `once` mode: the journal never programs a byte twice. Returns a summary."""
     nsec, sector, workload = WORKLOADS[name] if isinstance(name, str) else name
-    flash = NorFlash(nsec * sector, sector=sector, seed=seed)
+    flash = NorFlash(nsec * sector, sector=sector, seed=seed, once=True)
     j = Journal(flash)
     j.recover()
     orc = Oracle()
     plan = list(cuts or ())
     if cut_at is not None:
-        plan.insert(0, (cut_at, mode))
+        plan.insert(0, (cut_at, mode, tear))
     if plan:
         flash.arm(*plan.pop(0))
     reboots = 0
@@ -212,13 +214,21 @@ def total_ops(name):
     return run(name)["ops"]
 
 
-def sweep(name, stride=1, start=0, modes=MODES):
+def sweep(name, stride=1, start=0, modes=MODES, tears=None, salt=0):
     """Cut at every `stride`-th flash operation of workload `name`, in each mode.
+    A cut inside an operation is torn by each fraction of `tears`; by default by one
+    of norflash.TEARS per operation, in turn (3 %, 50 %, 97 %, random), so that a sweep
+    costs no more runs than it has cuts and every fraction lands on every kind of step.
     Returns the number of runs (each one checked)."""
     n = total_ops(name)
     runs = 0
     for op in range(start, n, stride):
         for m in modes:
-            run(name, op, m, seed=op + 1)
-            runs += 1
+            if m != CUT_INSIDE:
+                run(name, op, m, seed=op + 1 + salt)
+                runs += 1
+                continue
+            for t in (tears if tears is not None else (TEARS[(op // stride) % len(TEARS)],)):
+                run(name, op, m, seed=op + 1 + salt, tear=t)
+                runs += 1
     return runs

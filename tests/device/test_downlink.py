@@ -205,3 +205,44 @@ def test_a_redelivered_first_chunk_does_not_restart_the_install():
     assert (have, resync) == (3, False)
     c.handler(TOPIC, downlink.encode(k, TOPIC, downlink.CURRENT, 5, arg=nonce), False)  # it says 5
     assert not s.synced and protocol.decode_sync(s._request())[2]  # so: a snapshot, please
+
+
+def _deltas(k, first, ds):
+    """A DELTAS message: consecutive deltas from version `first`, each after its length."""
+    body = bytearray()
+    for i, (kind, kw) in enumerate(ds):
+        d = carddelta.encode(first + i, 10, kind, **kw)
+        body.append(len(d))
+        body.extend(d)
+    return downlink.encode(k, TOPIC, downlink.DELTAS, first + len(ds) - 1, bytes(body))
+
+
+def test_several_deltas_in_one_message_apply_in_order_and_an_overlapping_resend_skips_what_is_held():
+    lines = []
+    t, c, s, seen, k = _world(log.Log(lines.append))
+    s._request()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    three = _deltas(k, 5, [(carddelta.BALANCE, dict(account=1, value=9000)),
+                           (carddelta.BLOCK, dict(uid=UID)),
+                           (carddelta.BALANCE, dict(account=1, value=8000))])
+    c.handler(TOPIC, three, False)
+    assert _look(t) == (cardtable.FOUND, BLOCKED, 8000) and (t.version, s.applied, s.rejected) == (7, 3, 0)
+    # The backend resends a message the terminal holds part of: the held deltas are skipped.
+    c.handler(TOPIC, _deltas(k, 6, [(carddelta.BLOCK, dict(uid=UID)), (carddelta.BALANCE, dict(account=1, value=8000)),
+                                    (carddelta.UNBLOCK, dict(uid=UID))]), False)
+    assert _look(t) == (cardtable.FOUND, ACTIVE, 8000) and (t.version, s.applied, s.rejected) == (8, 4, 0)
+    c.handler(TOPIC, three, False)  # all held: a replay
+    assert s.rejected == 1 and s.why.get("replayed") and lines[-1] == "S sync: refused message: replayed"
+    good = bytearray(_deltas(k, 9, [(carddelta.BALANCE, dict(account=1, value=1)),
+                                    (carddelta.BALANCE, dict(account=1, value=2))]))
+    for bad in (downlink.encode(k, TOPIC, downlink.DELTAS, 9, bytes(good[16:-32 - 5])),  # cut inside a delta
+                downlink.encode(k, TOPIC, downlink.DELTAS, 9, b"\x05abcde"),  # too short for a delta
+                downlink.encode(k, TOPIC, downlink.DELTAS, 9, b""),  # none at all
+                downlink.encode(k, TOPIC, downlink.DELTAS, 11, bytes(good[16:-32]))):  # header names another last
+        n = s.rejected
+        c.handler(TOPIC, bad, False)
+        assert s.rejected == n + 1 and s.why.get("malformed") and t.version == 8
+    assert _look(t) == (cardtable.FOUND, ACTIVE, 8000)  # a malformed message changes nothing, not even a part
+    c.handler(TOPIC, _deltas(k, 10, [(carddelta.BALANCE, dict(account=1, value=5))]), False)
+    assert s.why.get("out of order") and s._want and t.version == 8  # 9 is missing: ask for a sync

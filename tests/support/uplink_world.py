@@ -17,8 +17,14 @@ STANDIN = os.path.join(DEVICE_TESTS, "standin_terminal.py")
 
 
 def start_backend(broker, db, crash_after_apply=0, client_id="cpos-backend"):
+    """The backend on ledger `db`, which knows make_record's accounts and cards; its record
+    checks take make_record's times (2025) as recent enough (--max-record-age-days)."""
+    from support.seeded import seed
+    from backend import Ledger
+
+    seed(Ledger(db)).close()
     cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
-           "--password=" + broker.users["backend"], "--client-id", client_id]
+           "--password=" + broker.users["backend"], "--client-id", client_id, "--max-record-age-days", "36500"]
     if crash_after_apply:
         cmd += ["--crash-after-apply", str(crash_after_apply)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,6 +112,7 @@ def assert_exactly_once(db, jdir, n, terminal=1, gaps=()):
                 spent[r["account"]] = spent.get(r["account"], 0) + r["amount"]
         for acc, total in spent.items():
             assert led.balance(acc) == -total, (acc, led.balance(acc), total)
+        assert led.refused(terminal) == ([], {})  # every record passed the backend's checks
     finally:
         led.close()
     j = FileJournal(jdir)

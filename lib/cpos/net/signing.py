@@ -29,7 +29,8 @@ MAX_MESSAGE = const(4144)  # HEAD + MAX_BODY + TAG
 DELTA = const(1)  # body: one card-table delta (cpos.cards.delta); version = the delta's version
 CHUNK = const(2)  # body: chunk `index` of `total` of a snapshot image; arg = included_seq
 CURRENT = const(3)  # no body: "you are up to date at `version`"; arg = the nonce of the request
-TYPES = const(3)
+DELTAS = const(4)  # body: consecutive deltas, each after a length byte; version = the last one's
+TYPES = const(4)
 
 _FMT = "<BBBBIIHH"
 _BLOCK = const(64)

@@ -30,6 +30,11 @@ from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, wait_event_ms
 _IDLE_MS = const(1000)
 
 
+def _version(b):
+    """The version field of a delta (bytes 3..6, little-endian)."""
+    return b[3] | (b[4] << 8) | (b[5] << 16) | (b[6] << 24)
+
+
 def _nonce():
     try:
         b = os.urandom(4)
@@ -123,6 +128,8 @@ class Sync:
             return
         if m.kind == signing.DELTA:
             self._delta(m)
+        elif m.kind == signing.DELTAS:
+            self._deltas(m)
         elif m.kind == signing.CHUNK:
             self._chunk(m)
         else:
@@ -130,11 +137,49 @@ class Sync:
         m.body = b""  # do not keep the payload alive
 
     def _delta(self, m):
-        t = self.table
         b = m.body
-        if len(b) < 11 or (b[3] | (b[4] << 8) | (b[5] << 16) | (b[6] << 24)) != m.version:
+        if len(b) < 11 or _version(b) != m.version:
             self._reject("malformed")
             return
+        r = self._apply(b)
+        if r == cardtable.DUPLICATE:
+            self._reject("replayed")
+
+    def _deltas(self, m):
+        """Several consecutive deltas in one message (`[length][delta]...`, the backend packs
+        what it has up to MAX_BODY). Each is applied in turn; ones the table already holds
+        (a resend that overlaps) are skipped; the first that cannot be applied ends it."""
+        b = m.body
+        mv = memoryview(b)
+        i = n = 0
+        new = False
+        last = -1
+        while i < len(b):  # check the framing first: a malformed message changes nothing
+            k = b[i]
+            if k < 11 or i + 1 + k > len(b):
+                self._reject("malformed")
+                return
+            last = _version(mv[i + 1:i + 1 + k])
+            i += 1 + k
+            n += 1
+        if n == 0 or last != m.version:
+            self._reject("malformed")
+            return
+        i = 0
+        while i < len(b):
+            k = b[i]
+            r = self._apply(mv[i + 1:i + 1 + k])
+            if r == cardtable.APPLIED:
+                new = True
+            elif r != cardtable.DUPLICATE:
+                return
+            i += 1 + k
+        if not new:
+            self._reject("replayed")
+
+    def _apply(self, b):
+        """Apply one delta (bytes or memoryview); the table's result code."""
+        t = self.table
         before = t.included_seq
         r = t.apply_delta(b)
         if r == cardtable.APPLIED:
@@ -142,11 +187,10 @@ class Sync:
             if t.wants_step:
                 self._wake.set()  # the sync task does the upkeep between messages
             self._contact()
-            if m.version > self.current:
-                self.current = m.version
+            v = _version(b)
+            if v > self.current:
+                self.current = v
             self._included(before)
-        elif r == cardtable.DUPLICATE:
-            self._reject("replayed")
         elif r == cardtable.GAP:
             self._reject("out of order")
             if t.state == cardtable.OK:
@@ -155,11 +199,12 @@ class Sync:
             self._ask()
         elif r == cardtable.MALFORMED:
             self._reject("malformed")
-        else:  # NO_SPACE: only a snapshot helps
-            self.log.warn("sync: no room for delta v%d: asking for a snapshot" % m.version)
+        elif r != cardtable.DUPLICATE:  # NO_SPACE: only a snapshot helps
+            self.log.warn("sync: no room for delta v%d: asking for a snapshot" % _version(b))
             self.synced = False
             self._snapshot = True
             self._ask()
+        return r
 
     def _chunk(self, m):
         t = self.table
