@@ -37,13 +37,12 @@ from cpos.reader.tap import CardReader, TAP
 
 _HEALTH_EVERY_MS = const(30000)  # how often the health task logs (and publishes) its figures
 _HEALTH_CHECK_MS = const(1000)  # how often the health task looks for news worth a report
-_WDT_FEED_MS = const(1000)  # the watchdog task feeds this often; a compaction at most this often
+_WDT_FEED_MS = const(1000)  # the watchdog task feeds this often
 _READER_STALL_MS = const(8000)  # the reader task must report a poll at least this often
-_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment to compact
+_IDLE_COMPACT_MS = const(20000)  # no card and no open request this long: a quiet moment
 _PREPARE_AFTER_MS = const(300)  # ...this long: the journal's next sector may be erased (one erase, ~45 ms on an ESP32)
 _PREPARE_CHECK_MS = const(100)  # how often the journal task looks for such a moment
 _READER_WAIT_MS = const(1000)  # a pending poll's length when the config does not say (`pn532.wait_ms`)
-_ACC_SLOTS = const(64)  # account overlay slots of the card table with the downlink on
 _CARD_SLOTS = const(32)  # card overlay slots of the card table with the downlink on
 _TIME_SETTLE_MS = const(3000)  # after boot, time unknown and a source configured: a tap waits up to this long for it
 
@@ -56,15 +55,12 @@ class App:
         self.profile = cfg.profile
         self._event = getattr(board, "event", None)  # the unix board reports to the simulator
         self.journal = Journal(board.block_device(cfg.storage["journal"]), log=log)  # logs decay (E)
-        # With the downlink on, 64 account and 32 card overlay slots (~5 KB of RAM): a
-        # lunch rush changes many balances between compactions; blocks and new cards are
-        # rarer (docs/formats.md). Without it no delta ever arrives: the small default.
-        slots = (_ACC_SLOTS, _CARD_SLOTS) if cfg.site_key is not None else (16, 24)
+        # With the downlink on, 32 card overlay slots (704 bytes): blocks and new cards
+        # between snapshots; balances live on flash (docs/formats.md, "Card table").
+        # Without it no delta ever arrives: the small default.
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
-                                         acc_slots=slots[0], card_slots=slots[1])
-        self.table.progress = self._compacting
+                                         card_slots=_CARD_SLOTS if cfg.site_key is not None else 24)
         self._last_tap = ticks_ms()
-        self._compact_failed = -1  # the table version an idle compaction last failed on
         self._wdt = None
         self._fed = ticks_ms()
         self.unincluded = unincluded.Unincluded()
@@ -368,7 +364,7 @@ class App:
         topic = None
         while True:
             await sleep_ms(_HEALTH_CHECK_MS)
-            self.compact_if_idle()
+            self.table_upkeep()  # the journal's erase ahead is the journal task's
             due = ticks_diff(ticks_ms(), last) >= _HEALTH_EVERY_MS
             c = self.mqtt
             news = c is not None and c.connected and (c.generation != sent_gen or self.table.version != sent_version)
@@ -427,25 +423,15 @@ class App:
                 self._fed = ticks_ms()
             await sleep_ms(_WDT_FEED_MS)
 
-    def compact_if_idle(self):
-        """Fold the card table's deltas into a new image at a quiet moment: the overlay or
-        the delta log is half full, no request is open, no card for 20 s and no snapshot
-        arriving. A compaction holds the loop for seconds on a large table; done here, the
-        next delta rarely finds the overlay full in the middle of a queue (docs/formats.md).
-        Returns True when it compacted."""
+    def table_upkeep(self):
+        """One bounded step of card-table upkeep (a bucket refresh or one erase, tens of ms
+        on an ESP32), when there is some and no request is open. The sync task does the
+        same after each message; this catches what is left when the downlink is quiet.
+        Returns True when it did something."""
         t = self.table
-        if not self._quiet() or t.installing or t.version == self._compact_failed or not t.needs_compaction:
+        if self.pos.request.open or not t.wants_step:
             return False
-        t0 = ticks_ms()
-        ok = t.compact() == cardtable.INSTALL_OK
-        ms = ticks_diff(ticks_ms(), t0)
-        if ok:
-            self.log.info("card table compacted while idle in %d ms" % ms)
-        else:  # not again until the table changes: a delta or snapshot brings the next try
-            self._compact_failed = t.version
-            self.log.warn("idle compaction of card table v%d failed" % t.version)
-        self.report("compacted", ok=ok, ms=ms, table_version=t.version)
-        return ok
+        return t.step()
 
     def prepare_journal_if_idle(self):
         """Erase the journal's next sector (Journal.prepare) once no request is open and no
@@ -460,16 +446,6 @@ class App:
         if self.mdb is not None and self.mdb.busy():
             return False
         return not self.pos.request.open and ticks_diff(ticks_ms(), self._last_tap) >= ms
-
-    def _compacting(self):
-        """Called per page while the card table compacts, which holds the event loop for
-        seconds on a large table (tens on an ESP32 at 100,000 cards, past the watchdog's
-        8 s): the watchdog is fed while the compaction makes progress, at most once a
-        second, so it does not reset the terminal in the middle of one, again and again."""
-        now = ticks_ms()
-        if self._wdt is not None and self._failed is None and ticks_diff(now, self._fed) >= _WDT_FEED_MS:
-            self._fed = now
-            self._wdt.feed()
 
     async def _guard(self, name, coro):
         """Run one task. Every task runs for ever: one that raises, or that returns

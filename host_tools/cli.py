@@ -37,7 +37,7 @@ EXAMPLES = {
     "status": "cpos status -p /dev/ttyUSB0        (add --json for the raw figures)",
     "logs": "cpos logs -p /dev/ttyUSB0 -n 50",
     "rescue": "cpos rescue -p /dev/ttyUSB0 --ledger site/ledger.sqlite\n"
-              "  esptool read-flash 0x300000 0x40000 dump.bin && \\\n"
+              "  esptool read-flash 0x260000 0x40000 dump.bin && \\\n"
               "  cpos rescue --dump dump.bin --site skole-nord --terminal 7 --ledger site/ledger.sqlite",
 }
 
@@ -147,7 +147,7 @@ def cmd_site(a):
 
 def cmd_provision(a):
     provision.provision(a.port, a.terminal, a.site, a.place, a.kind, a.board, a.broker_host, a.site_dir,
-                        a.ledger, a.set or (), fresh=a.fresh)
+                        a.ledger, a.set or (), fresh=a.fresh, flash_mb=a.flash_mb, cards=a.cards)
 
 
 def _status(port):
@@ -444,12 +444,17 @@ def parser():
     p.add_argument("--fresh", action="store_true",
                    help="drop the settings of the terminal's earlier config.json (Wi-Fi, POS link, ...) "
                         "instead of keeping them")
+    p.add_argument("--flash-mb", type=int, choices=sorted(partitions.LAYOUTS), default=4,
+                   help="the module's flash size: the site's cards must fit its card table (4 MB: %d cards)"
+                        % partitions.card_capacity())
+    p.add_argument("--cards", type=int, help="check this many cards instead of the ledger's count "
+                                             "(a site that is still being filled)")
     p = add("status", "version, journal, card table, last health report, Wi-Fi")
     p.add_argument("--json", action="store_true")
     p = add("logs", "the terminal's logged warnings, security events, errors, boots and health reports")
     p.add_argument("-n", "--lines", type=int, default=40)
     p = add("rescue", "submit a terminal's journal (live, or an esptool dump) to the backend, idempotently")
-    p.add_argument("--dump", help="journal partition image (esptool read-flash 0x300000 0x40000 FILE)")
+    p.add_argument("--dump", help="journal partition image (esptool read-flash 0x260000 0x40000 FILE)")
     p.add_argument("--site", help="the terminal's site (with --dump; live: from its config.json)")
     p.add_argument("--terminal", type=int, help="the terminal's number (with --dump; live: from its config.json)")
     _alias(p, "--number", "terminal")

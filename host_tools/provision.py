@@ -25,6 +25,7 @@ import tempfile
 from cpos import config
 from cpos.net import messages as protocol
 from host_tools import device
+from host_tools import partitions
 from host_tools import site as sites
 from host_tools.bundle import source_dirs
 from backend import broker_users
@@ -212,16 +213,38 @@ def hashed_login(site_dir, tid, password):
         os.remove(tmp)
 
 
+def site_cards(ledger_path):
+    """How many cards the site's ledger holds (every one goes into each terminal's table)."""
+    from backend.ledger import Ledger
+
+    ledger = Ledger(ledger_path)
+    try:
+        return ledger.db.execute("SELECT COUNT(*) FROM cards").fetchone()[0]
+    finally:
+        ledger.close()
+
+
+def check_card_room(ledger_path, flash_mb, cards=None):
+    """ProvisionError unless the site's cards (or `cards`, planned) fit the card table of
+    a `flash_mb` MB module (host_tools/partitions.py); the number of cards it holds."""
+    n = site_cards(ledger_path) if cards is None else cards
+    try:
+        return partitions.check_cards(n, flash_mb)
+    except ValueError as e:
+        raise ProvisionError("%s; nothing was written" % e)
+
+
 def provision(port, number, site, place, kind, board, broker_host, site_dir, ledger_path, sets=(), say=print,
-              fresh=False):
-    """Check everything (site folder and key, ledger, board, the device, the merged
-    config), then write: the device's config.json, the broker login and ACL, the ledger
-    entry. A site must exist (`cpos site init`)."""
+              fresh=False, flash_mb=4, cards=None):
+    """Check everything (site folder and key, ledger, the site's card count against the
+    module's card table, board, the device, the merged config), then write: the device's
+    config.json, the broker login and ACL, the ledger entry. A site must exist (`cpos site init`)."""
     try:
         key = sites.check_site(site_dir, ledger_path)
         sites.check_ledger(ledger_path, site_dir)
     except sites.SiteError as e:
         raise ProvisionError("%s; nothing was written" % e)
+    check_card_room(ledger_path, flash_mb, cards)
     password = broker_users.new_password()
     board_link(board)
     for s in sets:  # a mistyped --set or board is found before the device is touched

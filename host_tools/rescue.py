@@ -59,7 +59,7 @@ class DumpDevice:
 
 _JOURNAL_MAGIC = b"CPJ1"  # cpos.journal: each opened sector starts with it (docs/formats.md)
 _CARDTABLE_MAGICS = (b"CPSB", b"CPCT")  # cpos.cards: commit records and image headers
-JOURNAL_READ = "esptool read-flash 0x300000 0x40000 FILE"
+JOURNAL_READ = "esptool read-flash 0x260000 0x40000 FILE"
 
 
 def identify(data, block=4096):
@@ -73,7 +73,7 @@ def identify(data, block=4096):
     if len(data) > 0x8000 + 2 and data[0x8000:0x8002] == b"\xaa\x50":
         where = [i * block for i, st in enumerate(starts) if st == _JOURNAL_MAGIC]
         return ("a whole-flash dump (partition table at 0x8000)%s: read the journal partition alone, or "
-                "print it with python -m host_tools.rescue FILE --offset 0x300000 --size 0x40000"
+                "print it with python -m host_tools.rescue FILE --offset 0x260000 --size 0x40000"
                 % (", journal sectors from 0x%x" % where[0] if where else ""))
     j = Journal(DumpDevice(view[:usable], block))
     j.recover()
@@ -84,7 +84,7 @@ def identify(data, block=4096):
     if data.count(0) == len(data):
         return "all zeros: not a flash read-out (nothing was read, or the wrong file)"
     if any(st in _CARDTABLE_MAGICS for st in starts):
-        return "a card table image (the cardtable partition at 0x340000, not the journal at 0x300000)"
+        return "a card table image (the cardtable partition at 0x2a0000, not the journal at 0x260000)"
     if data[0] == 0xE9:
         return "an ESP32 firmware image (starts with the image magic 0xE9), not a journal"
     if any(st == _JOURNAL_MAGIC for st in starts):

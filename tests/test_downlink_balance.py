@@ -58,7 +58,7 @@ class Terminal:
         self.boot()
 
     def boot(self):
-        self.table = cardtable.CardTable(self.dev, acc_slots=64, card_slots=32, log_blocks=2)
+        self.table = cardtable.CardTable(self.dev, card_slots=32)
         self.pending = unincluded.Unincluded()
         self.client = FakeClient()
         self.sync = Sync(self.table, self.client, SITE, self.tid, KEY, on_included=self.on_included)

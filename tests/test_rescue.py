@@ -141,15 +141,15 @@ def _whole_flash():
     img = bytearray(b"\xff" * 0x400000)
     img[0x1000] = 0xE9
     img[0x8000:0x8C00] = partitions.binary()
-    img[0x300000:0x300000 + len(f.mem)] = f.mem
+    img[0x260000:0x260000 + len(f.mem)] = f.mem
     return bytes(img)
 
 
 @pytest.mark.parametrize("name,make,words", [
     ("erased", lambda: b"\xff" * 0x40000, ["all 0xFF", "erased partition"]),
     ("zeros", lambda: bytes(0x40000), ["all zeros"]),
-    ("cardtable", _cardtable_image, ["a card table image", "0x340000"]),
-    ("flash", _whole_flash, ["whole-flash dump", "journal sectors from 0x300000"]),
+    ("cardtable", _cardtable_image, ["a card table image", "0x2a0000"]),
+    ("flash", _whole_flash, ["whole-flash dump", "journal sectors from 0x260000"]),
     ("firmware", lambda: b"\xe9" + os.urandom(0x10000), ["ESP32 firmware image"]),
     ("random", lambda: os.urandom(0x40000), ["no journal sector header (CPJ1)", "64 sectors"]),
     ("short", lambda: b"\x00" * 100, ["100 bytes", "at least two"]),
@@ -169,7 +169,7 @@ def test_cpos_rescue_refuses_what_is_not_a_journal_and_says_what_it_is(tmp_path,
     assert len(err.strip().splitlines()) == 1 and err.startswith("cpos rescue: %s holds no journal: " % dump), err
     for w in words:
         assert w in err, err
-    assert "nothing was submitted" in err and "read-flash 0x300000 0x40000" in err
+    assert "nothing was submitted" in err and "read-flash 0x260000 0x40000" in err
     assert open(path, "rb").read() == before
 
 

@@ -383,7 +383,7 @@ cfg = config.load(board.config_path())
 lg = log.Log(devlog.FileSink(board.log, board.log_path(), board.now))
 m = cfg.mqtt
 c = MQTTClient(cfg.terminal_id, m["host"], m["port"], m["user"], m["password"], log=lg)
-t = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]), acc_slots=64, card_slots=32)
+t = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]), card_slots=32)
 s = Sync(t, c, cfg.site, cfg.terminal_id, cfg.site_key, log=lg, clock=board.now)
 
 class Wire:
@@ -514,9 +514,9 @@ def test_partition_table_follows_the_documented_format():
     by_label = {e[12:28].rstrip(b"\0").decode(): e for e in entries}
     assert set(by_label) >= {"factory", "vfs", "journal", "cardtable"}
     j = by_label["journal"]
-    assert j[2] == 1 and int.from_bytes(j[4:8], "little") == 0x300000 and int.from_bytes(j[8:12], "little") == 0x40000
+    assert j[2] == 1 and int.from_bytes(j[4:8], "little") == 0x260000 and int.from_bytes(j[8:12], "little") == 0x40000
     # the journal dump command in the docs and the CLI help reads exactly this partition
-    assert "read-flash 0x300000 0x40000" in open(os.path.join(bundle.ROOT, "docs", "technician.md")).read()
+    assert "read-flash 0x260000 0x40000" in open(os.path.join(bundle.ROOT, "docs", "technician.md")).read()
 
 
 def test_flash_writes_the_cpos_table_into_the_image_and_runs_esptool(tmp_path):
@@ -723,8 +723,11 @@ def test_provision_refuses_a_mistyped_site_or_ledger_and_writes_nothing(plug, bu
     not_a_db.write_text("accounts\n")
     state[os.path.relpath(not_a_db, tmp_path)] = not_a_db.read_bytes()
     failed_in_one_line(cpos(*swap("--ledger", not_a_db)), "is not a ledger")  # it crashed after writing, once
+    # more cards than the module's card table holds (host_tools/partitions.py)
+    failed_in_one_line(cpos(*(args + ["--cards", "50000"])), "50000 cards do not fit", "4 MB", "module of 8 MB")
+    failed_in_one_line(cpos(*(args + ["--cards", "240000", "--flash-mb", "16"])), "no module here holds")
     assert v.tree() == device and folder_state(tmp_path) == state  # no new site, key, login, config
-    assert cpos(*args).returncode == 0
+    assert cpos(*(args + ["--cards", "23000"])).returncode == 0
 
 
 def test_reprovisioning_keeps_earlier_settings_unless_told(plug, bundles, tmp_path):

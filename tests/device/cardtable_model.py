@@ -137,6 +137,12 @@ def flash(sectors):
 
 FLASH = flash(10)
 
+# The geometry the firmware ships: the card partition of the 4 MB layout
+# (host_tools/partitions.py, checked by tests/test_partitions.py) and the card
+# overlay slots firmware/app.py gives the table with the downlink on.
+SHIPPED_BLOCKS = 352
+SHIPPED_GEOMETRY = {"card_slots": 32}
+
 import binascii  # noqa: E402
 
 from cpos.cards import layout
@@ -330,7 +336,7 @@ def _unhex(s):
 _FLASHES = {}
 
 
-def reset(log_blocks=1, acc_slots=40, card_slots=32, sectors=10):
+def reset(card_slots=32, sectors=10):
     """A factory-fresh flash of `sectors` blocks and a table opened on it."""
     dev = FLASH if sectors == 10 else _FLASHES.get(sectors)
     if dev is None:
@@ -338,8 +344,8 @@ def reset(log_blocks=1, acc_slots=40, card_slots=32, sectors=10):
     dev.wipe()
     _S["t"] = None
     _S["dev"] = dev
-    _S["args"] = (acc_slots, card_slots, log_blocks)
-    _S["t"] = cardtable.CardTable(dev, acc_slots, card_slots, log_blocks)
+    _S["args"] = (card_slots,)
+    _S["t"] = cardtable.CardTable(dev, card_slots)
     return info()
 
 
@@ -347,7 +353,7 @@ def remount():
     """Open the table afresh on the same flash, as after a reboot."""
     a = _S["args"]
     _S["t"] = None
-    _S["t"] = cardtable.CardTable(_S["dev"], a[0], a[1], a[2])
+    _S["t"] = cardtable.CardTable(_S["dev"], a[0])
     return info()
 
 
@@ -392,8 +398,12 @@ def delta(hexbytes):
     return _S["t"].apply_delta(_unhex(hexbytes))
 
 
-def compact():
-    return _S["t"].compact()
+def step():
+    return _S["t"].step()
+
+
+def needs_snapshot():
+    return _S["t"].needs_snapshot
 
 
 def lookup(uid_hex):

@@ -38,7 +38,7 @@ async def main(argv):
     flash, host, port, site, term, pw, key, watch, ctl = argv[1:10]
     tid = "t%04d" % int(term)
     uid = bytes(int(watch[i:i + 2], 16) for i in range(0, len(watch), 2))
-    table = cardtable.CardTable(BlockFile(flash, 24 * 4096), acc_slots=64, card_slots=32, log_blocks=2)
+    table = cardtable.CardTable(BlockFile(flash, 24 * 4096), card_slots=32)
     c = MQTTClient(tid, host, int(port), tid, pw, keepalive=5, backoff_min_ms=50, backoff_max_ms=500)
     s = Sync(table, c, site, tid, key_from_hex(key), log=log.Log(lambda line: say("LOG " + line)), retry_ms=2000)
     card, spends = rules.CardRecord(), rules.Spends()

@@ -1,11 +1,10 @@
 """The firmware application's supervision, on both runtimes: the watchdog, failing
-and ending tasks, and the card table's compactions (long ones feed the watchdog; the
-app compacts at quiet moments).
+and ending tasks, and the card table's upkeep steps.
 
 Fakes: tests/device/app_world.py. What is shown here:
-- the watchdog is fed only while the reader task reports in, and while a long
-  compaction makes progress, never once a task has failed;
-- the card table's deltas are folded into a new image only when the terminal is idle;
+- the watchdog is fed only while the reader task reports in, never once a task has failed;
+- the card table's upkeep (a bucket refresh, one bounded step) runs from the health
+  tick when no payment is open, and changes nothing a lookup sees;
 - a task that raises or returns stops the app for a clean restart, with nothing
   recorded lost.
 """
@@ -40,29 +39,6 @@ def test_watchdog_is_fed_only_while_the_reader_reports():
     board.close()
 
 
-def test_a_long_compaction_feeds_the_watchdog_while_it_progresses():
-    # A compaction holds the event loop (tens of seconds on an ESP32 at 100,000 cards):
-    # the watchdog task cannot run, so the table's progress hook feeds it, at most once
-    # a second, and not once a task has failed.
-    fresh_flash()
-    board = Board()
-    app = boot(board)
-    assert app.table.progress == app._compacting
-    app._wdt = board
-    app._fed = ticks_ms() - 1500
-    d = carddelta.encode(2, 0, carddelta.BALANCE, account=1, value=500)
-    assert app.table.apply_delta(d) == cardtable.APPLIED
-    assert app.table.compact() == cardtable.INSTALL_OK
-    assert board.feeds == 1  # one page, a second and a half after the last feed
-    app._compacting()
-    assert board.feeds == 1  # not again within the second
-    app._fed = ticks_ms() - 1500
-    app._failed = "pos"
-    app._compacting()
-    assert board.feeds == 1  # a failed app is left to the watchdog
-    board.close()
-
-
 def _not_while_busy(app, work):
     """`work()` does nothing just after a card or while a payment is open; leaves the
     terminal idle (no card for 21 s, no payment)."""
@@ -74,33 +50,38 @@ def _not_while_busy(app, work):
     app.pos.request.close()
 
 
-def test_the_card_table_compacts_when_the_terminal_is_idle():
-    # Deltas fill the overlay; the health task's tick folds them into a new image once no
-    # card came for 20 s and no payment is open, instead of the next delta doing it
-    # mid-queue. What the deltas said is still there afterwards, and after a reboot.
+def test_the_card_table_upkeep_runs_between_payments():
+    # Deltas to two accounts fill their bucket past its refresh mark; the health tick
+    # rewrites it (one bounded step), not while a payment is open. What the deltas said
+    # is still there afterwards, and after a reboot.
     fresh_flash()
     board = Board()
     app = boot(board)
     t = app.table
-    v, acct = 2, 1
-    while not t.needs_compaction:
-        d = carddelta.encode(v, 0, carddelta.BALANCE, account=acct, value=1000 + acct)
-        assert t.apply_delta(d) == cardtable.APPLIED
-        v, acct = v + 1, acct + 1
-        assert acct < 64, "the overlay never asked for a compaction"
-    _not_while_busy(app, app.compact_if_idle)
-    assert app.compact_if_idle()
-    assert not t.needs_compaction and not app.compact_if_idle()  # nothing left to fold
+    v = 2
+    while not t.chg.due:
+        for acct in (1, 2):
+            d = carddelta.encode(v, 0, carddelta.BALANCE, account=acct, value=1000 + v)
+            assert t.apply_delta(d) == cardtable.APPLIED
+            v += 1
+        assert v < 400, "the bucket never asked for a refresh"
+    app.pos.request.set("r1", 100, "1x Te", None)
+    assert not app.table_upkeep()  # a payment is open: not now
+    app.pos.request.close()
+    steps = 0
+    while app.table_upkeep():
+        steps += 1
+    assert steps >= 1 and not t.wants_step
     card, spends = rules.CardRecord(), rules.Spends()
-    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
-    assert t.lookup(LIMITED, card, spends) == cardtable.FOUND and card.balance == 1002
+    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1000 + v - 2
+    assert t.lookup(LIMITED, card, spends) == cardtable.FOUND and card.balance == 1000 + v - 1
     assert t.version == v - 1
     board.close()
     app = t = None  # a reboot
     board = Board()
     t = boot(board).table
-    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1001
-    assert t.version == v - 1 and not t.needs_compaction
+    assert t.lookup(UID, card, spends) == cardtable.FOUND and card.balance == 1000 + v - 2
+    assert t.version == v - 1
     board.close()
 
 

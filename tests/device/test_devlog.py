@@ -59,7 +59,7 @@ def test_unwritable_log_never_stops_the_terminal():
 def _sync_logging_to(lg):
     FLASH.wipe(1)
     c = FakeClient()
-    s = Sync(CardTable(FLASH, log_blocks=1), c, SITE, "t0001", KEY, log=lg)
+    s = Sync(CardTable(FLASH), c, SITE, "t0001", KEY, log=lg)
     return s, c
 
 

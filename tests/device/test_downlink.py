@@ -97,7 +97,7 @@ def test_every_byte_is_covered_by_the_tag():
 
 def _world(lg=None):
     FLASH.wipe(1)
-    t = CardTable(FLASH, log_blocks=1)
+    t = CardTable(FLASH)
     c = FakeClient()
     seen = []
     s = Sync(t, c, SITE, "t0001", KEY, on_included=seen.append, clock=lambda: 1764072000, log=lg)

@@ -22,7 +22,7 @@ class Terminal:
     def __init__(self, jdev):
         self.journal = Journal(jdev)
         self.journal.recover()
-        self.table = CardTable(FLASH, log_blocks=1)
+        self.table = CardTable(FLASH)
         self.pending = unincluded.Unincluded()
         self.pending.rebuild(self.journal, self.table.included_seq)
         self.feed = JournalFeed(self.journal, ack_limit=lambda: self.table.included_seq)

@@ -1,7 +1,7 @@
 """Card-table deltas: the binary encoding (backend side) and its strict decoder (terminal side).
 
 Owns the delta layout in docs/formats.md ("Card table", "Deltas"). The same bytes
-travel in a downlink message and are kept, unchanged, in the table's delta log on flash.
+travel in a downlink message and are kept, unchanged, in the table's change store on flash.
 Runtime-neutral; decoding garbage raises ValueError, never anything else.
 
     magic 'D' | format 1 | kind | version u32 | included_seq u32 | payload | crc32 u32
@@ -134,26 +134,29 @@ class Delta:
         self.value = 0  # BALANCE balance, PLACES places
         self.uid_len = self.uid2_len = 0
 
-    def decode(self, buf):
-        """Fill this Delta from `buf`; ValueError if the bytes are not exactly one good delta."""
+    def decode(self, buf, off=0, n=-1, check=True):
+        """Fill this Delta from buf[off:off + n] (n < 0: to the end); ValueError if the bytes
+        are not exactly one good delta. `check=False` skips the CRC (and its memoryview), for
+        a record the table verified when it wrote or mounted it: the tap path allocates nothing."""
         self.clear()
-        n = len(buf)
-        if n < HEAD + 4 + 1 or n > MAX_DELTA:
+        if n < 0:
+            n = len(buf) - off
+        if n < HEAD + 4 + 1 or n > MAX_DELTA or off + n > len(buf):
             raise ValueError("delta length")
-        if not sealed_ok(buf):
+        if check and not (sealed_ok(buf) if off == 0 and n == len(buf) else sealed_ok(memoryview(buf)[off:off + n])):
             raise ValueError("delta checksum")
-        if buf[0] != MAGIC or buf[1] != FORMAT:
+        if buf[off] != MAGIC or buf[off + 1] != FORMAT:
             raise ValueError("not a card-table delta of this format")
-        kind = buf[2]
+        kind = buf[off + 2]
         if kind < 1 or kind > KINDS:
             raise ValueError("unknown delta kind")
         self.kind = kind
-        self.version = cardfmt.rd32(buf, 3)
-        self.included_seq = cardfmt.rd32(buf, 7)
+        self.version = cardfmt.rd32(buf, off + 3)
+        self.included_seq = cardfmt.rd32(buf, off + 7)
         cur = self._cur
         cur.buf = buf
-        cur.pos = HEAD
-        cur.end = n - 4
+        cur.pos = off + HEAD
+        cur.end = off + n - 4
         if kind in (BLOCK, UNBLOCK, NEW_CARD, REPLACE):
             self.uid_len = self._uid(cur, self.uid)
         if kind == REPLACE:

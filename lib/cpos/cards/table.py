@@ -1,17 +1,21 @@
-"""The card table on flash: lookups, deltas, atomic snapshot installs and compaction.
+"""The card table on flash: lookups, deltas, atomic snapshot installs.
 
 Owns the table's flash region (one block device, e.g. an `esp32.Partition`, a
 `cpos.blockfile.BlockFile` or `simulator.norflash.NorFlash`) and the small RAM state
-that goes with it: one page buffer, the page index and the delta overlay. RAM does not
-grow with the number of cards. Layout and formats: docs/formats.md ("Card table").
+that goes with it: one page buffer, the page index, the card overlay and the change
+store's bucket map. RAM does not grow with the number of cards. Layout and formats:
+docs/formats.md ("Card table").
 
     block 0, 1      commit records (the newest valid one names the live slot)
-    slot 0, slot 1  each: LOG_BLOCKS delta-log blocks, then the image
-                    (one header block with the page index, then the pages)
+    slot 0, slot 1  each one image: a header block with the page index, then the pages
+    change area     the change store (cpos.cards.changes): buckets of deltas by account
 
-A lookup reads one block; deltas go to the live slot's log and to the RAM overlay;
-a snapshot install or a compaction writes the other slot and switches by writing
-one commit record, so a power cut leaves the old table or the new one.
+A lookup reads the card's page and its account's bucket; a delta is appended to one
+bucket (one program, no erase); a bucket that fills is rewritten alone (one erase),
+in a bounded `step` between messages. A snapshot install writes the other slot one
+chunk at a time, checks each page as it lands, and switches by writing one commit
+record, so a power cut leaves the old table or the new one; taps are served from the
+old table until then. No step rewrites the whole table.
 """
 import struct
 
@@ -20,8 +24,10 @@ from cpos.compat import const
 from cpos.cards import layout
 from cpos.cards.layout import PAGE, PAGE_DATA_END, Cursor, uid_hash, rd16, rd32
 from cpos.crc import seal, sealed_ok
-from cpos.cards.delta import Delta, MAX_DELTA
-from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT
+from cpos.cards.delta import Delta, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
+from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT, is_card_kind
+from cpos.cards import changes
+from cpos.cards.changes import ChangeStore, HDR as _CHG_HDR, NONE as _NONE
 from cpos.uid import UID_LENGTHS, uid_kind
 
 # lookup results
@@ -34,7 +40,7 @@ APPLIED = const(0)
 DUPLICATE = const(1)  # version already applied (or older): ignored
 GAP = const(2)  # a version is missing (or no table): needs resync
 MALFORMED = const(3)
-NO_SPACE = const(4)  # overlay/log full and compaction impossible: needs a snapshot
+NO_SPACE = const(4)  # card overlay or a bucket full of live changes: needs a snapshot
 
 # install results
 INSTALL_OK = const(0)
@@ -49,55 +55,63 @@ EMPTY = const(0)
 OK = const(1)
 BROKEN = const(2)
 
-LOG_BLOCKS = const(4)  # default delta-log blocks per slot
 _SB_BLOCKS = const(2)
 _SB_MAGIC = b"CPSB"
-_SB_FMT = "<4sBBHIIIHHII"  # magic fmt slot 0 seq version included_seq n_pages 0 hdr_crc crc
+_SB_FMT = "<4sBBHIIIHHII"  # magic fmt(2) slot 0 seq version included_seq n_pages 0 hdr_crc crc
 _SB_LEN = const(32)
+_SB_FORMAT = const(2)  # format 2: slots hold only images; deltas live in the change store
+
+
+def geometry(nblocks, change_blocks=0):
+    """(slot_len, first change block, buckets, spares) of a partition of `nblocks` blocks.
+
+    The change area defaults to a fifth of the partition (at least 2 blocks), an eighth
+    of it spare. The same block count always gives the same geometry."""
+    if change_blocks <= 0:
+        change_blocks = max(2, nblocks // 5)
+    ns = max(1, change_blocks // 8)
+    nb = change_blocks - ns
+    slot_len = (nblocks - _SB_BLOCKS - change_blocks) // 2
+    if nb < 1 or slot_len < 2:
+        raise ValueError("block device too small for a card table")
+    return slot_len, _SB_BLOCKS + 2 * slot_len, nb, ns
+
 
 class CardTable:
     """The terminal's card table. `lookup` is the tap path; the rest is the sync path."""
 
-    def __init__(self, dev, acc_slots=16, card_slots=24, log_blocks=LOG_BLOCKS):
+    def __init__(self, dev, card_slots=24, change_blocks=0):
         if dev.ioctl(BLOCK_SIZE, 0) != PAGE:
             raise ValueError("the card table needs 4096-byte blocks")
         nblocks = dev.ioctl(BLOCK_COUNT, 0)
         self.dev = dev
-        self._slot_len = (nblocks - _SB_BLOCKS) // 2
-        if log_blocks < 1:
-            raise ValueError("the delta log needs at least one block")
-        self.log_blocks = log_blocks  # geometry: the same value on every open of a device
-        self._img_blocks = self._slot_len - log_blocks
-        if self._img_blocks < 2:
-            raise ValueError("block device too small for a card table")
+        self._slot_len, first, nb, ns = geometry(nblocks, change_blocks)
+        self._img_blocks = self._slot_len
         self.max_pages = min(layout.MAX_PAGES, self._img_blocks - 1)
         self.page = bytearray(PAGE)
         self.index = bytearray(2 * self.max_pages)
-        self.ov = Overlay(acc_slots, card_slots)
+        self.ov = Overlay(card_slots)
         self._cur = Cursor()
         self._delta = Delta()
+        self.chg = ChangeStore(dev, first, nb, ns, self.page, self._delta)
         self._tag = bytearray(4)
         self.ref_keys = [0, 0, 0]
         self._inst = None
-        # called once per page read while compacting (seconds on a large table, all in
-        # one call): the app feeds its watchdog from it
-        self.progress = None
         self.mount()
 
     # -- geometry -------------------------------------------------------------------
-    def _log_start(self, slot):
+    def _img_start(self, slot):
         return _SB_BLOCKS + slot * self._slot_len
 
-    def _img_start(self, slot):
-        return self._log_start(slot) + self.log_blocks
-
     def ram_bytes(self):
-        """Bytes of preallocated buffers the table holds (page, index, overlays)."""
-        return len(self.page) + len(self.index) + len(self.ov.acc) + len(self.ov.cards) + 4 + 20
+        """Bytes of preallocated buffers the table holds (page, index, overlay, bucket map)."""
+        c = self.chg
+        return (len(self.page) + len(self.index) + len(self.ov.cards) + len(c.blk) + len(c.fill)
+                + len(c.live) + 4)
 
     # -- mounting -------------------------------------------------------------------
     def mount(self):
-        """(Re)read the commit records, the live header and index, and replay the delta log."""
+        """(Re)read the commit records, the live header and index, and the change store."""
         self.state = EMPTY
         self.needs_resync = False
         self.version = 0
@@ -107,8 +121,8 @@ class CardTable:
         self.n_cards = 0
         self._sb_seq = 0
         self._sb_block = 1
-        self._log_pos = None
         self.ov.clear()
+        self.chg.reset(0)
         best = None
         damaged = False
         p = self.page
@@ -123,7 +137,7 @@ class CardTable:
                 damaged = True
                 continue
             f = struct.unpack(_SB_FMT, rec)
-            if f[1] != 1 or f[2] > 1:
+            if f[1] != _SB_FORMAT or f[2] > 1:
                 damaged = True
                 continue
             if best is None or f[4] > best[4]:
@@ -145,8 +159,7 @@ class CardTable:
                     or hn > self.max_pages or hn < 1:
                 raise ValueError("header does not match its commit record")
         except ValueError:
-            self.state = BROKEN
-            self.needs_resync = True
+            self._broken()
             return
         self.index[0:2 * hn] = p[layout.HDR_FIXED:layout.HDR_FIXED + 2 * hn]
         self.n_pages = hn
@@ -157,7 +170,28 @@ class CardTable:
         self.version = version
         self.included_seq = inc
         self.state = OK
-        self._replay()
+        try:
+            # the store's tag: the commit sequence twice over, so that the tags of two
+            # images differ in at least two bits and one decayed bit is told apart
+            self.chg.mount((seq & 0xFFFF) | ((seq & 0xFFFF) << 16), self._replayed)
+        except ValueError:
+            self._broken()
+            return
+        # the table's version is the newest delta's: each was durable before the next was
+        # taken, so every older one is on flash (or overridden by a newer one in its bucket)
+        if self.chg.top_version > self.version:
+            self.version = self.chg.top_version
+            self.included_seq = self.chg.top_inc
+        if self.chg.suspect:
+            self.needs_resync = True
+
+    def _replayed(self, buf, off, n):
+        """A card change found in the change store at mount (the Delta decoded), into the
+        overlay; buckets come in any order, the overlay keeps the newest per field."""
+        d = self._delta
+        if not self.ov.room(d):
+            raise ValueError("more card changes than the overlay holds")
+        self.ov.apply(d)
 
     def _blank(self, p, o):
         """True if p[o:] is erased; allocates nothing (mount runs on a tight heap)."""
@@ -166,72 +200,17 @@ class CardTable:
                 return False
         return True
 
-    def _valid_at(self, p, o):
-        if o + 2 > PAGE:
-            return False
-        ln = rd16(p, o)
-        if ln < 16 or ln > MAX_DELTA or o + 2 + ln > PAGE:
-            return False
-        try:
-            self._delta.decode(memoryview(p)[o + 2:o + 2 + ln])
-        except ValueError:
-            return False
-        return True
-
-    def _replay(self):
-        """Apply the live slot's delta log to the overlay, block by block. apply_delta goes
-        on at the start of the next block when a delta does not fit in a block's tail, and
-        after a torn write found here; so a blank tail, or a torn last record, ends the log
-        only when the next block is blank too."""
-        base = self._log_start(self.slot)
-        p = self.page
-        d = self._delta
-        tail = None  # (block, offset) where the next delta goes
-        for s in range(self.log_blocks):
-            self.dev.readblocks(base + s, p)
-            if tail is not None and rd16(p, 0) == 0xFFFF and self._blank(p, 0):
-                break  # nothing was written past the previous block
-            tail = None
-            o = 0
-            while o + 2 <= PAGE:
-                ln = rd16(p, o)
-                if ln == 0xFFFF and self._blank(p, o):
-                    tail = (s, o)
-                    break
-                if not self._valid_at(p, o):
-                    # a torn last write, or damage: damage if anything valid follows in this
-                    # block. A torn delta never reached the table: ask for a resync anyway.
-                    self.needs_resync = True
-                    for o2 in range(o + 1, PAGE - 17):
-                        if self._valid_at(p, o2):
-                            self._broken()
-                            return
-                    tail = (s + 1, 0) if s + 1 < self.log_blocks else None
-                    break
-                if d.version != self.version + 1 or not self.ov.room(d):
-                    self._broken()
-                    return
-                self._apply(d)
-                o += 2 + ln
-        self._log_pos = tail  # None: the log is full, the next delta compacts first
-
     def _broken(self):
         self.state = BROKEN
         self.needs_resync = True
-
-    # -- overlay --------------------------------------------------------------------
-    def _apply(self, d):
-        self.ov.apply(d)
-        self.version = d.version
-        self.included_seq = d.included_seq
 
     # -- the tap path ---------------------------------------------------------------
     def lookup(self, uid, card, spends):
         """Fill `card` (CardRecord) and `spends` (Spends) for `uid`; FOUND, NOT_FOUND or CORRUPT.
 
-        Reads at most one flash block and allocates nothing in the steady state. Never
-        raises: damage of any kind gives CORRUPT and sets `needs_resync`.
-        `card.balance` is the synced balance (as of `version`).
+        Reads the card's page and its account's bucket (two block reads) and allocates
+        nothing in the steady state. Never raises: damage of any kind gives CORRUPT and
+        sets `needs_resync`. `card.balance` is the synced balance (as of `version`).
         """
         try:
             if self.state != OK:
@@ -254,15 +233,69 @@ class CardTable:
                     return r
             if f & C_STATUS:
                 card.status = (f >> 2) & 3
-            ai = ov.acc_find(card.account)
-            if ai >= 0:
-                ov.acc_apply(ai, card, spends)
-            elif f & C_ACCOUNT:
-                raise ValueError("overlay card without its account")
+            if self._changes_into(card.account, card, spends) == 0 and f & C_ACCOUNT:
+                raise ValueError("new card without its account state")
             return FOUND
         except Exception:
             self.needs_resync = True
             return CORRUPT
+
+    def _changes_into(self, acct, card, spends):
+        """Apply the account's deltas in its bucket, oldest first; how many there were."""
+        c = self.chg
+        b = changes.account_bucket(acct, c.nb)
+        blk = c.block_of(b)
+        if blk == _NONE:
+            return 0
+        p = self.page
+        self.dev.readblocks(c.first + blk, p)
+        end = c.fill_of(b)
+        o = _CHG_HDR
+        d = self._delta
+        got = 0
+        a0 = acct & 0xFF
+        a1 = (acct >> 8) & 0xFF
+        a2 = acct >> 16
+        while o < end:
+            ln = p[o] | (p[o + 1] << 8)
+            r = o + 2
+            k = p[r + 2]
+            # balance, totals and the other account kinds carry the account at byte 11
+            if (p[r + 11] == a0 and p[r + 12] == a1 and p[r + 13] == a2 and k != BLOCK and k != UNBLOCK
+                    and k != NEW_CARD and k != REPLACE) or \
+                    ((k == NEW_CARD or k == REPLACE) and changes.rec_account(p, r) == acct):
+                d.decode(p, r, ln, False)  # verified when written or mounted
+                k = d.kind
+                if k == BALANCE:
+                    card.balance = d.value
+                elif k == NEW_CARD or k == REPLACE:
+                    dc = d.card
+                    card.balance = dc.balance
+                    card.places = dc.places
+                    card.topup_enrolled = dc.topup_enrolled
+                    card.topup_amount_kr = dc.topup_amount_kr
+                    for i in range(6):
+                        card.limits[i] = dc.limits[i]
+                    self._totals(d, spends)
+                elif k == LIMITS:
+                    for i in range(6):
+                        card.limits[i] = d.card.limits[i]
+                elif k == PLACES:
+                    card.places = d.value
+                elif k == ENROL:
+                    card.topup_enrolled = d.card.topup_enrolled
+                    card.topup_amount_kr = d.card.topup_amount_kr
+                elif k == TOTALS:
+                    self._totals(d, spends)
+                got += 1
+            o = r + ln
+        return got
+
+    def _totals(self, d, spends):
+        for w in range(3):
+            spends.keys[w] = d.spends.keys[w]
+        for i in range(6):
+            spends.totals[i] = d.spends.totals[i]
 
     def _page_for(self, prefix):
         idx = self.index
@@ -317,8 +350,10 @@ class CardTable:
     def apply_delta(self, buf):
         """Apply one encoded delta (cpos.cards.delta); APPLIED, DUPLICATE, GAP, MALFORMED or NO_SPACE.
 
-        Durable (in the delta log) before it returns APPLIED, and seen by the next lookup.
-        """
+        Durable (in the change store) before it returns APPLIED, and seen by the next
+        lookup. Flash work: one append; now and then one bucket rewrite (one erase) when
+        the delta's bucket is full. NO_SPACE (and `needs_snapshot`) when the card overlay
+        or the bucket is full of live changes: only a snapshot helps."""
         d = self._delta
         try:
             d.decode(buf)
@@ -332,43 +367,55 @@ class CardTable:
         if d.version != self.version + 1:
             self.needs_resync = True
             return GAP
-        if not (self.ov.room(d) and self._log_room(len(buf))):
-            if self.compact() != INSTALL_OK:
+        if not self.ov.room(d):
+            return NO_SPACE
+        c = self.chg
+        b = changes.rec_bucket(buf, 0, c.nb)
+        n = len(buf)
+        if not c.room(b, n):
+            try:
+                free = c.refresh(b)
+            except ValueError:
+                self._broken()
+                return GAP
+            if free < 2 + n:
                 return NO_SPACE
-            d.decode(buf)
-            if not (self.ov.room(d) and self._log_room(len(buf))):
-                return NO_SPACE
-        s, o = self._log_pos
-        if o + 2 + len(buf) > PAGE:
-            s += 1
-            o = 0
-        rec = bytearray(2 + len(buf))
-        rec[0] = len(buf) & 0xFF
-        rec[1] = len(buf) >> 8
-        rec[2:] = buf
-        self.dev.writeblocks(self._log_start(self.slot) + s, rec, o)
-        self._log_pos = (s, o + len(rec))
-        self._apply(d)
+            d.decode(buf)  # the refresh reused the Delta
+        c.append(b, buf)
+        if is_card_kind(d.kind):
+            self.ov.apply(d)
+        self.version = d.version
+        self.included_seq = d.included_seq
         return APPLIED
-
-    def _log_room(self, n):
-        if self._log_pos is None:
-            return False
-        s, o = self._log_pos
-        return o + 2 + n <= PAGE or s + 1 < self.log_blocks
 
     @property
     def installing(self):
-        """True while a snapshot is arriving (a compaction now would restart it)."""
+        """True while a snapshot is arriving."""
         return self._inst is not None
 
     @property
-    def needs_compaction(self):
-        """True when the overlay or the log is more than half full: compact when idle."""
+    def needs_snapshot(self):
+        """True when the change store is half full of live changes, or the card overlay
+        three quarters full: the next sync request asks for a snapshot, which folds them."""
+        return self.state == OK and (self.chg.full() or self.ov.nearly_full())
+
+    @property
+    def wants_step(self):
+        """True when `step` has upkeep to do (a bucket past its refresh mark, a block to erase,
+        no spare block erased ahead)."""
+        return self.state == OK and self.chg.wants_step()
+
+    def step(self):
+        """One bounded piece of upkeep between messages: refresh one filled bucket (one block
+        read, one erase, one block programmed), or erase one block (a replaced one, or a
+        spare ahead of need). True if it did something."""
         if self.state != OK:
             return False
-        return (self.ov.half_full()
-                or self._log_pos is None or self._log_pos[0] * 2 >= self.log_blocks)
+        try:
+            return self.chg.step()
+        except ValueError:
+            self._broken()
+            return False
 
     # -- installs -------------------------------------------------------------------
     def install_begin(self, version, included_seq, total_chunks):
@@ -381,83 +428,56 @@ class CardTable:
             return INSTALL_BAD
         if self.state == OK and version < self.version:
             return INSTALL_OLD
-        self._inst = [1 - self.slot, version, included_seq, total_chunks, 0, 0]
+        from cpos.cards.install import Receiver
+        self._inst = Receiver(self, 1 - self.slot, version, included_seq, total_chunks)
         return INSTALL_OK
 
     def install_chunk(self, index, data):
-        """Write chunk `index` (0-based, in order) beside the live table."""
+        """Write chunk `index` (0-based, in order) beside the live table; each page is read
+        back and checked as soon as it is complete (one page per chunk of 4 KB)."""
         st = self._inst
         if st is None:
             return INSTALL_IDLE
-        if type(index) is not int or index >= st[3]:
+        if type(index) is not int or index >= st.total:
             return INSTALL_OUT_OF_ORDER
-        if index < st[4]:
+        if index < st.got:
             return INSTALL_DUPLICATE
-        if index != st[4]:
+        if index != st.got:
             return INSTALL_OUT_OF_ORDER
-        pos = st[5]
-        if pos + len(data) > self._img_blocks * PAGE:
+        try:
+            st.chunk(data)
+        except ValueError:
             self._inst = None
             return INSTALL_BAD
-        self._write_image(st[0], pos, data)
-        st[4] += 1
-        st[5] = pos + len(data)
         return INSTALL_OK
-
-    def _write_image(self, slot, pos, data):
-        mv = memoryview(data)
-        start = self._img_start(slot)
-        i = 0
-        while i < len(data):
-            blk = start + (pos + i) // PAGE
-            o = (pos + i) % PAGE
-            if o == 0:
-                self.dev.ioctl(BLOCK_ERASE, blk)
-            k = min(PAGE - o, len(data) - i)
-            self.dev.writeblocks(blk, mv[i:i + k], o)
-            i += k
 
     def install_abort(self):
         self._inst = None
 
     def install_commit(self):
-        """Verify the received image and switch to it in one step; INSTALL_OK or INSTALL_BAD."""
+        """Check the received image is whole and switch to it in one step; INSTALL_OK or INSTALL_BAD."""
         st = self._inst
         self._inst = None
         if st is None:
             return INSTALL_IDLE
-        slot, version, inc, total, got, nbytes = st
-        if got != total:
-            return INSTALL_BAD
         try:
-            from cpos.cards.install import verify_image
-            n_pages = verify_image(self, slot, version, inc, nbytes)
+            n_pages = st.finish()
         except ValueError:
             return INSTALL_BAD
-        self._switch(slot, version, inc, n_pages)
+        self._switch(st.slot, st.version, st.inc, n_pages)
         return INSTALL_OK
 
     def _switch(self, slot, version, inc, n_pages):
-        """Erase the new slot's log, write the commit record, remount. The one atomic step."""
+        """Write the commit record naming the new image, then remount: the one atomic step.
+        Every bucket of the change store belongs to the old image's commit sequence, so the
+        new image starts with an empty store without erasing anything."""
         p = self.page
         self.dev.readblocks(self._img_start(slot), p)
         hdr_crc = rd32(p, PAGE_DATA_END)
-        for s in range(self.log_blocks):
-            self.dev.ioctl(BLOCK_ERASE, self._log_start(slot) + s)
-        rec = bytearray(struct.pack(_SB_FMT, _SB_MAGIC, 1, slot, 0, self._sb_seq + 1, version, inc,
-                                    n_pages, 0, hdr_crc, 0))
+        rec = bytearray(struct.pack(_SB_FMT, _SB_MAGIC, _SB_FORMAT, slot, 0, self._sb_seq + 1, version,
+                                    inc, n_pages, 0, hdr_crc, 0))
         seal(rec)
         blk = 1 - self._sb_block
         self.dev.ioctl(BLOCK_ERASE, blk)
         self.dev.writeblocks(blk, rec, 0)
         self.mount()
-
-    def compact(self):
-        """Fold the delta overlay into a new image in the other slot and switch to it.
-
-        INSTALL_OK, or INSTALL_BAD if the live table is damaged (needs resync) or the new
-        image would not fit. Constant RAM: one page read and one page built at a time.
-        Takes seconds on a large table: call it when `needs_compaction` and idle.
-        """
-        from cpos.cards.install import compact
-        return compact(self)

@@ -25,7 +25,7 @@ from cpos import log as logmod
 from cpos.cards import table as cardtable
 from cpos.net import signing
 from cpos.net import messages as protocol
-from cpos.compat import const, ticks_diff, ticks_ms, wait_event_ms
+from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, wait_event_ms
 
 _IDLE_MS = const(1000)
 
@@ -189,6 +189,8 @@ class Sync:
         r = t.apply_delta(b)
         if r == cardtable.APPLIED:
             self.applied += 1
+            if t.wants_step:
+                self._wake.set()  # the sync task does the upkeep between messages
             self._contact()
             v = _version(b)
             if v > self.current:
@@ -306,7 +308,17 @@ class Sync:
                 continue
             self._wake.clear()
             t = self.table
+            if t.wants_step:
+                # one bounded piece of card-table upkeep (a bucket refresh: one erase and
+                # one block programmed), then the taps and the next message go first
+                t.step()
+                await sleep_ms(0)
+                continue
             if (t.needs_resync or t.state != cardtable.OK) and self._inst == 0:
+                self._ask()
+            elif t.needs_snapshot and not self._snapshot and self._inst == 0:
+                self.log.info("sync: card table v%d wants a snapshot (its change store fills)" % t.version)
+                self._snapshot = True
                 self._ask()
             if self._asked is not None and ticks_diff(self.ticks(), self._asked) > self.retry_ms:
                 self._want = True
