@@ -46,10 +46,14 @@ SKIP = b""  # _delta: the change tells this terminal nothing
 
 class Downlink:
     def __init__(self, ledger, keys, keep=5000, log=None):
-        """`keys`: {site: key bytes}; terminals of other sites get nothing."""
+        """`keys`: a backend.site_keys.SiteKeys, or {site: master secret bytes}; each
+        terminal's messages are signed with its own derived key; terminals of other sites
+        get nothing."""
+        from backend.site_keys import SiteKeys
+
         self.led = ledger
         self.db = ledger.db
-        self.keys = dict((s, signing.Key(k)) for s, k in keys.items())
+        self.keys = keys if isinstance(keys, SiteKeys) else SiteKeys(keys, ledger.db)
         self.keep = keep
         self.log = log or (lambda m: None)
         self.db.executescript(SCHEMA)
@@ -171,7 +175,13 @@ class Downlink:
 
     def _seal(self, site, tid, kind, version, body=b"", arg=0, index=0, total=0):
         t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-        return t, signing.encode(self.keys[site], t.encode(), kind, version, body, arg, index, total)
+        return t, signing.encode(self.keys.down(site, tid), t.encode(), kind, version, body, arg, index, total)
+
+    def _reseal(self, site, tid, topic, msg):
+        """A kept message with the tag of the terminal's current key (its keys may have been
+        rotated since it was first sent): the same message, byte for byte, but the tag."""
+        body = msg[:len(msg) - signing.TAG]
+        return body + self.keys.down(site, tid).tag(topic.encode(), body)
 
     def _snapshot(self, number, tid, site, w, version):
         """Messages of a snapshot at `version`; the stream jumps to it (caller's transaction)."""
@@ -269,7 +279,7 @@ class Downlink:
                                            "ORDER BY version", (number, have)).fetchall()
                     if len(sent) == version - have and all(p is not None for _, p in sent):
                         t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-                        out = [(t, p) for _, p in sent]  # the missed deltas, byte for byte
+                        out = [(t, self._reseal(site, tid, t, p)) for _, p in sent]  # the missed deltas
                     else:
                         out = self._snapshot(number, tid, site, w, version + 1)
                 else:

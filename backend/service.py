@@ -63,6 +63,7 @@ class Backend:
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
+        self.unsigned = 0  # batches refused for a missing or wrong uplink tag
         self.conflicts = 0  # records kept in uplink_conflicts by this process
         self.topups = None
         if payments is not None:
@@ -151,6 +152,18 @@ class Backend:
         except protocol.ProtocolError as e:
             self.log("backend: bad topic %r: %s" % (topic, e))
             return
+        if self.downlink is not None and site in self.downlink.keys:
+            # docs/security.md: only the terminal's own uplink key books a purchase; broker
+            # credentials alone (or another terminal's keys) cannot.
+            try:
+                payload = self.downlink.keys.check_uplink(site, tid, topic.encode(), payload)
+            except (signing.DownlinkError, KeyError, protocol.ProtocolError) as e:
+                self.rejected += 1
+                self.unsigned += 1
+                self.ledger.reject(tid, "uplink signature: %s" % (e.why if hasattr(e, "why") else e), payload[:4096])
+                self.log("backend: SECURITY: refused batch on %s: uplink signature: %s; nothing booked, not acknowledged"
+                         % (topic, e.why if hasattr(e, "why") else e))
+                return
         try:
             res = self.ledger.apply_batch(site, tid, payload)
         except protocol.ProtocolError as e:
@@ -174,7 +187,7 @@ class Backend:
         ack = protocol.encode_ack(res.watermark, int(self.clock()))
         t_ack = protocol.topic(site, tid, protocol.ACK)
         if self.downlink is not None and site in self.downlink.keys:
-            ack = signing.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
+            ack = signing.seal_json(self.downlink.keys.down(site, tid), t_ack.encode(), ack)  # signed like every downlink
         await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
             await self._downlink(self.downlink.pump)  # the new balances and included_seq
