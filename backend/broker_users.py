@@ -36,9 +36,9 @@ def new_password():
             return pw
 
 
-def backend_acl():
+def backend_acl(user=BACKEND_USER):
     """The backend's ACL block: reads every uplink, writes every downlink."""
-    return "user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % BACKEND_USER
+    return "user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % user
 
 
 def terminal_acl(site, tid):

@@ -32,12 +32,12 @@ def master_id(master):
 
 
 def ensure_schema(db):
+    """Create the table (outside any transaction: executescript commits first)."""
     db.executescript(SCHEMA)
 
 
 def entry(db, number):
-    """(cur_master, cur_gen, old_master, old_gen) of a terminal, or None."""
-    ensure_schema(db)
+    """(cur_master, cur_gen, old_master, old_gen) of a terminal, or None (table made by ensure_schema)."""
     return db.execute("SELECT cur_master, cur_gen, old_master, old_gen FROM terminal_keys WHERE terminal = ?",
                       (number,)).fetchone()
 
@@ -45,8 +45,7 @@ def entry(db, number):
 def rotate(db, number, master):
     """Give terminal `number` the next generation of keys under `master` (bytes); the keys
     it held stay accepted for uplink until the new ones are used. Returns the new
-    generation. The caller commits."""
-    ensure_schema(db)
+    generation. The caller has run ensure_schema and commits."""
     mid = master_id(master)
     row = entry(db, number)
     if row is None:

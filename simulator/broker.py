@@ -25,6 +25,7 @@ from cpos.net.messages import terminal_id
 from simulator.terminal import free_port
 
 SITE = "skole-nord"
+INJECTOR = "injector"
 
 
 class Broker:
@@ -36,7 +37,10 @@ class Broker:
         self.tls = {}  # tid -> its config's mqtt.tls (hex DER)
         self.host = "127.0.0.1"
         self.persistence = persistence
-        self.users = {BACKEND_USER: new_password()}
+        # `injector`: a second login with the backend's rights, for tests that publish as
+        # the backend would without taking over the backend's own session (the broker binds
+        # the client id to the login: docs/broker.md).
+        self.users = {BACKEND_USER: new_password(), INJECTOR: new_password()}
         for n in terminals:
             self.users[terminal_id(n)] = new_password()
         self.proc = None
@@ -55,6 +59,7 @@ class Broker:
         acl = os.path.join(self.dir, "acl")
         with open(acl, "w") as f:
             f.write(backend_acl())
+            f.write(backend_acl(INJECTOR))
             for n in terminals:
                 f.write(terminal_acl(self.site, terminal_id(n)))
         os.chmod(acl, 0o600)
@@ -93,6 +98,14 @@ class Broker:
 
     def terminal_tls(self, tid):
         return self.tls[tid]
+
+    def secret_file(self, name, text):
+        """A file of this broker's folder holding a secret (mode 0600): how a test hands the
+        backend its password or a site key (never on a command line)."""
+        path = os.path.join(self.dir, name)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(text + "\n")
+        return path
 
     def start(self, timeout=10):
         assert self.proc is None or self.proc.poll() is not None
