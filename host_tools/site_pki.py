@@ -171,3 +171,25 @@ def serial_and_cn(cert_pem):
 
     c = x509.load_pem_x509_certificate(cert_pem if isinstance(cert_pem, bytes) else cert_pem.encode())
     return c.serial_number, c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+CRL = "crl.pem"
+
+
+def write_crl(site_dir, revoked_serials):
+    """The site's certificate revocation list (mosquitto `crlfile`): every serial given."""
+    x509, hashes, _, _, _, _ = _x509()
+    from cryptography.hazmat.primitives import serialization
+
+    ca_key, ca_cert = _load_ca(site_dir)
+    now = _now()
+    b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
+         .next_update(now + datetime.timedelta(days=365 * _YEARS)))
+    for serial in sorted(set(revoked_serials)):
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                      .revocation_date(now).build())
+    crl = b.sign(ca_key, hashes.SHA256())
+    path = os.path.join(site_dir, CRL)
+    tmp = path + ".new"
+    _write_public(tmp, crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, path)
