@@ -24,14 +24,15 @@ STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED
 
 
 class Site:
-    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH, clock=None):
+    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH, clock=None,
+                 tls=False):
         self.scenario = scenario
         # The scenario's clock (UTC seconds), which the terminals run on too: every row the
         # ledger stamps (opening balances, top-ups, ...) is on the purchases' time line.
         self.clock = clock or (lambda: float(scenario.start))
         self.dir = os.path.join(workdir, "site")
         self.numbers = [t["no"] for t in scenario.terminals]
-        self.broker = Broker(os.path.join(self.dir, "broker"), site=scenario.site, terminals=self.numbers)
+        self.broker = Broker(os.path.join(self.dir, "broker"), site=scenario.site, terminals=self.numbers, tls=tls)
         self.ledger = None
         self.backend = None
         self._task = None
@@ -75,10 +76,14 @@ class Site:
         """What a terminal's config.json needs to reach this site's broker."""
         tid = messages.terminal_id(spec["no"])
         down, up = terminal_keys(self.site_key, tid, 0)
+        mqtt = {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
+                "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
+                "backoff_max_ms": 4000}  # a quick comeback after a simulated outage
+        if self.broker.tls_port is not None:  # the site's TLS listener, this terminal's client certificate
+            del mqtt["password"]
+            mqtt.update(port=self.broker.tls_port, tls=dict(self.broker.terminal_tls(tid), server_name="localhost"))
         return {"terminal_id": tid, "site": self.scenario.site, "keys": {"down": down.hex(), "up": up.hex()},
-                "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
-                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
-                         "backoff_max_ms": 4000}}  # a quick comeback after a simulated outage
+                "mqtt": mqtt}
 
     # -- the backend -------------------------------------------------------------------
     def backend_up(self):
