@@ -2,7 +2,7 @@
 
     python -m backend serve --ledger FILE --port N --password-file F --site-key-file SITE=F [...]
     python -m backend --ledger FILE --port N --password-file F [...]      (same: the old form)
-    python -m backend rotate-keys --ledger FILE --site-dir DIR --terminal 7   (docs/technician.md)
+    python -m backend rotate-master --ledger FILE --site-dir DIR     (docs/technician.md)
     python -m backend top-up --ledger FILE --account 7 --kr 200
     python -m backend block --ledger FILE --card 884263sae
     python -m backend conflicts --ledger FILE [--terminal 7] [--json]
@@ -164,6 +164,10 @@ def _do(a, led):
         return _account_summary(led, a.account)
     if c == "conflicts":
         return _conflicts(led, a.terminal, a.json)
+    if c == "rotate-master":
+        from backend.site_keys import rotate_master
+
+        return rotate_master(a.site_dir, led.db)
     if c == "payment-card":
         prov = PaymentProvider(_payments(a))
         prov.add_card(a.ref, a.expiry, a.funds_kr * 100)
@@ -261,6 +265,9 @@ def _parser():
                             "record (a wiped or replaced journal): not booked, for staff to settle")
     p.add_argument("--terminal", type=int, help="only this terminal's (number, e.g. 7 for t0007)")
     p.add_argument("--json", action="store_true", help="one JSON object per conflict")
+    p = action("rotate-master", "start (or, run again, finish) a rotation of the site's master secret "
+                                "(docs/technician.md); terminals keep working throughout")
+    p.add_argument("--site-dir", required=True, help="the site folder (its site_key)")
     payments = argparse.ArgumentParser(add_help=False)
     payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default LEDGER.payments)")
     p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")

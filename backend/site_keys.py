@@ -132,3 +132,35 @@ class SiteKeys:
             if key is not None:
                 return signing.open_json(key, topic, payload)
         raise err or signing.DownlinkError("no key")
+
+
+def rotate_master(site_dir, db):
+    """Start or finish a rotation of the site's master secret (`python -m backend
+    rotate-master`). Start: the current `site_key` becomes `site_key.previous` and a new
+    one is made (mode 0600); terminals keep the keys they hold (derived from the previous
+    master, which the restarted backend still has) until each is re-provisioned with
+    `cpos provision --rotate`. Finish (`site_key.previous` exists): refused while a
+    terminal still holds keys of the previous master; else the previous master is deleted.
+    Returns a line for the operator."""
+    import os
+    import secrets
+
+    key = os.path.join(site_dir, "site_key")
+    prev = key + ".previous"
+    ensure_schema(db)
+    if os.path.exists(prev):
+        with open(prev) as f:
+            old = master_id(bytes.fromhex(f.read().strip()))
+        left = [r[0] for r in db.execute("SELECT terminal FROM terminal_keys WHERE cur_master = ? OR old_master = ? "
+                                         "ORDER BY terminal", (old, old))]
+        if left:
+            raise ValueError("the previous master is still held by %s: run cpos provision --rotate for them first"
+                             % ", ".join("t%04d" % n for n in left))
+        os.remove(prev)
+        return "master rotation finished: the previous master is deleted; restart the backend"
+    os.replace(key, prev)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return ("new master made, the old one kept as site_key.previous: restart the backend, re-provision every "
+            "terminal with cpos provision --rotate, then run rotate-master again to finish")
