@@ -112,3 +112,23 @@ def test_the_backend_refuses_secrets_on_its_command_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "backend", "serve", "--ledger", "x.db", "--password-file", str(loose)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "readable by other users" in p.stderr, p.stderr
+
+
+def test_site_init_makes_the_pki_and_every_secret_file_owner_only(tmp_path):
+    from host_tools import site as sites
+
+    site_dir = tmp_path / "site"
+    sites.init(str(site_dir), str(tmp_path / "l.db"), say=lambda m: None, site="skole-nord",
+               broker_names=["broker.skole-nord.local", "127.0.0.1"])
+    for secret in ("site_key", "ca.key", "broker.key", "backend.password", "passwd", "acl"):
+        assert oct(os.stat(site_dir / secret).st_mode & 0o777) == "0o600", secret
+    conf = (site_dir / "mosquitto.conf").read_text()
+    assert "require_certificate true" in conf and "crlfile %s" % (site_dir / "crl.pem") in conf
+    # the broker's certificate carries the names given, signed by the site CA
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((site_dir / "broker.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "broker.skole-nord.local" in names.get_values_for_type(x509.DNSName)
+    ca = x509.load_pem_x509_certificate((site_dir / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
