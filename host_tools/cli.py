@@ -401,7 +401,7 @@ def parser():
     site_sub = p.add_subparsers(dest="site_cmd", required=True, metavar="ACTION", parser_class=CposParser)
     p.commands = {}
     s = site_sub.add_parser("init", help="create the site folder and ledger (refuses an existing site)",
-                            description="create the site folder (site_key, passwd, acl) and the ledger; "
+                            description="create the site folder (site_key, CA and broker certificate, mosquitto.conf, passwd, acl) and the ledger; "
                                         "refuses an existing site",
                             epilog="example:\n  " + EXAMPLES["site"], formatter_class=argparse.RawDescriptionHelpFormatter)
     s.top = ap

@@ -1,18 +1,21 @@
-"""Provision a terminal: its identity, config.json, broker login and backend entry.
+"""Provision a terminal: its identity, config.json, broker login, keys and backend entry.
 
 Owns what makes a board terminal `t%04d` of a site. The site folder (`--site-dir`,
 made once by `cpos site init`, host_tools/site.py) holds what the site's broker and
-backend read: `site_key` (the HMAC key of downlink messages), `passwd` (mosquitto
-password file, hashed with `mosquitto_passwd -U`) and `acl` (each terminal publishes
-only its own uplink and reads only its own downlink: simulator/broker.py); a folder or
-ledger that does not exist is refused, never created. The config is the terminal's
-earlier config.json (read from the device: Wi-Fi, POS link and other settings are
-kept; --fresh drops them) with provisioning's identity, broker login and key over it
-and then the `--set` overrides, validated by the firmware's own cpos.config.validate.
-Everything is checked (site, ledger, board, device, config, the hashed login) before
-anything is written; the device gets /config.json.new (copied as a file: no password
-on a command line) renamed over /config.json (a cut leaves the old one), then the
-broker files and the ledger entry.
+backend read: `site_key` (the site's master secret), the site CA, `passwd` and `acl`
+(each terminal publishes only its own uplink and reads only its own downlink); a folder
+or ledger that does not exist is refused, never created. The terminal gets a client
+certificate signed by the site CA (its broker login over TLS; `--plain`: a password for
+the loopback listener instead) and its own two keys derived from the master for this
+provisioning's generation (backend/site_keys.py); the master never leaves the folder.
+The config is the terminal's earlier config.json (read from the device: Wi-Fi, POS link
+and other settings are kept; --fresh drops them) with provisioning's identity, login
+and keys over it and then the `--set` overrides (never a secret: those come from files
+or the environment), validated by the firmware's own cpos.config.validate.
+Everything is checked (site, ledger, board, device, config) before anything is written;
+the device gets /config.json.new (copied as a file: no secret on a command line)
+renamed over /config.json (a cut leaves the old one), then the broker files, the
+revocation list and the ledger entry with the key generation.
 """
 import ast
 import hashlib
