@@ -1,7 +1,8 @@
 """`python -m backend ACTION --ledger FILE ...`: run the backend, or do one portal action.
 
-    python -m backend serve --ledger FILE --port N --password PW [...]
-    python -m backend --ledger FILE --port N --password PW [...]      (same: the old form)
+    python -m backend serve --ledger FILE --port N --password-file F --site-key-file SITE=F [...]
+    python -m backend --ledger FILE --port N --password-file F [...]      (same: the old form)
+    python -m backend rotate-master --ledger FILE --site-dir DIR     (docs/technician.md)
     python -m backend top-up --ledger FILE --account 7 --kr 200
     python -m backend block --ledger FILE --card 884263sae
     python -m backend conflicts --ledger FILE [--terminal 7] [--json]
@@ -29,11 +30,15 @@ from backend.topup import TopupProcessor
 
 def _serve(a):
     from backend.service import Backend
+    from backend import secrets_in
 
-    keys = {}
-    for sk in a.site_key:
-        site, _, hexkey = sk.partition("=")
-        keys[site] = bytes.fromhex(hexkey)
+    try:
+        password = secrets_in.broker_password(a.password_file)
+        keys = secrets_in.site_masters(a.site_key_file)
+    except secrets_in.SecretError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    a.password = password
     from backend.trust import RecordChecks
 
     ledger = Ledger(a.db, checks=RecordChecks(max_amount=a.max_amount_kr * 100, max_age_s=a.max_record_age_days * 86400,
@@ -189,6 +194,10 @@ def _do(a, led):
         except ValueError as e:
             raise PortalError("terminal %d: %s" % (a.terminal, e))
         return "t%04d: downlink stream at v%d; its next sync request brings a snapshot above it" % (a.terminal, v)
+    if c == "rotate-master":
+        from backend.site_keys import rotate_master
+
+        return rotate_master(a.site_dir, led.db)
     if c == "payment-card":
         prov = PaymentProvider(_payments(a))
         prov.add_card(a.ref, a.expiry, a.funds_kr * 100)
@@ -219,7 +228,9 @@ def _parser():
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=1883)
     s.add_argument("--user", default="backend")
-    s.add_argument("--password", required=True)
+    s.add_argument("--password-file", metavar="FILE",
+                   help="file holding the backend's broker password (mode 0600); or set $CPOS_BROKER_PASSWORD. "
+                        "Never on the command line: any user can read it in ps")
     s.add_argument("--client-id", default="cpos-backend")
     s.add_argument("--payments", default=None,
                    help="the simulated payment provider's SQLite file (default LEDGER.payments; 'off': "
@@ -228,8 +239,9 @@ def _parser():
                    help="fault injection: SIGKILL itself right after committing the Nth batch")
     s.add_argument("--crash-after-charge", action="store_true",
                    help="fault injection: SIGKILL itself after the payment provider took a top-up, before booking it")
-    s.add_argument("--site-key", action="append", default=[], metavar="SITE=HEX",
-                   help="run the downlink for SITE, signing with this 64-hex-digit key (repeatable)")
+    s.add_argument("--site-key-file", action="append", default=[], metavar="SITE=FILE",
+                   help="run the downlink and check uplink signatures for SITE with the master secret in FILE "
+                        "(the site folder's site_key; FILE.previous too during a master rotation; repeatable)")
     s.add_argument("--poll-ms", type=int, default=50, help="how often the downlink looks for new changes")
     s.add_argument("--coalesce-ms", type=int, default=500,
                    help="balance-like changes gather this long before the downlink sends them (default 500)")
@@ -301,6 +313,9 @@ def _parser():
                                 "terminal reports as its stream's (the backend otherwise refuses a version "
                                 "it never sent)")
     p.add_argument("--terminal", type=int, required=True, help="the terminal's number, e.g. 7 for t0007")
+    p = action("rotate-master", "start (or, run again, finish) a rotation of the site's master secret "
+                                "(docs/technician.md); terminals keep working throughout")
+    p.add_argument("--site-dir", required=True, help="the site folder (its site_key)")
     payments = argparse.ArgumentParser(add_help=False)
     payments.add_argument("--payments", help="the simulated payment provider's SQLite file (default LEDGER.payments)")
     p = sub.add_parser("payment-card", parents=[db, payments], help="store a card at the simulated payment provider")
@@ -317,6 +332,13 @@ def main(argv=None):
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["serve"] + argv  # the original flag form runs the service
     ap = _parser()
+    for arg in argv:  # docs/security.md: a secret on a command line is visible to every user (ps)
+        for flag in ("--password", "--site-key"):
+            if arg == flag or arg.startswith(flag + "="):
+                print("error: %s is no longer taken on the command line (every user can read it in ps): use %s"
+                      % (flag, "--password-file FILE or $CPOS_BROKER_PASSWORD" if flag == "--password"
+                         else "--site-key-file SITE=FILE"), file=sys.stderr)
+                return 2
     a = ap.parse_args(argv)
     if a.db is None:
         ap.error("the following arguments are required: --ledger")

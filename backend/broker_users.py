@@ -13,6 +13,14 @@ import secrets
 import shutil
 
 BACKEND_USER = "backend"
+# The backend's second connection (sync requests, health, status: backend.service), the same
+# password: the broker binds each client id to its login, so a second session needs a second login.
+BACKEND_CONTROL_USER = BACKEND_USER + "-ctl"
+
+
+def control_user(user):
+    """The login of the backend's second connection for backend login `user`."""
+    return user + "-ctl"
 
 
 def find_tool(name):
@@ -36,9 +44,11 @@ def new_password():
             return pw
 
 
-def backend_acl():
-    """The backend's ACL block: reads every uplink, writes every downlink."""
-    return "user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % BACKEND_USER
+def backend_acl(user=BACKEND_USER):
+    """The backend's ACL blocks: its login reads every uplink and writes every downlink; its
+    control login (the second connection) only reads the uplink."""
+    return ("user %s\ntopic read cpos/v1/+/+/up/#\ntopic write cpos/v1/+/+/down/#\n\n" % user +
+            "user %s\ntopic read cpos/v1/+/+/up/#\n\n" % control_user(user))
 
 
 def terminal_acl(site, tid):

@@ -72,12 +72,16 @@ _URGENT = ("block", "unblock", "replace", "new_card")  # never held back to be c
 
 class Downlink:
     def __init__(self, ledger, keys, keep=5000, log=None, coalesce_s=0.0, monotonic=None):
-        """`keys`: {site: key bytes}; terminals of other sites get nothing. `coalesce_s`: how
-        long `pump` lets balance-like changes gather before sending (one account changed
-        twice in that window sends one delta); a block, unblock, replace or new card goes at once."""
+        """`keys`: a backend.site_keys.SiteKeys, or {site: master secret bytes}; each
+        terminal's messages are signed with its own derived key; terminals of other sites
+        get nothing. `coalesce_s`: how long `pump` lets balance-like changes gather before
+        sending (one account changed twice in that window sends one delta); a block,
+        unblock, replace or new card goes at once."""
+        from backend.site_keys import SiteKeys
+
         self.led = ledger
         self.db = ledger.db
-        self.keys = dict((s, signing.Key(k)) for s, k in keys.items())
+        self.keys = keys if isinstance(keys, SiteKeys) else SiteKeys(keys, ledger.db)
         self.keep = keep
         self.log = log or (lambda m: None)
         _schema(self.db)
@@ -215,7 +219,13 @@ class Downlink:
 
     def _seal(self, site, tid, kind, version, body=b"", arg=0, index=0, total=0):
         t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-        return t, signing.encode(self.keys[site], t.encode(), kind, version, body, arg, index, total)
+        return t, signing.encode(self.keys.down(site, tid), t.encode(), kind, version, body, arg, index, total)
+
+    def _reseal(self, site, tid, topic, msg):
+        """A kept message with the tag of the terminal's current key (its keys may have been
+        rotated since it was first sent): the same message, byte for byte, but the tag."""
+        body = msg[:len(msg) - signing.TAG]
+        return body + self.keys.down(site, tid).tag(topic.encode(), body)
 
     def _snapshot(self, number, tid, site, w, version):
         """Messages of a snapshot at `version`; the stream jumps to it (caller's transaction)."""
@@ -306,7 +316,7 @@ class Downlink:
                                            "version > ? ORDER BY version", (number, have)):
             if p is None or (v if first is None else first) > covered + 1:
                 return None
-            out.append((t, p))
+            out.append((t, self._reseal(site, tid, t, p)))  # the same bytes, the terminal's current tag
             covered = v
         return out if covered == version else None
 

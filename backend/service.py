@@ -26,7 +26,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from backend import trust
+from backend import broker_users, trust
 from cpos import log as logmod
 from cpos.net import signing
 from cpos.net import messages as protocol
@@ -56,7 +56,9 @@ class Backend:
         # Everything that carries no money (sync requests, health, status) arrives on a second
         # connection: a terminal flooding those topics fills that stream, never the one the
         # batches queue in, so the other terminals' acknowledgements do not wait behind it.
-        self.control = MQTTClient(client_id + "-ctl", host, port, user, password, keepalive=30, clean=True,
+        # Its own login (the broker binds a client id to the login), the same password.
+        self.control = MQTTClient(client_id + "-ctl", host, port, broker_users.control_user(user), password,
+                                  keepalive=30, clean=True,
                                   backoff_min_ms=100, backoff_max_ms=2000,
                                   max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
         self.control.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
@@ -79,6 +81,7 @@ class Backend:
         self.crash_after_apply = crash_after_apply  # fault injection: SIGKILL self after the Nth commit
         self.applied = 0
         self.rejected = 0
+        self.unsigned = 0  # batches refused for a missing or wrong uplink tag
         self.conflicts = 0  # records kept in uplink_conflicts by this process
         self.topups = None
         if payments is not None:
@@ -180,6 +183,18 @@ class Backend:
         except protocol.ProtocolError as e:
             self.log("backend: bad topic %r: %s" % (topic, e))
             return
+        if self.downlink is not None and site in self.downlink.keys:
+            # docs/security.md: only the terminal's own uplink key books a purchase; broker
+            # credentials alone (or another terminal's keys) cannot.
+            try:
+                payload = self.downlink.keys.check_uplink(site, tid, topic.encode(), payload)
+            except (signing.DownlinkError, KeyError, protocol.ProtocolError) as e:
+                self.rejected += 1
+                self.unsigned += 1
+                self.ledger.reject(tid, "uplink signature: %s" % (e.why if hasattr(e, "why") else e), payload[:4096])
+                self.log("backend: SECURITY: refused batch on %s: uplink signature: %s; nothing booked, not acknowledged"
+                         % (topic, e.why if hasattr(e, "why") else e))
+                return
         try:
             res = self.ledger.apply_batch(site, tid, payload)
         except protocol.ProtocolError as e:
@@ -208,7 +223,7 @@ class Backend:
         ack = protocol.encode_ack(res.watermark, int(self.clock()))
         t_ack = protocol.topic(site, tid, protocol.ACK)
         if self.downlink is not None and site in self.downlink.keys:
-            ack = signing.seal_json(self.downlink.keys[site], t_ack.encode(), ack)  # signed like every downlink
+            ack = signing.seal_json(self.downlink.keys.down(site, tid), t_ack.encode(), ack)  # signed like every downlink
         await self.client.publish(t_ack, ack, qos=1, retain=True, wait=False)
         if self.downlink is not None:
             await self._downlink(self.downlink.pump)  # the new balances and included_seq

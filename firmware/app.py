@@ -494,8 +494,18 @@ class App:
         from cpos.net.uplink import Uplink
         from cpos.net.journal_feed import JournalFeed
 
+        from cpos.net.signing import MAX_MESSAGE
+
+        ctx = None
+        if m.get("tls") is not None:  # docs/security.md: the broker verified, this terminal's certificate
+            from cpos.net import tls
+
+            ctx = tls.context(m["tls"])
+        # nothing the backend sends is larger than a downlink message: refuse more (docs/security.md)
         self.mqtt = MQTTClient(self.cfg.terminal_id, m["host"], m["port"], m["user"], m["password"],
-                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log)
+                               keepalive=m["keepalive"], backoff_max_ms=m["backoff_max_ms"], log=self.log,
+                               max_packet=MAX_MESSAGE + 256, ssl=ctx,
+                               server_hostname=(m.get("tls") or {}).get("server_name"))
         limit = None
         if self.cfg.site_key is not None:
             # A record leaves the journal only once the synced table includes it too:
@@ -504,7 +514,8 @@ class App:
         self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.clock.now,
-                             log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key)
+                             log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key,
+                             up_key=self.cfg.up_key)
         self.mqtt.will = self.uplink.will()
         tasks = (("mqtt", self._network()), ("uplink", self.uplink.run()))
         if self.cfg.site_key is None:

@@ -142,12 +142,13 @@ def cmd_deploy(a):
 
 
 def cmd_site(a):
-    sites.init(a.site_dir, a.ledger)
+    sites.init(a.site_dir, a.ledger, site=a.site, broker_names=a.broker_host)
 
 
 def cmd_provision(a):
     provision.provision(a.port, a.terminal, a.site, a.place, a.kind, a.board, a.broker_host, a.site_dir,
-                        a.ledger, a.set or (), fresh=a.fresh, flash_mb=a.flash_mb, cards=a.cards)
+                        a.ledger, a.set or (), fresh=a.fresh, plain=a.plain, rotate=a.rotate,
+                        wifi_password_file=a.wifi_password_file, flash_mb=a.flash_mb, cards=a.cards)
 
 
 def _status(port):
@@ -422,7 +423,7 @@ def parser():
     site_sub = p.add_subparsers(dest="site_cmd", required=True, metavar="ACTION", parser_class=CposParser)
     p.commands = {}
     s = site_sub.add_parser("init", help="create the site folder and ledger (refuses an existing site)",
-                            description="create the site folder (site_key, passwd, acl) and the ledger; "
+                            description="create the site folder (site_key, CA and broker certificate, mosquitto.conf, passwd, acl) and the ledger; "
                                         "refuses an existing site",
                             epilog="example:\n  " + EXAMPLES["site"], formatter_class=argparse.RawDescriptionHelpFormatter)
     s.top = ap
@@ -430,6 +431,10 @@ def parser():
     s.add_argument("--site-dir", required=True, help="the site folder to create")
     s.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite): created, or an "
                                                    "existing ledger kept")
+    s.add_argument("--site", help="the site's name, for its CA (default: the folder's name)")
+    s.add_argument("--broker-host", action="append",
+                   help="a name or address terminals reach the broker by, put in its TLS certificate "
+                        "(repeatable; default: this machine's name, localhost, 127.0.0.1)")
     p = add("provision", "give a terminal its identity, config.json, broker login and backend entry")
     p.add_argument("--terminal", type=int, help="terminal number (its id is t%%04d); required")
     _alias(p, "--number", "terminal")
@@ -441,6 +446,14 @@ def parser():
     p.add_argument("--site-dir", required=True, help="site folder from cpos site init: site_key, broker passwd and acl")
     p.add_argument("--ledger", required=True, help="the reference backend's ledger (SQLite), from cpos site init")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. mqtt.port=8883")
+    p.add_argument("--rotate", action="store_true",
+                   help="new login and keys for a terminal provisioned before; its old certificate is revoked and "
+                        "its old keys die once the new ones are used (pending purchases are kept)")
+    p.add_argument("--plain", action="store_true",
+                   help="a password login on the broker's loopback listener instead of TLS with a client "
+                        "certificate (only for a terminal on the broker's own machine)")
+    p.add_argument("--wifi-password-file", metavar="FILE",
+                   help="the Wi-Fi password (or $CPOS_WIFI_PASSWORD); never --set wifi.password=")
     p.add_argument("--fresh", action="store_true",
                    help="drop the settings of the terminal's earlier config.json (Wi-Fi, POS link, ...) "
                         "instead of keeping them")

@@ -110,11 +110,12 @@ class Run:
         if self.progress is not None:
             self.progress.event(self.at(), term_id, text)
 
-    def prepare(self, terminal_config=None):
+    def prepare(self, terminal_config=None, tls=False):
         """Build the bundle and provision every terminal (config, flash, card table).
 
         `terminal_config(spec)` may return settings that override a terminal's config.
-        With the uplink on, the site's broker starts and its ledger is seeded first.
+        With the uplink on, the site's broker starts and its ledger is seeded first;
+        `tls`: the terminals reach it over TLS with their client certificates.
         """
         self.sntp = SNTPServer(self.clock).start()
         time_user_config = terminal_config
@@ -126,7 +127,7 @@ class Run:
             cfg["time"] = t
             return cfg
         if self.scenario.uplink:
-            self.site = Site(self.scenario, self.workdir, clock=self.clock)
+            self.site = Site(self.scenario, self.workdir, clock=self.clock, tls=tls)
             self.site.start()
             self._say("site %s: mosquitto on 127.0.0.1:%d, backend ledger %s" % (
                 self.scenario.site, self.site.broker.port, self.site.ledger.path))

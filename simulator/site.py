@@ -3,8 +3,8 @@
 Owns, for one simulator run with the uplink on: a real broker (simulator/broker.py:
 per-terminal users and ACL on a free loopback port), the backend's ledger seeded from
 the scenario (accounts, cards, places, limits, terminals), the backend service in this
-process's event loop (with the downlink: a fresh per-site key each run, given to the
-terminals' config as `site_key`), the site events of a scenario (broker or backend down / up), the
+process's event loop (with the downlink: a fresh site master secret each run; each
+terminal's config gets only its own derived `keys`), the site events of a scenario (broker or backend down / up), the
 terminals' `mqtt` config, waiting for every journal to drain, and the exactly-once
 check of the ledger against what the tills heard.
 """
@@ -17,26 +17,28 @@ from cpos.net import messages
 from backend import Backend, Ledger, downlink
 from backend.payments import PaymentProvider
 from backend.broker_users import BACKEND_USER
+from backend.site_keys import terminal_keys
 from simulator.broker import Broker
 
 STATUS_NAMES = {rules.ACTIVE: "active", rules.BLOCKED: "blocked", rules.REPLACED: "replaced"}
 
 
 class Site:
-    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH, clock=None):
+    def __init__(self, scenario, workdir, ack_timeout_ms=3000, batch=messages.RECOMMENDED_BATCH, clock=None,
+                 tls=False):
         self.scenario = scenario
         # The scenario's clock (UTC seconds), which the terminals run on too: every row the
         # ledger stamps (opening balances, top-ups, ...) is on the purchases' time line.
         self.clock = clock or (lambda: float(scenario.start))
         self.dir = os.path.join(workdir, "site")
         self.numbers = [t["no"] for t in scenario.terminals]
-        self.broker = Broker(os.path.join(self.dir, "broker"), site=scenario.site, terminals=self.numbers)
+        self.broker = Broker(os.path.join(self.dir, "broker"), site=scenario.site, terminals=self.numbers, tls=tls)
         self.ledger = None
         self.backend = None
         self._task = None
         self.ack_timeout_ms = ack_timeout_ms
         self.batch = batch
-        self.site_key = secrets.token_bytes(32)  # the downlink's per-site key, fresh per run
+        self.site_key = secrets.token_bytes(32)  # the site's master secret, fresh per run
         self.outages = []  # (what, state, monotonic time) as they happened
         self.payments = None
 
@@ -74,10 +76,15 @@ class Site:
     def terminal_config(self, spec):
         """What a terminal's config.json needs to reach this site's broker."""
         tid = messages.terminal_id(spec["no"])
-        return {"terminal_id": tid, "site": self.scenario.site, "site_key": self.site_key.hex(),
-                "mqtt": {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
-                         "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
-                         "backoff_max_ms": 4000}}  # a quick comeback after a simulated outage
+        down, up = terminal_keys(self.site_key, tid, 0)
+        mqtt = {"host": self.broker.host, "port": self.broker.port, "password": self.broker.users[tid],
+                "keepalive": 5, "batch": self.batch, "ack_timeout_ms": self.ack_timeout_ms,
+                "backoff_max_ms": 4000}  # a quick comeback after a simulated outage
+        if self.broker.tls_port is not None:  # the site's TLS listener, this terminal's client certificate
+            del mqtt["password"]
+            mqtt.update(port=self.broker.tls_port, tls=dict(self.broker.terminal_tls(tid), server_name="localhost"))
+        return {"terminal_id": tid, "site": self.scenario.site, "keys": {"down": down.hex(), "up": up.hex()},
+                "mqtt": mqtt}
 
     # -- the backend -------------------------------------------------------------------
     def backend_up(self):

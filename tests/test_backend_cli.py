@@ -110,7 +110,8 @@ def _enrolled_world(capsys, db):
 
 def _serve(broker, db, *extra):
     be = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--ledger", db, "--port", str(broker.port),
-                           "--password=" + broker.users["backend"]] + list(extra), cwd=ROOT, env=cpython_env(),
+                           "--password-file", broker.secret_file("backend.password", broker.users["backend"])]
+                          + list(extra), cwd=ROOT, env=cpython_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert be.stdout.readline().strip() == "backend up"
     return be

@@ -17,7 +17,7 @@ from cpos.net import messages as protocol
 from cpos.rules import ACTIVE, BLOCKED, REPLACED
 from backend import Ledger
 from backend.portal import Portal
-from support.downlink_world import KEY, Link, Standin, UID, publish_raw, seed, start_backend
+from support.downlink_world import KEY, Link, Standin, UID, publish_raw, seed, start_backend, terminal_down_key
 from support.uplink_world import stop
 
 RUNTIMES = ("micropython", "cpython")
@@ -78,7 +78,7 @@ def test_bad_messages_through_the_broker_change_nothing_and_are_logged(world, br
     s0 = t.wait(lambda s: s["status"] == BLOCKED)
     v = s0["version"]
     topic = protocol.topic(broker.site, "t0001", protocol.SYNC_DOWN)
-    key = signing.Key(KEY)
+    key = signing.Key(terminal_down_key(KEY, 1))  # what t0001 holds; the site's master is not on it
     genuine = _sent(led, v)  # the block, exactly as the backend sent it
     unblock = carddelta.encode(v + 1, 0, carddelta.UNBLOCK, uid=bytes.fromhex(UID))
     tampered = bytearray(signing.encode(key, topic, signing.DELTA, v + 1, unblock))

@@ -112,7 +112,7 @@ def provision_args(v, tmp_path, number=7, *extra):
     site = site_init(tmp_path)
     return ["provision", "-p", v.port, "--terminal", number, "--site", SITE, "--place", "school", "--kind", "till",
             "--broker-host", "127.0.0.1", "--site-dir", site, "--ledger", site / "ledger.sqlite",
-            "--set", "mqtt.port=%d" % free_port()] + list(extra)
+            "--set", "mqtt.port=%d" % free_port(), "--plain"] + list(extra)  # a loopback broker: password login
 
 
 def folder_state(path):
@@ -228,7 +228,7 @@ def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_pa
     failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"]), "not a CPOS terminal", "cpos flash")
     failed_in_one_line(cpos(*provision_args(v, tmp_path)), "not a CPOS terminal")
     assert v.tree() == before
-    assert open(tmp_path / "site" / "passwd").read() == ""
+    assert [l.split(":")[0] for l in open(tmp_path / "site" / "passwd").read().splitlines()] == ["backend"]
 
 
 def test_a_port_without_micropython_is_not_a_terminal(plug, bundles):
@@ -299,7 +299,7 @@ def test_provision_writes_config_broker_login_and_backend_entry(plug, bundles, t
     assert cfg2["mqtt"]["password"] != cfg["mqtt"]["password"]
     assert cfg2["removal_window_ms"] == 800  # the earlier --set is kept
     passwd = open(tmp_path / "site" / "passwd").read().splitlines()
-    assert [l.split(":")[0] for l in passwd] == ["t0007"]
+    assert [l.split(":")[0] for l in passwd] == ["backend", "t0007"]  # the backend's loopback login, made at init
     assert open(tmp_path / "site" / "site_key").read().strip() == key  # one key per site
     broker = _mosquitto(str(tmp_path / "site"), port)
     try:
@@ -410,8 +410,7 @@ def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundle
     v = plug()
     assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
     assert cpos(*provision_args(v, tmp_path)).returncode == 0
-    with open(tmp_path / "site" / "site_key") as f:
-        key = signing.Key(bytes.fromhex(f.read().strip()))
+    key = signing.Key(bytes.fromhex(json.loads(v.read("config.json"))["keys"]["down"]))  # the terminal's own
     topic = messages.topic(SITE, "t0007", messages.SYNC_DOWN)
     # Unblocking a card without the site key; then a genuine "you are current" answer to a
     # request the terminal never made (an old one, recorded and sent again).
@@ -690,7 +689,8 @@ def test_site_init_makes_a_site_once(tmp_path):
     assert p.returncode == 0, p.stderr
     key = open(site / "site_key").read().strip()
     assert len(bytes.fromhex(key)) == 32 and oct(os.stat(site / "site_key").st_mode & 0o777) == "0o600"
-    assert open(site / "acl").read() == broker_users.backend_acl() and open(site / "passwd").read() == ""
+    assert open(site / "acl").read() == broker_users.backend_acl()
+    assert [l.split(":")[0] for l in open(site / "passwd").read().splitlines()] == ["backend"]
     led = Ledger(str(site / "ledger.sqlite"))
     assert led.db.execute("SELECT count(*) FROM terminals").fetchone() == (0,)
     led.close()
@@ -734,7 +734,9 @@ def test_reprovisioning_keeps_earlier_settings_unless_told(plug, bundles, tmp_pa
     v = plug()
     assert cpos("deploy", "-p", v.port, bundles["v1"]).returncode == 0
     pos = '{"link": "uart", "uart": 1, "tx": 32, "rx": 33, "baud": 115200}'
-    p = cpos(*provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine", "--set", "wifi.password=test-only",
+    wifi = tmp_path / "wifi.txt"
+    wifi.write_text("test-only\n")
+    p = cpos(*provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine", "--wifi-password-file", wifi,
                              "--set", "pos=" + pos, "--set", "removal_window_ms=700"))
     assert p.returncode == 0, p.stderr
     first = json.loads(v.read("config.json"))
@@ -832,12 +834,15 @@ def test_provision_puts_no_password_on_a_command_line(plug, bundles, tmp_path, m
         return real(cmd, *a, **kw)
 
     monkeypatch.setattr(dev.subprocess, "run", spy)
+    wifi = tmp_path / "wifi.txt"
+    wifi.write_text("wifi-secret-123\n")
     args = [str(x) for x in provision_args(v, tmp_path, 7, "--set", "wifi.ssid=Kantine",
-                                           "--set", "wifi.password=wifi-secret-123")]
+                                           "--wifi-password-file", wifi)]
     assert cli.main(args) == 0, capsys.readouterr().err
     cfg = json.loads(v.read("config.json"))
     assert seen and any(" fs cp " in c for c in seen)
-    for secret in (cfg["mqtt"]["password"], "wifi-secret-123", cfg.get("site_key") or cfg["mqtt"]["password"]):
+    assert cfg["wifi"]["password"] == "wifi-secret-123"
+    for secret in (cfg["mqtt"]["password"], "wifi-secret-123", cfg["keys"]["down"], cfg["keys"]["up"]):
         assert not [c for c in seen if secret in c]
 
 

@@ -22,8 +22,10 @@ POS_LINKS = ("uart", "tcp", "none")
 
 _TOP = ("terminal_id", "terminal_no", "site", "place", "kind", "pn532", "pos", "storage",
         "feedback", "topup_threshold_ore", "removal_window_ms", "watchdog_ms", "mqtt", "wifi", "board", "offline",
-        "site_key", "refund_window_s", "time", "mdb")
-_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms")
+        "site_key", "refund_window_s", "time", "mdb", "keys")
+_MQTT = ("host", "port", "user", "password", "keepalive", "batch", "ack_timeout_ms", "window", "backoff_max_ms",
+         "tls")
+_TLS = ("ca", "cert", "key", "server_name")
 
 
 def _fail(field, must):
@@ -119,11 +121,14 @@ def _mqtt(d, terminal_id, terminal_no, site):
     for key in d:
         if key not in _MQTT:
             _fail("mqtt." + key, "is not a known setting (known: %s)" % ", ".join(_MQTT))
+    tls = _tls(_get(d, "tls", dict, "mqtt.tls", None, False))
     out = {
         "host": _get(d, "host", str, "mqtt.host"),
-        "port": _int_in(d, "port", "mqtt.port", 1, 65535, 1883),
+        "port": _int_in(d, "port", "mqtt.port", 1, 65535, 8883 if tls else 1883),
         "user": _get(d, "user", str, "mqtt.user", terminal_id, False),
-        "password": _get(d, "password", str, "mqtt.password"),
+        # with a client certificate the certificate is the login: no password needed
+        "password": _get(d, "password", str, "mqtt.password", None, not (tls and "cert" in tls)),
+        "tls": tls,
         "keepalive": _int_in(d, "keepalive", "mqtt.keepalive", 5, 600, 30),
         "batch": _int_in(d, "batch", "mqtt.batch", 1, messages.MAX_BATCH_RECORDS, messages.RECOMMENDED_BATCH),
         "ack_timeout_ms": _int_in(d, "ack_timeout_ms", "mqtt.ack_timeout_ms", 1000, 600000, 15000),
@@ -141,16 +146,56 @@ def _mqtt(d, terminal_id, terminal_no, site):
     return out
 
 
-def _site_key(d):
-    """The per-site downlink key (docs/protocol.md "Downlink"): 64 hex digits, or absent."""
-    if "site_key" not in d:
+def _tls(d):
+    """The broker link's TLS (docs/security.md): `ca` the site CA, `cert` and `key` the
+    terminal's own client certificate and key, all DER in hex; `server_name` the name
+    the broker's certificate carries when it is not `mqtt.host`."""
+    if d is None:
         return None
+    for key in d:
+        if key not in _TLS:
+            _fail("mqtt.tls." + key, "is not a known setting (known: %s)" % ", ".join(_TLS))
+    for key in ("ca", "cert", "key"):
+        if key in d or key == "ca":
+            v = _get(d, key, str, "mqtt.tls." + key)
+            if len(v) % 2 or len(v) < 64:
+                _fail("mqtt.tls." + key, "must be a DER object in hex (cpos provision writes it)")
+            for ch in v:
+                if ch not in "0123456789abcdefABCDEF":
+                    _fail("mqtt.tls." + key, "must be a DER object in hex (cpos provision writes it)")
+    if ("cert" in d) != ("key" in d):
+        _fail("mqtt.tls", "needs both cert and key, or neither")
+    if "server_name" in d:
+        _get(d, "server_name", str, "mqtt.tls.server_name")
+    return d
+
+
+def _keys(d):
+    """This terminal's own keys (docs/security.md "Per-terminal keys"): `down` verifies the
+    backend's downlink messages and acks, `up` signs its uplink batches; each 64 hex
+    digits, derived by the backend from the site's master secret and this terminal's id.
+    (None, None) when absent. The site's master never comes here: a `site_key` (the old
+    shared key, which let one terminal forge for all) is refused."""
+    if "site_key" in d:
+        _fail("site_key", "is the old shared site key and is no longer accepted: re-provision the terminal "
+                          "(cpos provision --rotate) to get its own keys")
+    k = d.get("keys")
+    if k is None:
+        return None, None
+    if type(k) is not dict:
+        _fail("keys", "must be an object {\"down\": ..., \"up\": ...}")
     from cpos.net.signing import key_from_hex
 
-    try:
-        return key_from_hex(d["site_key"])
-    except ValueError:
-        _fail("site_key", "must be 64 hex digits (the 32-byte per-site key provisioned at install)")
+    out = []
+    for name in ("down", "up"):
+        try:
+            out.append(key_from_hex(k.get(name)))
+        except ValueError:
+            _fail("keys." + name, "must be 64 hex digits (this terminal's key, written by cpos provision)")
+    for name in k:
+        if name not in ("down", "up"):
+            _fail("keys." + name, "is not a known key (known: down, up)")
+    return out[0], out[1]
 
 
 def _wifi(d):
@@ -230,7 +275,8 @@ class Config:
         self.mqtt = _get(d, "mqtt", dict, "mqtt", None, False)
         if self.mqtt is not None:
             self.mqtt = _mqtt(self.mqtt, self.terminal_id, self.terminal_no, self.site)
-        self.site_key = _site_key(d)
+        # site_key: the key that verifies this terminal's downlink (its own `keys.down`)
+        self.site_key, self.up_key = _keys(d)
         self.wifi = _get(d, "wifi", dict, "wifi", None, False)
         if self.wifi is not None:
             self.wifi = _wifi(self.wifi)

@@ -28,6 +28,9 @@ class Script:
     def __init__(self, items):
         self.items = list(items)
 
+    async def read(self, n=-1):  # the server reads with a fixed bound (cpos.pos.bounded)
+        return await self.readline()
+
     async def readline(self):
         while self.items:
             item = self.items.pop(0)

@@ -127,12 +127,30 @@ def test_wifi_section():
     assert error_of(variant(wifi={"ssid": "k", "psk": "x"})).startswith("config wifi.psk: is not a known")
 
 
-def test_site_key_is_64_hex_digits():
-    assert config.validate(GOOD).site_key is None
-    key = "00112233445566778899aabbccddeeff" * 2
-    assert config.validate(variant(site_key=key)).site_key == bytes(range(0, 256, 17))[:16] * 2
-    for bad in ("0011", key + "00", "zz" * 32, 1234):
-        assert error_of(variant(site_key=bad)).startswith("config site_key: must be 64 hex digits"), bad
+def test_keys_are_the_terminals_own_and_the_shared_site_key_is_refused():
+    assert config.validate(GOOD).site_key is None and config.validate(GOOD).up_key is None
+    down = "00112233445566778899aabbccddeeff" * 2
+    up = "ffeeddccbbaa99887766554433221100" * 2
+    c = config.validate(variant(keys={"down": down, "up": up}))
+    assert c.site_key == bytes(range(0, 256, 17))[:16] * 2 and c.up_key == bytes(range(255, -1, -17))[:16] * 2
+    for bad in ("0011", down + "00", "zz" * 32, 1234, None):
+        assert error_of(variant(keys={"down": bad, "up": up})).startswith("config keys.down: must be 64 hex"), bad
+        assert error_of(variant(keys={"down": down, "up": bad})).startswith("config keys.up: must be 64 hex"), bad
+    assert error_of(variant(keys={"down": down, "up": up, "site": down})).startswith("config keys.site: is not")
+    # the old shared key let one terminal forge for all: a config holding it is refused
+    assert error_of(variant(site_key=down)).startswith("config site_key: is the old shared site key")
+
+
+def test_mqtt_tls_section():
+    der = "30" + "82" * 40
+    tls = {"ca": der, "cert": der, "key": der}
+    m = {"host": "broker.skole-nord.local"}
+    c = config.validate(variant(mqtt=dict(m, tls=tls)))
+    assert c.mqtt["port"] == 8883 and c.mqtt["password"] is None and c.mqtt["tls"]["ca"] == der
+    assert error_of(variant(mqtt=dict(m, tls={"ca": der}))).startswith("config mqtt.password: is missing")
+    assert error_of(variant(mqtt=dict(m, tls={"ca": der, "cert": der}))).startswith("config mqtt.tls: needs both")
+    assert error_of(variant(mqtt=dict(m, tls={"ca": "zz" * 40}))).startswith("config mqtt.tls.ca: must be a DER")
+    assert error_of(variant(mqtt=dict(m, tls=dict(tls, pin="x")))).startswith("config mqtt.tls.pin: is not")
 
 
 def test_offline_policy_settings():

@@ -116,6 +116,9 @@ class SlowScript:
         self.items = list(items)
         self.quiet_ms = quiet_ms
 
+    async def read(self, n=-1):  # the server reads with a fixed bound (cpos.pos.bounded)
+        return await self.readline()
+
     async def readline(self):
         if self.items:
             return self.items.pop(0)
@@ -159,3 +162,45 @@ def test_make_link_builds_what_the_pos_section_says():
         pass
     else:
         raise AssertionError("an unknown link was built")
+
+
+class Trickle:
+    """A POS stream that sends `head`, `filler` bytes of 'x' (made as they are read, so the
+    test itself never holds them) and `tail`, in pieces of at most `n` bytes."""
+
+    def __init__(self, head, filler=0, tail=b"", n=64):
+        self.head, self.filler, self.tail, self.n = head, filler, tail, n
+
+    async def read(self, n):
+        k = min(n, self.n)
+        if self.head:
+            out, self.head = self.head[:k], self.head[k:]
+        elif self.filler:
+            k = min(k, self.filler)
+            self.filler -= k
+            out = b"x" * k
+        else:
+            out, self.tail = self.tail[:k], self.tail[k:]
+        return out
+
+
+def test_a_huge_line_without_newline_is_refused_with_a_fixed_buffer():
+    """1 MB without a newline (issue 14): ERR line-too-long, then the next line is served;
+    nothing of the sender's size is ever allocated (the reader holds one fixed buffer)."""
+    import gc
+
+    from cpos.pos import bounded
+
+    lines_seen = []
+    srv = posserver.Server(rules.TILL, "t0001", lambda: "LAST - 0\n", log.Log(lines_seen.append))
+    w = Writer()
+    gc.collect()
+    asyncio.run(srv.session(Trickle(b"PAY r1 100 ", 1024 * 1024, b"\nPING\n"), w))
+    assert w.lines == ["ERR - line-too-long", "PONG t0001"], w.lines
+    assert [l for l in lines_seen if "longer than" in l] == ["S POS: refused a line longer than 200 bytes"], lines_seen
+    # one exactly at the bound is served; one byte over is refused
+    r = bounded.LineReader(Trickle(b"PING" + b" " * 197 + b"\n" + b"P" * 202 + b"\nPING\n", n=7))
+    first = asyncio.run(r.readline())
+    assert len(first) == 202 and first.startswith(b"PING")
+    assert asyncio.run(r.readline()) is bounded.TOO_LONG
+    assert asyncio.run(r.readline()) == b"PING\n" and asyncio.run(r.readline()) == b""

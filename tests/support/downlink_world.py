@@ -16,6 +16,14 @@ KEY = bytes(range(32))
 UID = "04a1b2c3d4e5f6"  # the watched card of every stand-in
 
 
+def terminal_down_key(master, terminal, generation=0):
+    """What terminal `terminal`'s config holds to verify its downlink: its own key, derived
+    from the site's master (backend/site_keys.py), never the master itself."""
+    from cpos.net import signing
+
+    return signing.derive(master, signing.DOWN, "t%04d" % terminal, generation)
+
+
 def seed(led, site, terminals=(1,), balance=10000):
     """One account with the watched card and a second card, the terminals registered."""
     acc = led.add_account("Ada", balance)
@@ -30,7 +38,8 @@ def seed(led, site, terminals=(1,), balance=10000):
 
 def start_backend(broker, db, poll_ms=20):
     cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
-           "--password=" + broker.users["backend"], "--site-key", "%s=%s" % (broker.site, KEY.hex()),
+           "--password-file", broker.secret_file("backend.password", broker.users["backend"]),
+           "--site-key-file", "%s=%s" % (broker.site, broker.secret_file("site_key", KEY.hex())),
            "--poll-ms", str(poll_ms)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "backend up", p.stderr.read()
@@ -43,7 +52,7 @@ class Standin:
         os.makedirs(self.dir, exist_ok=True)
         self.flash = os.path.join(self.dir, "cards.bin")
         self.args = [self.flash, broker.host, str(port or broker.port), broker.site, str(terminal),
-                     broker.users["t%04d" % terminal], key.hex(), UID, self.dir]
+                     broker.users["t%04d" % terminal], terminal_down_key(key, terminal).hex(), UID, self.dir]
         self.runtime = runtime
         self.proc = None
         self.start()
@@ -189,7 +198,7 @@ class Link:
         self.srv.close()
 
 
-def publish_raw(broker, topic, payload, user="backend"):
+def publish_raw(broker, topic, payload, user="injector"):
     """Publish bytes as `user` (QoS 1) on a connection of its own: the attacker's, or a
     replayer's, tool. The backend user may write every terminal's downlink."""
     import asyncio

@@ -24,7 +24,8 @@ def start_backend(broker, db, crash_after_apply=0, client_id="cpos-backend"):
 
     seed(Ledger(db)).close()
     cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
-           "--password=" + broker.users["backend"], "--client-id", client_id, "--max-record-age-days", "36500"]
+           "--password-file", broker.secret_file("backend.password", broker.users["backend"]), "--client-id", client_id,
+           "--max-record-age-days", "36500"]
     if crash_after_apply:
         cmd += ["--crash-after-apply", str(crash_after_apply)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

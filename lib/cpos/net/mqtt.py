@@ -167,7 +167,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  will=None, clean=True, backoff_min_ms=250, backoff_max_ms=30000,
-                 connect_timeout_ms=5000, max_packet=16384 + 512, log=None):
+                 connect_timeout_ms=5000, max_packet=16384 + 512, log=None, ssl=None, server_hostname=None):
         if keepalive < 1:
             raise ValueError("keepalive must be >= 1 s")
         self.client_id = client_id
@@ -182,6 +182,10 @@ class MQTTClient:
         self.backoff_max_ms = backoff_max_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.max_packet = max_packet
+        self.ssl = ssl  # an SSLContext (cpos.net.tls.context): TLS, the broker's certificate verified
+        self.server_hostname = server_hostname or host  # the name the broker's certificate must carry
+        self.refused_packets = 0  # oversized packets read past (and PUBACKed when QoS 1)
+        self._skip_pid = 0
         self.log = log or logmod.NULL  # a cpos.log.Log
         self.connected = False
         self.generation = 0  # increments on every successful connect
@@ -352,7 +356,11 @@ class MQTTClient:
     async def _connect(self):
         self._down = asyncio.Event()
         self.last_error = None
-        reader, writer = await _wait(asyncio.open_connection(self.host, self.port), self.connect_timeout_ms)
+        if self.ssl is not None:
+            conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl, server_hostname=self.server_hostname)
+        else:
+            conn = asyncio.open_connection(self.host, self.port)
+        reader, writer = await _wait(conn, self.connect_timeout_ms)
         self._writer = writer
         self._reader = reader
         writer.write(connect_packet(self.client_id, self.user, self.password, self.keepalive,
@@ -407,8 +415,11 @@ class MQTTClient:
         try:
             while True:
                 first, body = await self._read_packet()
-                if body is None:
-                    continue  # oversized packet, skipped
+                if body is None:  # oversized packet, read past: acknowledged, never handled
+                    if self._skip_pid:
+                        self._writer.write(puback_packet(self._skip_pid))
+                        await self._writer.drain()
+                    continue
                 kind = first & 0xF0
                 if kind == _PUBLISH:
                     await self._on_publish(first, body)
@@ -467,16 +478,35 @@ class MQTTClient:
             if shift > 21:
                 raise MQTTError("bad remaining length")
         if n > self.max_packet:
-            while n:
-                k = min(n, 512)
-                await r.readexactly(k)
-                n -= k
-            self.dropped_packets += 1
-            self.log.warn("mqtt: skipped oversized packet")
+            await self._skip(hdr[0], n)
             return hdr[0], None
         body = await r.readexactly(n) if n else b""
         self._last_rx = ticks_ms()
         return hdr[0], body
+
+
+    async def _skip(self, first, n):
+        """Read past a packet larger than `max_packet` in small pieces (never an allocation
+        of the sender's size), keeping the link: a QoS 1 PUBLISH is then acknowledged so that
+        it does not pin the broker's in-flight window, and is never handled. Logged at S:
+        nothing the backend sends is this large (docs/security.md)."""
+        r = self._reader
+        self._skip_pid = 0
+        total = n
+        head = True
+        while n:
+            k = min(n, 256)
+            chunk = await r.readexactly(k)
+            if head and first & 0xF6 == 0x32 and k >= 2:  # PUBLISH, QoS 1: find its packet id
+                t = struct.unpack_from("!H", chunk, 0)[0]
+                if t + 4 <= k:
+                    self._skip_pid = struct.unpack_from("!H", chunk, 2 + t)[0]
+            head = False
+            n -= k
+        self._last_rx = ticks_ms()
+        self.dropped_packets += 1
+        self.refused_packets += 1
+        self.log.security("mqtt: refused a %d-byte packet (limit %d), link kept" % (total, self.max_packet))
 
 
 class _Fatal(Exception):

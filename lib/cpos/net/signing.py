@@ -56,6 +56,14 @@ class Key:
         self._ipad = bytes(b ^ 0x36 for b in k)
         self._opad = bytes(b ^ 0x5C for b in k)
 
+    def digest(self, data):
+        """HMAC-SHA256 of `data` alone (key derivation)."""
+        h = hashlib.sha256(self._ipad)
+        h.update(data)
+        o = hashlib.sha256(self._opad)
+        o.update(h.digest())
+        return o.digest()
+
     def tag(self, topic, msg):
         """HMAC-SHA256 over topic + NUL + msg (`msg` any buffer)."""
         if type(topic) is str:
@@ -67,6 +75,20 @@ class Key:
         o = hashlib.sha256(self._opad)
         o.update(h.digest())
         return o.digest()
+
+
+DOWN = "down"  # verifies the backend's downlink messages and acks to one terminal
+UP = "up"  # signs one terminal's uplink batches
+
+
+def derive(master, purpose, tid, generation=0):
+    """One terminal's own key (32 bytes) from the site's master secret (docs/security.md):
+    HKDF-Expand (RFC 5869, SHA-256, one block) with the master as the pseudorandom key and
+    info `cpos/v1 <purpose> <terminal id> <generation>`. The backend derives every
+    terminal's keys; a terminal holds only its own, so its keys forge nothing for another.
+    `generation` moves on when a terminal's keys are rotated (cpos provision --rotate)."""
+    info = "cpos/v1 %s %s %d" % (purpose, tid, generation)
+    return Key(master).digest(info.encode() + b"\x01")
 
 
 def key_from_hex(text):
@@ -118,6 +140,25 @@ def open_json(key, topic, payload):
     if not same(key.tag(topic, memoryview(payload)[:k]), tag):
         raise DownlinkError("bad tag")
     return bytes(payload[:k]) + b"}"
+
+
+def seal_into(key, topic, buf, n):
+    """Seal the JSON message in `buf[:n]` in place, like seal_json (the uplink's batch, built
+    in a preallocated buffer); returns the new length. `buf` needs 73 bytes of room."""
+    from binascii import hexlify
+
+    mv = memoryview(buf)
+    t = hexlify(key.tag(topic, mv[:n - 1]))
+    k = n - 1
+    mv[k:k + len(_TAGF)] = _TAGF
+    k += len(_TAGF)
+    mv[k:k + len(t)] = t
+    k += len(t)
+    mv[k:k + 2] = b'"}'
+    return k + 2
+
+
+SEAL_ROOM = const(75)  # bytes seal_into adds: ,"tag":" + 64 hex + "} - the closing }
 
 
 def encode(key, topic, kind, version, body=b"", arg=0, index=0, total=0):

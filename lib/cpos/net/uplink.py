@@ -29,7 +29,7 @@ _IDLE_MS = const(1000)
 class Uplink:
     def __init__(self, journal, client, site, terminal, batch_size=protocol.RECOMMENDED_BATCH,
                  window=4, ack_timeout_ms=15000, buf_size=12288, clock=None, ticks=ticks_ms, log=None,
-                 on_ack=None, key=None):
+                 on_ack=None, key=None, up_key=None):
         if not 0 < batch_size <= protocol.MAX_BATCH_RECORDS:
             raise ValueError("batch_size")
         self.journal = journal
@@ -64,6 +64,12 @@ class Uplink:
 
             self.key = key if isinstance(key, signing.Key) else signing.Key(key)
             self._tb = self.t_ack.encode()
+        self.up_key = None  # this terminal's own uplink key: every batch carries its tag
+        if up_key is not None:
+            from cpos.net import signing
+
+            self.up_key = up_key if isinstance(up_key, signing.Key) else signing.Key(up_key)
+            self._tbatch = self.t_batch.encode()
         client.subscribe(self.t_ack, 1, self._on_ack)
         client.add_connect_hook(self.kick)
 
@@ -135,6 +141,8 @@ class Uplink:
         n = len(head)
         buf[:n] = head
         room = len(buf) - 40  # the tail: `],"lo":4294967295,"hi":4294967295}`
+        if self.up_key is not None:
+            room -= 80  # and the tag: `,"tag":"<64 hex>"`
         count = 0
         hi = seq - 1
         scanned = 0
@@ -167,6 +175,10 @@ class Uplink:
         tail = protocol.batch_tail(lo, hi)
         mv[n:n + len(tail)] = tail
         n += len(tail)
+        if self.up_key is not None:
+            from cpos.net import signing
+
+            n = signing.seal_into(self.up_key, self._tbatch, buf, n)
         return n, lo, hi, count
 
     async def run(self):

@@ -16,7 +16,7 @@ import asyncio
 
 from cpos import rules
 from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms
-from cpos.pos import lines
+from cpos.pos import bounded, lines
 
 _REQUEST_TIMEOUT_MS = const(60000)  # no card this long after WAIT: EXPIRED, and the request is closed
 
@@ -95,9 +95,14 @@ class Server:
         self.log.info("POS: connected")
         req = self.request
         want = self._want
+        reader = bounded.LineReader(stream)  # a fixed bound: never a buffer of the sender's size
         try:
             while True:
-                line = await stream.readline()
+                line = await reader.readline()
+                if line is bounded.TOO_LONG:
+                    self.log.security("POS: refused a line longer than %d bytes" % lines.MAX_LINE)
+                    await send(writer, lines.error("-", "line-too-long"))
+                    continue
                 if not line:
                     break
                 try:
