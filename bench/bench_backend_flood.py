@@ -75,16 +75,18 @@ def run(flood, limits=True):
         be = _start(b, db, cmd_extra)
         stop_flag, counts = threading.Event(), [0]
         th = None
-        if flood:
-            th = threading.Thread(target=_flooder, args=(b, stop_flag, counts), daemon=True)
-            th.start()
-            time.sleep(1.0)
-        lat = asyncio.run(_batches(b))
-        stop_flag.set()
-        if th:
-            th.join(30)
-        stop(be)
-        b.stop()
+        try:
+            if flood:
+                th = threading.Thread(target=_flooder, args=(b, stop_flag, counts), daemon=True)
+                th.start()
+                time.sleep(1.0)
+            lat = asyncio.run(_batches(b))
+        finally:  # a timeout must not leave the backend and broker running
+            stop_flag.set()
+            if th:
+                th.join(30)
+            stop(be)
+            b.stop()
         return lat, counts[0]
     finally:
         if os.environ.get("KEEP"):
