@@ -391,9 +391,6 @@ class App:
              "journal_used": used, "journal_total": total, "pending": self.journal.pending(),
              "oldest_unacked": self.journal.oldest_unacked(), "table_version": self.table.version,
              "table_state": self.table.state, "mem_free": gc.mem_free(), "errors": self.log.errors}
-        d = self.journal.damage()
-        if d["headers"] or d["orphans"] or d["records_repaired"]:
-            h["journal_decay"] = d
         if self.reader is not None:
             r = self.reader
             h["reader_ok"] = r.ready

@@ -21,7 +21,7 @@ fails its checksum; it trusts no header alone (docs/formats.md, "Recovery"):
 - a purchase record one bit from valid is repaired when it is read (cpos.bitfix);
 - the next seq is above every purchase seen, the watermark comes only from headers and
   ack records whose checksums held as read.
-Each repair is logged (level E) and counted in `damage()` (health report, `cpos status`).
+Each repair is logged (level E) and counted in `damage()` (shown by `cpos status`).
 
 Invariants kept here (tested by tests/test_journal_powercut.py):
 - Nothing is programmed over bytes a torn write may have left: a non-blank slot is
