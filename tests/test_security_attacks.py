@@ -6,8 +6,8 @@ backend log, the terminal's log) and loses or doubles nothing.
 
 The attacker (tests/support/attacker.py) holds terminal t0001's credentials (its client
 certificate, or its derived keys) unless a test says otherwise; t0002 is the victim.
-Rows that need the backend's own checks (issue 14 point 4) are pending tests, skipped
-with that reason: they use the same fixtures and only need their asserts filled in.
+The rows about the backend's own checks (issue 14 point 4) are the last four tests; the
+same checks are tested without a broker in tests/test_backend_trust.py.
 """
 import json
 import os
@@ -25,7 +25,6 @@ from support.downlink_world import KEY, seed, start_backend
 from support.uplink_world import stop
 
 SITE = "skole-nord"
-POINT4 = "issue 14 point 4 (the backend trusts nothing a terminal says): done by the backend helper"
 
 
 @pytest.fixture
@@ -56,7 +55,8 @@ def broker_log(broker):
 
 
 def record(seq, amount, tid_no=2, account=1):
-    return {"seq": seq, "t": 1764068400 + seq, "account": account, "amount": amount, "place": 0, "kind": 0,
+    # Made a few minutes ago: the backend books no record far from its own clock (backend.trust).
+    return {"seq": seq, "t": int(time.time()) - 600 + seq, "account": account, "amount": amount, "place": 0, "kind": 0,
             "terminal": tid_no, "balance_after": 10000 - amount, "reason": 0, "uid": "04a1b2c3d4e5f6",
             "item": "1x Frokost", "topup": False}
 
@@ -293,23 +293,89 @@ def test_denied_publish_and_subscribe_are_logged_and_deliver_nothing(site):
     assert "Denied PUBLISH from t0001" in log and "cpos/v1/skole-nord/t0002/up/status" in log
 
 
-# --- point 4 rows: pending on the backend's checks ---------------------------------------------
+# --- point 4 rows: the backend trusts nothing a terminal says (backend.trust) -----------------
 
-@pytest.mark.skip(reason=POINT4 + ": a sync request's `have` beyond what was sent is refused; pumps isolated")
+def _sync_request(a, tid, have, nonce, qos=1):
+    a.publish(protocol.topic(SITE, tid, protocol.SYNC_UP), protocol.encode_sync(have, 1 if have else 0, have == 0,
+                                                                                nonce), qos=qos)
+
+
+def _stream(led, number):
+    row = led.db.execute("SELECT version FROM dl_streams WHERE terminal = ?", (number,)).fetchone()
+    return row[0] if row else None
+
+
 def test_sync_request_with_have_4294967294_harms_no_other_terminal(site):
-    raise AssertionError("to be written with point 4")
+    broker, led, acc, be = site
+    victim = Attacker.for_terminal(broker, "t0002")
+    _sync_request(victim, "t0002", 0, 11)  # the victim's stream starts (a snapshot)
+    wait_for(lambda: _stream(led, 2))
+    a = Attacker.for_terminal(broker, "t0001")
+    _sync_request(a, "t0001", 0, 12)
+    wait_for(lambda: _stream(led, 1))
+    _sync_request(a, "t0001", 4294967294, 13)
+    wait_for(lambda: led.db.execute("SELECT reported FROM dl_streams WHERE terminal = 1").fetchone()[0] == 4294967294)
+    before = _stream(led, 2)
+    led.set_card_status("884263sae", "blocked")  # the block still reaches the other terminal ...
+    wait_for(lambda: _stream(led, 2) > before)
+    assert _stream(led, 1) < 100  # ... and the forged version was never taken
+    log = backend_log(be)
+    assert "downlink: SECURITY: t0001 says it holds v4294967294" in log, log
+    be2 = start_backend(broker, led.path)  # after a restart too
+    try:
+        at = _stream(led, 2)
+        led.set_card_status("884263sae", "active")
+        wait_for(lambda: _stream(led, 2) > at)
+    finally:
+        stop(be2)
 
 
-@pytest.mark.skip(reason=POINT4 + ": a batch cannot move the watermark further than the journal could hold")
 def test_an_empty_range_batch_cannot_jump_the_watermark(site):
-    raise AssertionError("to be written with point 4")
+    broker, led, acc, be = site
+    a = Attacker.for_terminal(broker, "t0001")
+    a.publish(*signed_batch("t0001", 1, 2, [record(s, 100, tid_no=1, account=acc) for s in (1, 2)]))
+    wait_for(lambda: led.watermark(1) == 2)
+    a.publish(*signed_batch("t0001", 3, 200006, []))  # signed with the attacker's own key: authentic
+    wait_for(lambda: led.db.execute("SELECT count(*) FROM rejected WHERE tid = 't0001'").fetchone()[0] == 1)
+    assert led.watermark(1) == 2
+    log = backend_log(be)
+    assert "SECURITY: rejected batch from t0001: batch" in log, log
 
 
-@pytest.mark.skip(reason=POINT4 + ": records checked against the ledger (account, card, amount, time)")
 def test_well_formed_but_false_records_are_refused_and_kept_for_staff(site):
-    raise AssertionError("to be written with point 4")
+    broker, led, acc, be = site
+    other = led.add_account("Bo", 5000)
+    led.add_card("0411223344", "BO1", other)
+    now = int(time.time())
+    good = dict(record(5, 4000, tid_no=1, account=acc), t=now)
+    false = [dict(record(1, 100, tid_no=1, account=424242), t=now),  # an account that does not exist
+             dict(record(2, 100, tid_no=1, account=other), t=now),  # one account's card charging another
+             dict(record(3, 0, tid_no=1, account=acc), t=now),  # nothing
+             dict(record(4, 100, tid_no=1, account=acc), t=0xFFFFFFFF)]  # the year 2106
+    before = {a: led.balance(a) for a in (acc, other)}
+    a = Attacker.for_terminal(broker, "t0001")
+    a.publish(*signed_batch("t0001", 1, 5, false + [good]))
+    wait_for(lambda: led.watermark(1) == 5)  # acknowledged: the terminal cannot send them better
+    assert led.purchase_seqs(1) == [5] and led.balance(424242) is None
+    assert led.balance(acc) == before[acc] - 4000 and led.balance(other) == before[other]
+    rows, _ = led.refused(1)
+    assert [(r["seq"], r["why"].split(" ")[0]) for r in rows] == [(1, "unknown"), (2, "card"), (3, "amount"),
+                                                                 (4, "time")]
+    log = backend_log(be)
+    assert "SECURITY: t0001: 4 record(s) refused, kept for staff, not booked" in log, log
 
 
-@pytest.mark.skip(reason=POINT4 + ": per-terminal rate limits on sync requests and health reports")
 def test_a_flood_of_sync_requests_or_health_reports_does_not_delay_other_terminals(site):
-    raise AssertionError("to be written with point 4")
+    """The budgets, through the real broker (the latency with and without a flood is
+    bench/bench_backend_flood.py's, not asserted on a shared machine's clock)."""
+    broker, led, acc, be = site
+    a = Attacker.for_terminal(broker, "t0001")
+    health = protocol.topic(SITE, "t0001", protocol.HEALTH)
+    for n in range(1, 201):
+        _sync_request(a, "t0001", 0, n)
+        a.publish(health, b'{"v":1,"t":1764068400,"table_version":1}')
+    v = Attacker.for_terminal(broker, "t0002")
+    v.publish(*signed_batch("t0002", 1, 1, [record(1, 4000, account=acc)]))
+    wait_for(lambda: led.purchase_seqs(2) == [1])  # the other terminal's sale is booked
+    log = backend_log(be)
+    assert "t0001 over its sync request budget" in log and "t0001 over its health report budget" in log, log

@@ -50,7 +50,7 @@ def test_rotation_of_a_terminal_and_of_the_master_loses_and_doubles_nothing(tmp_
     site_dir.mkdir()
     m1 = bytes(range(32))
     (site_dir / "site_key").write_text(m1.hex() + "\n")
-    led = Ledger(str(tmp_path / "l.db"))
+    led = Ledger(str(tmp_path / "l.db"), clock=lambda: 1764068400 + 3600)  # the records' hour (backend.trust)
     led.add_account("Ada", 100000, account_id=1)
     led.add_card("04a1b2c3d4e5f6", "884263sae", 1)
     led.add_terminal(7, SITE, 0, 0)
