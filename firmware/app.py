@@ -81,6 +81,9 @@ class App:
         # SNTP is not authenticated: on a terminal with the signed downlink it sets an unknown
         # time only when a second source agrees; a battery RTC waits for its first answer.
         self.clock.alone[tk.SNTP] = cfg.site_key is None
+        cp = getattr(board, "config_path", None)  # the newest backend time is kept beside the config
+        self._floor_file = cp().rsplit("/", 1)[0] + "/time_floor" if cp is not None and "/" in cp() else None
+        self.clock.persist = self._keep_floor
         self.clock.sntp_due = "sntp" in cfg.time
         self._fb = asyncio.Event()
         self._fb_what = None
@@ -117,6 +120,9 @@ class App:
         buf = self._lastrec
         if nxt > 1 and self.journal.read(nxt - 1, buf, True) == nxt - 1:
             k.raise_floor(purchase.outcome(buf)[1], "journal")
+        t = self._kept_floor()
+        if t:
+            k.raise_floor(t, "backend (kept)")
         kept = getattr(self.board, "clock_kept", None)
         if kept is None or kept():  # a board without `clock_kept` has a clock its OS keeps
             k.offer(tk.BOARD, self.board.now())
@@ -125,6 +131,36 @@ class App:
         self.time_task.read_rtc()
         if not k.known and ("sntp" in self.cfg.time or (self.cfg.site_key is not None and self.cfg.mqtt is not None)):
             k.expect(_TIME_SETTLE_MS)
+
+    def _keep_floor(self, t):
+        """Write the newest accepted backend time beside the config (a new file renamed over
+        the old: a torn write leaves the old one). Backend times come with sync answers, a
+        few an hour: no wear to speak of."""
+        f = self._floor_file
+        if f is None:
+            return
+        try:
+            with open(f + ".new", "w") as out:
+                out.write("%d\n" % t)
+            import os
+
+            os.rename(f + ".new", f)
+        except OSError as e:
+            self.log.warn("time: cannot keep the floor in %s: %s" % (f, e))
+
+    def _kept_floor(self):
+        """The backend time kept by _keep_floor, or 0 (none, or unreadable: logged)."""
+        f = self._floor_file
+        if f is None:
+            return 0
+        try:
+            with open(f) as src:
+                return int(src.read().strip())
+        except OSError:
+            return 0  # never kept yet
+        except ValueError:
+            self.log.warn("time: the kept floor in %s is unreadable: the journal's floor only" % f)
+            return 0
 
     def rebuild_unincluded(self):
         """Count every approved own purchase above the table's included_seq, once."""

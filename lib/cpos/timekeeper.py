@@ -62,6 +62,7 @@ class TimeKeeper:
         self._floor = BUILD_FLOOR
         self._floor_raw = r
         self.floor_why = "build"
+        self.persist = None  # called with each new backend floor, to keep it across a power cut
         self._set_at = r  # raw when the time in use was last steered
         self.offset = [None, None, None, None]  # per source: its last offer minus the time in use
         self.seen = [None, None, None, None]  # per source: raw() of its last offer
@@ -118,6 +119,8 @@ class TimeKeeper:
             self._floor = t
             self._floor_raw = self._r()
             self.floor_why = why
+            if why == "backend" and self.persist is not None:
+                self.persist(t)  # after a power cut the floor is never below a time the backend gave
 
     # -- offers ------------------------------------------------------------------------
     def offer(self, src, t, rtt_ms=0):

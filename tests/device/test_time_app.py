@@ -109,3 +109,51 @@ def test_a_board_clock_kept_across_a_soft_reset_is_believed_once_above_the_floor
     pay(app, w, 300, ref="r2")
     assert w.lines[-1] == "REFUSED r2 clock_not_set" and app.journal.next_seq == 2
     board.close()
+
+
+class KeepingBoard(PowerOnBoard):
+    """A power-on board whose config folder survives the power cut (the ESP32's filesystem)."""
+
+    def config_path(self):
+        return FLOOR_DIR + "config.json"
+
+
+import os  # noqa: E402
+
+FLOOR_DIR = (os.getenv("CPOS_TMP") or "/tmp") + "/cpos_test_floor_"
+
+
+def _forget_floor():
+    for name in ("time_floor", "time_floor.new"):
+        try:
+            os.remove(FLOOR_DIR + name)
+        except OSError:
+            pass
+
+
+def test_the_newest_backend_time_is_the_floor_after_a_power_cut():
+    """Invariant 8 across a power cut: a time the backend gave (newer than any journal
+    record: an idle terminal) is kept beside the config, so the floor after a power-on
+    without any source is not below it; an unreadable file falls back to the journal."""
+    fresh_flash()
+    _forget_floor()
+    board = KeepingBoard()
+    app = boot(board, offline=ALLOWANCE)
+    backend_t = NOW + 86400  # the backend's time: a day after anything in the journal
+    assert app.clock.offer(tk.BACKEND, backend_t)
+    board.close()
+    board = KeepingBoard()  # power cut: the board's clock reads 2000 again, and no source answers
+    app = boot(board, offline=ALLOWANCE)
+    assert not app.clock.known and app.clock.floor() >= backend_t and app.clock.floor_why == "backend (kept)"
+    w = CheckingWriter()
+    pay(app, w, 500)  # limit-free, within the allowance: approved, stamped at the floor
+    assert w.lines[0].startswith("APPROVED r1 ")
+    assert records(app)[-1]["t"] >= backend_t and records(app)[-1]["time_unknown"] is True
+    board.close()
+    with open(FLOOR_DIR + "time_floor", "w") as f:
+        f.write("garbage\n")
+    board = KeepingBoard()
+    app = boot(board, offline=ALLOWANCE)
+    assert app.clock.floor_why == "journal" and app.clock.floor() >= records(app)[-1]["t"]
+    board.close()
+    _forget_floor()
