@@ -262,7 +262,7 @@ class App:
 
     def void_line(self, ref, orig_seq):
         """The reply to the POS `VOID <ref> <orig_seq>` (docs/pos-protocol.md)."""
-        code, rev_seq, balance_after = self.reverse(orig_seq, self.board.now())
+        code, rev_seq, balance_after = self.reverse(orig_seq, self.clock.now())
         if code != reasons.APPROVED:
             return posproto.refused(ref, reasons.name(code))
         return posproto.voided(ref, orig_seq, rev_seq, purchase.outcome(self.refunds.orig)[2], balance_after)

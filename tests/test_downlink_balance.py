@@ -27,6 +27,7 @@ from cpos import rules
 from cpos.cards import table as cardtable
 from cpos.cards import unincluded
 from cpos.net import messages as protocol
+from cpos.net import signing
 from cpos.net.sync import Sync
 from downlink_fakes import FakeClient
 from backend import Ledger
@@ -61,7 +62,8 @@ class Terminal:
         self.table = cardtable.CardTable(self.dev, card_slots=32)
         self.pending = unincluded.Unincluded()
         self.client = FakeClient()
-        self.sync = Sync(self.table, self.client, SITE, self.tid, KEY, on_included=self.on_included)
+        self.sync = Sync(self.table, self.client, SITE, self.tid, signing.derive(KEY, signing.DOWN, self.tid, 0),
+                         on_included=self.on_included)  # the terminal holds its own derived key
         self.rebuild()
 
     def rebuild(self):

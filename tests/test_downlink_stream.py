@@ -35,7 +35,7 @@ def _world(accounts=1, coalesce_s=0.5):
 
 def _deltas(msgs):
     """(kind, version) of every delta in the messages, in order, after checking each tag."""
-    k = signing.Key(KEY)
+    k = signing.Key(signing.derive(KEY, signing.DOWN, "t0001", 0))  # the terminal's own key
     topic = messages.topic(SITE, "t0001", messages.SYNC_DOWN).encode()
     out = []
     for _, p in msgs:
@@ -95,6 +95,6 @@ def test_many_deltas_travel_packed_up_to_the_cap_and_a_partial_holder_gets_the_m
     # Deltas no longer kept: a snapshot instead.
     dl.db.execute("DELETE FROM dl_sent WHERE terminal = 1 AND version < ?", (v0 + 400,))
     out = dl.on_request(SITE, "t0001", messages.encode_sync(v0 + 5, 1, False, 10))
-    k = signing.Key(KEY)
+    k = signing.Key(signing.derive(KEY, signing.DOWN, "t0001", 0))
     topic = messages.topic(SITE, "t0001", messages.SYNC_DOWN).encode()
     assert {signing.decode(k, topic, p).kind for _, p in out} == {signing.CHUNK, signing.CURRENT}

@@ -128,12 +128,25 @@ def test_always_idle_on_the_real_firmware():
 def test_a_power_cut_at_each_vend_step_loses_nothing():
     truth = {"sold": [], "failed": []}  # the vending machine's own books, across its reconnects
 
+    async def time_set(term, since):
+        # A boot starts with the board's clock lost: vends wait until a source set the time
+        # (without an offline allowance the terminal refuses them meanwhile: docs/time.md).
+        for _ in range(300):
+            if any("time: set by" in line for line in term.log_lines[since:]):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the time was never set after the boot")
+
     async def cut_and_boot(term):
         await term.power_cut()
         term.remove()
+        since = len(term.log_lines)
         await term.boot()  # the VMC reconnects and initialises the reader again
+        await time_set(term, since)
 
     async def t(run, term):
+        await time_set(term, 0)
         # 1. the decision is journaled, the VMC has not polled for it: nothing was vended
         await session(term, RICH)
         n0 = len(term.events)

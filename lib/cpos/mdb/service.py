@@ -132,14 +132,14 @@ class Service:
     # -- the reader's host: the app's decision path -----------------------------------
     def funds(self, uid):
         app = self.app
-        code, balance = app.balance_of(uid, app.board.now())
+        code, balance = app.balance_of(uid, app.clock.now())
         return code, balance, app.card.account
 
     def vend(self, uid, amount, item):
         app = self.app
-        code, topup, seq, after, t = app.decide(uid, amount, "MDB #%d" % item, app.board.now())
+        code, topup, seq, after, t = app.decide(uid, amount, "MDB #%d" % item, app.clock.now())
         self.vends += 1
-        app._show(("decision", code, amount, after))
+        app._show(("decision", code, amount, after, topup, app.capped))
         self._report("decision", uid=_hex(uid), ref="mdb", amount=amount, reason=reasons.name(code), seq=seq,
                    balance_after=after, topup=topup, item=item, lookup_us=t[0], rules_us=t[1], journal_us=t[2])
         return code, seq, after
@@ -151,7 +151,7 @@ class Service:
         if reverse is None:
             self.log.error("MDB: cannot refund purchase %d: this firmware has no App.reverse" % seq)
             return reasons.TERMINAL_FULL
-        res = reverse(seq, app.board.now())  # (code, reversal seq[, balance after])
+        res = reverse(seq, app.clock.now())  # (code, reversal seq[, balance after])
         code, rseq = res[0], res[1]
         self.refunds += 1
         if self.vendlog is not None and code != reasons.TERMINAL_FULL:
@@ -188,9 +188,9 @@ class Service:
         app = self.app
         name = _EV_NAMES[kind]
         if kind == cashless.EV_SESSION:
-            app._show(("balance", reasons.APPROVED, 0, a))
+            app._show(("balance", reasons.APPROVED, 0, a, False, False))
         elif kind == cashless.EV_REFUSED:
-            app._show(("balance", a, 0, 0))
+            app._show(("balance", a, 0, 0, False, False))
         if kind == cashless.EV_SEQUENCE:
             self.log.warn("MDB: command %02X %02X out of sequence in state %s"
                           % (a, b, cashless.STATE_NAMES[self.reader.state]))
