@@ -228,7 +228,7 @@ def test_a_board_without_the_cpos_layout_is_not_a_terminal(plug, bundles, tmp_pa
     failed_in_one_line(cpos("deploy", "-p", v.port, bundles["v1"]), "not a CPOS terminal", "cpos flash")
     failed_in_one_line(cpos(*provision_args(v, tmp_path)), "not a CPOS terminal")
     assert v.tree() == before
-    assert [l.split(":")[0] for l in open(tmp_path / "site" / "passwd").read().splitlines()] == ["backend"]
+    assert [l.split(":")[0] for l in open(tmp_path / "site" / "passwd").read().splitlines()] == ["backend", "backend-ctl"]
 
 
 def test_a_port_without_micropython_is_not_a_terminal(plug, bundles):
@@ -299,7 +299,7 @@ def test_provision_writes_config_broker_login_and_backend_entry(plug, bundles, t
     assert cfg2["mqtt"]["password"] != cfg["mqtt"]["password"]
     assert cfg2["removal_window_ms"] == 800  # the earlier --set is kept
     passwd = open(tmp_path / "site" / "passwd").read().splitlines()
-    assert [l.split(":")[0] for l in passwd] == ["backend", "t0007"]  # the backend's loopback login, made at init
+    assert [l.split(":")[0] for l in passwd] == ["backend", "backend-ctl", "t0007"]  # the backend's two loopback logins, made at init
     assert open(tmp_path / "site" / "site_key").read().strip() == key  # one key per site
     broker = _mosquitto(str(tmp_path / "site"), port)
     try:
@@ -690,7 +690,7 @@ def test_site_init_makes_a_site_once(tmp_path):
     key = open(site / "site_key").read().strip()
     assert len(bytes.fromhex(key)) == 32 and oct(os.stat(site / "site_key").st_mode & 0o777) == "0o600"
     assert open(site / "acl").read() == broker_users.backend_acl()
-    assert [l.split(":")[0] for l in open(site / "passwd").read().splitlines()] == ["backend"]
+    assert [l.split(":")[0] for l in open(site / "passwd").read().splitlines()] == ["backend", "backend-ctl"]
     led = Ledger(str(site / "ledger.sqlite"))
     assert led.db.execute("SELECT count(*) FROM terminals").fetchone() == (0,)
     led.close()
