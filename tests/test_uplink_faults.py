@@ -145,5 +145,7 @@ def test_backend_killed_between_apply_and_ack(recovery, world):
     r = finish(term)
     assert r["acked"] == n
     if recovery == "terminal_resends":
-        assert r["resends"] >= 1
+        # The terminal sent the batch again: on its ack timeout, or on the new connection the
+        # broker's restart gave it (which of the two comes first is the machine's timing).
+        assert r["resends"] >= 1 or r["connects"] >= 2, r
     assert_exactly_once(db, jdir, n)
