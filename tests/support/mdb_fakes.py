@@ -1,6 +1,6 @@
 """A stand-in for the app around `cpos.mdb.service.Service` in CPython tests: the same
 method names the service calls on `firmware/app.py`'s App (balance_of, decide, reverse,
-report, _show, board.now, card.account), with balances in a dict and a list for a journal."""
+report, _show, clock.now, card.account, capped), with balances in a dict and a list for a journal."""
 from cpos import reasons
 
 
@@ -22,10 +22,12 @@ class _Cfg:
 
 class FakeApp:
     cfg = _Cfg()
+    capped = False  # the last decision was not refused by the offline cap
 
     def __init__(self, balances, with_reverse=True):
         self.balances = dict(balances)  # uid bytes -> (account, øre)
         self.board = _Board()
+        self.clock = self.board  # the trusted clock: here, the board's own
         self.card = _Card()
         self.journal = []  # [seq, uid, amount, reversed_by]
         self.reversals = []  # (reversal seq, original seq)
