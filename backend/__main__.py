@@ -47,6 +47,7 @@ def _serve(a):
                  log=lambda m: print(m, file=sys.stderr, flush=True),
                  payments=None if a.payments == "off" else _payments(a), crash_after_charge=a.crash_after_charge,
                  site_keys=keys, poll_ms=a.poll_ms, coalesce_ms=a.coalesce_ms,
+                 one_connection=a.one_connection,
                  **({"sync_limit": (10 ** 9, 10 ** 9), "health_limit": (10 ** 9, 10 ** 9)} if a.no_rate_limits else {}))
     print("backend up", flush=True)
     asyncio.run(be.run())
@@ -251,6 +252,8 @@ def _parser():
                    help="a record older than this (by the backend's clock) is refused, kept for staff (default 62)")
     s.add_argument("--no-rate-limits", action="store_true",
                    help="benchmark only: no per-terminal budget for sync requests and health reports")
+    s.add_argument("--one-connection", action="store_true",
+                   help="benchmark only: sync requests and health reports on the batches' own connection")
     s.add_argument("--journal-records", type=_whole, default=4096,
                    help="records a terminal's journal holds: how far one batch may move its watermark (default 4096)")
 

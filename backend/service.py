@@ -44,7 +44,7 @@ class Backend:
     def __init__(self, ledger, host, port, user, password, client_id="cpos-backend",
                  crash_after_apply=0, log=None, payments=None, topup_threshold=None, crash_after_charge=False,
                  site_keys=None, poll_ms=50, clock=None, sync_limit=(6, 1.0), health_limit=(6, 0.5),
-                 limit_clock=time.monotonic, coalesce_ms=500):
+                 limit_clock=time.monotonic, coalesce_ms=500, one_connection=False):
         self.ledger = ledger
         self.clock = clock or ledger.clock  # UTC seconds: the ack's time, top-ups' bookings
         self.log = log or (lambda m: None)
@@ -57,8 +57,9 @@ class Backend:
         # connection: a terminal flooding those topics fills that stream, never the one the
         # batches queue in, so the other terminals' acknowledgements do not wait behind it.
         # Its own login (the broker binds a client id to the login), the same password.
-        self.control = MQTTClient(client_id + "-ctl", host, port, broker_users.control_user(user), password,
-                                  keepalive=30, clean=True,
+        # (`one_connection`: everything on the first, the old way; the flood benchmark's naive case.)
+        self.control = self.client if one_connection else MQTTClient(
+            client_id + "-ctl", host, port, broker_users.control_user(user), password, keepalive=30, clean=True,
                                   backoff_min_ms=100, backoff_max_ms=2000,
                                   max_packet=protocol.MAX_PAYLOAD + 1024, log=mlog)
         self.control.subscribe(protocol.ROOT + "+/+/" + protocol.STATUS, 1, self._on_status)
@@ -126,7 +127,7 @@ class Backend:
             self.log("backend: top-up processing failed: %s" % e)
 
     async def run(self):
-        tasks = [asyncio.create_task(self.control.run())]
+        tasks = [] if self.control is self.client else [asyncio.create_task(self.control.run())]
         if self.downlink is not None:
             tasks.append(asyncio.create_task(self._poll()))
         try:
@@ -250,7 +251,8 @@ class Backend:
             self.log("backend: bad health report on %s: %s" % (topic, e))
 
     async def stop(self):
-        await self.control.stop()
+        if self.control is not self.client:
+            await self.control.stop()
         await self.client.stop()
         if self.topups is not None:
             self._pool.shutdown(wait=True)

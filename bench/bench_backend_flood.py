@@ -61,7 +61,7 @@ def _flooder(broker, stop_flag, counts):
     asyncio.run(go())
 
 
-def run(flood, limits=True):
+def run(flood, limits=True, one=False):
     d = tempfile.mkdtemp(prefix="bench-flood-")
     try:
         b = Broker(os.path.join(d, "broker")).start()
@@ -71,7 +71,7 @@ def run(flood, limits=True):
         for i in range(CARDS):
             led.add_card("%08x" % (0x10000000 + i), "bulk%d" % i, 1000 + i % 5)
         led.close()
-        cmd_extra = [] if limits else ["--no-rate-limits"]
+        cmd_extra = ([] if limits else ["--no-rate-limits"]) + (["--one-connection"] if one else [])
         be = _start(b, db, cmd_extra)
         stop_flag, counts = threading.Event(), [0]
         th = None
@@ -101,7 +101,8 @@ def _start(broker, db, extra):
     from runtimes import cpython_env
 
     cmd = [sys.executable, "-m", "backend", "--db", db, "--port", str(broker.port),
-           "--password=" + broker.users["backend"], "--site-key", "%s=%s" % (broker.site, downlink_world.KEY.hex()),
+           "--password-file", broker.secret_file("backend.password", broker.users["backend"]),
+           "--site-key-file", "%s=%s" % (broker.site, broker.secret_file("site_key", downlink_world.KEY.hex())),
            "--max-record-age-days", "36500"] + extra
     p = subprocess.Popen(cmd, cwd=ROOT, env=cpython_env(), stdout=subprocess.PIPE, stderr=open(os.path.join(os.path.dirname(db), "be.log"), "w"),
                          text=True)
@@ -114,7 +115,8 @@ async def _batches(broker):
     c = MQTTClient("t0002", broker.host, broker.port, "t0002", broker.users["t0002"], keepalive=10)
     from cpos.net import signing
 
-    key = signing.Key(downlink_world.KEY)
+    key = signing.Key(signing.derive(downlink_world.KEY, signing.DOWN, "t0002", 0))  # t0002's own keys
+    up = signing.Key(signing.derive(downlink_world.KEY, signing.UP, "t0002", 0))
     t_ack = messages.topic(broker.site, "t0002", messages.ACK)
     c.subscribe(t_ack, 1, lambda t, p, r: acks.put_nowait(
         messages.decode_ack(signing.open_json(key, t_ack.encode(), p))))
@@ -126,7 +128,7 @@ async def _batches(broker):
     for seq in range(1, BATCHES + 1):
         rec = dict(make_record(seq, terminal=2), kind=0)
         t0 = time.perf_counter()
-        await c.publish(topic, messages.encode_batch(seq, seq, [rec]), qos=1)
+        await c.publish(topic, signing.seal_json(up, topic.encode(), messages.encode_batch(seq, seq, [rec])), qos=1)
         while True:
             w = await asyncio.wait_for(acks.get(), 30)
             if w >= seq:
@@ -140,9 +142,15 @@ async def _batches(broker):
 def main():
     rows = []
     base = None
-    for name, flood, limits in (("no flood", False, True), ("flood, per-terminal budgets", True, True),
-                                ("flood, no budgets (naive)", True, False)):
-        lat, sent = run(flood, limits)
+    for name, flood, limits, one in (("no flood", False, True, False),
+                                     ("flood, per-terminal budgets, second connection (shipped)", True, True, False),
+                                     ("flood, no budgets, second connection", True, False, False),
+                                     ("flood, no budgets, one connection (naive: the old backend)", True, False, True)):
+        try:
+            lat, sent = run(flood, limits, one)
+        except (asyncio.TimeoutError, TimeoutError):
+            rows.append((name, "-", "-", "no ack within 30 s", "-"))
+            continue
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
         base = base or p99
         rows.append((name, sent, "%.1f" % p50, "%.1f" % p99, "%.1fx" % (p99 / base)))
