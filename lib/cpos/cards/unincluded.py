@@ -129,19 +129,9 @@ class Unincluded:
                 sp.totals[rules.slot(place, w)] -= amount
 
     def _forget_reversal(self, seq, account, place, amount, orig_t):
-        e = self._by_account.get(account)
-        if e is None:
-            return
-        e.amount += amount
-        e.n -= 1
-        self.count -= 1
-        if e.n <= 0:
-            del self._by_account[account]
-            return
-        sp = e.spends
-        for w in range(rules.WINDOWS):
-            if sp.keys[w] == window_key(orig_t, w):
-                sp.totals[rules.slot(place, w)] += amount
+        """A reversal leaves the count: the opposite of forgetting its purchase, in the
+        purchase's windows."""
+        self._forget(seq, account, place, -amount, orig_t)
 
     def amount(self, account):
         e = self._by_account.get(account)
