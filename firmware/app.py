@@ -557,7 +557,7 @@ class App:
 
         self.sync = Sync(self.table, self.mqtt, self.cfg.site, self.cfg.terminal_id, self.cfg.site_key,
                          on_included=self._on_included, log=self.log, clock=self.clock.now,
-                         on_time=self._backend_time)
+                         on_time=self._backend_time, elapsed=self.clock.elapsed)
         return tasks + (("sync", self.sync.run()),)
 
     def _backend_time(self, t, rtt_ms):

@@ -10,8 +10,8 @@ earlier than it was made (never in an earlier window); no journal record is olde
 the one before it.
 """
 import asyncio
+import re
 
-import pytest
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -178,9 +178,6 @@ def test_a_dst_switch_while_offline_keeps_the_local_day(tmp_path):
     asyncio.run(go())
 
 
-@pytest.mark.xfail(strict=False, reason="since the merges of 2026-12-01 the first purchase after the world's "
-                   "clock is advanced is sometimes stamped with the time from before the advance (the backend "
-                   "moves the terminal's clock back by the advance); passes on the time branch alone; open in issue 17")
 def test_a_lying_sntp_server_after_a_power_cut_opens_no_second_window(tmp_path):
     events = buy(0.5, "lim", 2500) + [
         {"at": 1.5, "broker": "down"},  # the backend is unreachable ...
@@ -201,7 +198,9 @@ def test_a_lying_sntp_server_after_a_power_cut_opens_no_second_window(tmp_path):
                                     ("lim", 1000, "day_limit")], r.summary()[0]
             check_ledger(r)
             log = "\n".join(r.terminals["till1"].log_lines)
-            assert "S time: refused sntp time" in log and "disagree by 86400 s: neither is believed" in log
+            assert "S time: refused sntp time" in log
+            # whole seconds read a moment apart: the lie of 86,400 s shows as 86,400 or 86,401
+            assert re.search(r"disagree by 8640[01] s: neither is believed", log), log
             assert "time: set by backend" in log
             # the server still lies: once the time is known, its answers are refused at S
             await until_logged(r, "differs from the time in use (backend) by +864")

@@ -42,6 +42,7 @@ SOURCES = ("backend", "sntp", "rtc", "board")
 STEP_S = const(120)  # default: how far a source other than the backend may move a known time
 AHEAD_S = const(2592000)  # default: 30 days; how far past the floor an unknown time may be set
 _SETTER_STALE_S = const(3600)  # a less trusted source may steer once the setter is this old
+MAX_RTT_MS = const(10000)  # a backend answer that took longer is too old to set a clock by
 
 
 class TimeKeeper:
@@ -73,6 +74,7 @@ class TimeKeeper:
         self._held = [None, None, None, None]  # per source: (t, raw) held for a second opinion
         self._expect_until = None  # ticks_ms until which the tap path may wait for a first time
         self._news = None  # asyncio.Event, made on first use (none on a keeper used without a loop)
+        self._jumps = 0  # the board clock's own jumps (set by the keeper, stepped back by someone)
 
     # -- what the app reads ----------------------------------------------------------
     def _r(self):
@@ -91,7 +93,13 @@ class TimeKeeper:
         """The board's clock as the keeper counts it (for ages and intervals, not a time)."""
         return self._r()
 
+    def elapsed(self):
+        """Seconds the board's clock has counted since this start, its jumps taken out: for
+        how long something took across a change of the time in use (cpos.net.sync)."""
+        return self._r() - self._jumps
+
     def _shift(self, d):
+        self._jumps += d
         self._floor_raw += d
         self._set_at += d
         for i in range(4):
@@ -132,6 +140,12 @@ class TimeKeeper:
         r = self._r()
         self.seen[src] = r
         self.offset[src] = t - cur
+        if src == BACKEND and rtt_ms > MAX_RTT_MS:  # held by the network, or asked before a long stall
+            self.refused[src] += 1
+            self.log.warn("time: refused a backend time %d that took %d ms to arrive (more than %d): too old to "
+                          "set the clock by" % (t, rtt_ms, MAX_RTT_MS))
+            self._wake()
+            return False
         if t < lb:
             return self._refuse(src, "%s time %d is %d s behind the floor %d (%s)" % (
                 name, t, lb - t, lb, self.floor_why))

@@ -267,3 +267,18 @@ def test_sntp_alone_is_not_believed_where_it_may_not_be_and_a_second_source_conf
     raw.t += 10
     assert k.offer(tk.RTC, T + 12)
     assert k.known and k.now() == T + 12
+
+
+def test_a_backend_answer_that_took_too_long_to_arrive_is_refused_and_elapsed_ignores_the_keepers_own_steps():
+    k, raw, lines = keeper()
+    at = k.elapsed()
+    assert k.offer(tk.BACKEND, T, 40)  # the board clock is set from 2000 to T: not time that passed
+    raw.t += 5
+    assert k.elapsed() - at == 5
+    # an answer the network held for an hour (or asked before the world moved on): its time is an hour old
+    raw.t += 3600
+    assert not k.offer(tk.BACKEND, T + 5, (k.elapsed() - at) * 1000)
+    assert k.now() == T + 3605 and k.refused[tk.BACKEND] == 1
+    assert lines[-1].startswith("W time: refused a backend time %d that took 3605000 ms to arrive" % (T + 5))
+    assert k.offer(tk.BACKEND, T + 3606, tk.MAX_RTT_MS)  # a slow but fresh answer still sets it
+    assert k.now() == T + 3606

@@ -46,7 +46,7 @@ def _nonce():
 
 class Sync:
     def __init__(self, table, client, site, tid, key, on_included=None, log=None, retry_ms=5000,
-                 settle_ms=500, ticks=ticks_ms, clock=None, on_time=None):
+                 settle_ms=500, ticks=ticks_ms, clock=None, on_time=None, elapsed=None):
         self.table = table
         self.client = client
         self.key = key if isinstance(key, signing.Key) else signing.Key(key)
@@ -74,6 +74,8 @@ class Sync:
         self.clock = clock  # UTC seconds (board.now), for `last_contact`
         self.last_contact = 0  # UTC s of the last authentic news (delta, snapshot, current); 0 never
         self.on_time = on_time  # on_time(t, rtt_ms): the backend's time in a `current` answer to our nonce
+        self.elapsed = elapsed  # seconds counted by the board's clock (TimeKeeper.elapsed), or None
+        self._asked_s = None  # elapsed() when the unanswered request went out
         # figures
         self.applied = 0
         self.snapshots = 0
@@ -264,6 +266,8 @@ class Sync:
         if len(m.body) == 4 and self.on_time is not None:  # fresh: it answers our nonce
             b = m.body
             rtt = ticks_diff(self.ticks(), self._asked) if self._asked is not None else 0
+            if self.elapsed is not None and self._asked_s is not None:  # also as the board's clock counts it
+                rtt = max(rtt, (self.elapsed() - self._asked_s) * 1000)
             self.on_time(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24), rtt)
         t = self.table
         if t.state == cardtable.OK and not t.needs_resync and t.version == m.version:
@@ -295,6 +299,8 @@ class Sync:
         t = self.table
         self._nonce = _nonce()
         self._asked = self.ticks()
+        if self.elapsed is not None:
+            self._asked_s = self.elapsed()
         self.requests += 1
         return protocol.encode_sync(t.version, t.state, t.needs_resync or t.state != cardtable.OK or self._snapshot,
                                     self._nonce)
