@@ -213,6 +213,17 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
         st.end("upkeep_step", s)
         return r
     t.step = step
+    orig_apply = sync._apply
+    in_work = [False]
+
+    def apply(b):  # one delta of a DELTAS message: a step of its own (the message yields after it)
+        if not in_work[0]:
+            return orig_apply(b)  # a lone DELTA: part of its message's step
+        s = st.begin()
+        r = orig_apply(b)
+        st.end("delta", s)
+        return r
+    sync._apply = apply
     tap_due = asyncio.Event()
     state = {"due_us": 0, "taps": 0, "done": False, "deltas": 0, "sim_ms": 0}
 
@@ -240,8 +251,12 @@ def main(part, blocks, image, messages, taps, keyhex, site, tid):
             tap = sim >= next_tap and not tap_due.is_set()
             if tap:  # a card is presented just as this message starts: it waits for it
                 state["due_us"] = s[0]
-            handler(topic, payload, False)
-            st.end("message", s)
+            work = handler(topic, payload, False)
+            st.end("message", s)  # decoding and checking it (and applying a lone DELTA)
+            if work is not None:
+                in_work[0] = True
+                await work  # as the MQTT client does: a DELTAS message yields after each delta
+                in_work[0] = False
             if tap:
                 tap_due.set()
                 while sim >= next_tap:

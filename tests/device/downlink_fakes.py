@@ -1,6 +1,7 @@
 """Fakes for the downlink device tests: an MQTT client where the test is the broker (it
 keeps the handler an engine subscribes, the test calls it with messages), and the signed
 chunk messages of a one-card snapshot."""
+import asyncio
 import gc
 
 from cpos.cards import layout
@@ -25,7 +26,15 @@ class FakeClient:
 
     def subscribe(self, filt, qos, handler):
         self.filters.append(filt)
-        self.handler = handler
+
+        def deliver(topic, payload, retained):
+            # as cpos.net.mqtt does: a handler's coroutine (a DELTAS message applied a delta
+            # at a time) runs to its end before the next message
+            work = handler(topic, payload, retained)
+            if work is not None:
+                asyncio.run(work)
+
+        self.handler = deliver
 
     def add_connect_hook(self, fn):
         self.hook = fn

@@ -246,3 +246,29 @@ def test_several_deltas_in_one_message_apply_in_order_and_an_overlapping_resend_
     assert _look(t) == (cardtable.FOUND, ACTIVE, 8000)  # a malformed message changes nothing, not even a part
     c.handler(TOPIC, _deltas(k, 10, [(carddelta.BALANCE, dict(account=1, value=5))]), False)
     assert s.why.get("out of order") and s._want and t.version == 8  # 9 is missing: ask for a sync
+
+
+def test_a_message_of_several_deltas_yields_to_other_tasks_after_each_delta():
+    import asyncio
+
+    t, c, s, seen, k = _world()
+    s._request()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    work = s._on_msg(TOPIC, _deltas(k, 5, [(carddelta.BALANCE, dict(account=1, value=9000)),
+                                           (carddelta.BALANCE, dict(account=1, value=8000)),
+                                           (carddelta.BALANCE, dict(account=1, value=7000))]), False)
+    assert work is not None and t.version == 4  # nothing applied before the MQTT client awaits it
+    seen_by_a_tap = []
+
+    async def tap():  # what a tap between two deltas would find
+        for _ in range(3):
+            seen_by_a_tap.append(_look(t)[2])
+            await asyncio.sleep_ms(0) if hasattr(asyncio, "sleep_ms") else await asyncio.sleep(0)
+
+    async def both():
+        w = asyncio.create_task(work)
+        await tap()
+        await w
+    asyncio.run(both())
+    assert seen_by_a_tap == [10000, 9000, 8000] and t.version == 7 and _look(t)[2] == 7000

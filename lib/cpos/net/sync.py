@@ -133,15 +133,17 @@ class Sync:
         except signing.DownlinkError as e:
             self._reject(e.why)
             return
+        work = None
         if m.kind == signing.DELTA:
             self._delta(m)
         elif m.kind == signing.DELTAS:
-            self._deltas(m)
+            work = self._deltas(m.body, m.version)
         elif m.kind == signing.CHUNK:
             self._chunk(m)
         else:
             self._current(m)
         m.body = b""  # do not keep the payload alive
+        return work  # the MQTT client awaits it before it reads (and acknowledges) the next message
 
     def _delta(self, m):
         b = m.body
@@ -152,32 +154,37 @@ class Sync:
         if r == cardtable.DUPLICATE:
             self._reject("replayed")
 
-    def _deltas(self, m):
+    def _deltas(self, b, version):
         """Several consecutive deltas in one message (`[length][delta]...`, the backend packs
-        what it has up to MAX_BODY). Each is applied in turn; ones the table already holds
-        (a resend that overlaps) are skipped; the first that cannot be applied ends it."""
-        b = m.body
-        mv = memoryview(b)
+        what it has up to MAX_BODY). The framing is checked first (a malformed message changes
+        nothing); None then, or the coroutine that applies them: each in turn, yielding to the
+        taps and the table's upkeep after each one applied; ones the table already holds (a
+        resend that overlaps) are skipped; the first that cannot be applied ends it."""
         i = n = 0
-        new = False
         last = -1
-        while i < len(b):  # check the framing first: a malformed message changes nothing
+        while i < len(b):
             k = b[i]
             if k < 11 or i + 1 + k > len(b):
                 self._reject("malformed")
-                return
-            last = _version(mv[i + 1:i + 1 + k])
+                return None
+            last = b[i + 4] | (b[i + 5] << 8) | (b[i + 6] << 16) | (b[i + 7] << 24)  # _version of the delta
             i += 1 + k
             n += 1
-        if n == 0 or last != m.version:
+        if n == 0 or last != version:
             self._reject("malformed")
-            return
+            return None
+        return self._apply_all(b)
+
+    async def _apply_all(self, b):
+        mv = memoryview(b)
+        new = False
         i = 0
         while i < len(b):
             k = b[i]
             r = self._apply(mv[i + 1:i + 1 + k])
             if r == cardtable.APPLIED:
                 new = True
+                await sleep_ms(0)  # one delta is one bounded step: a tap waits for no more
             elif r != cardtable.DUPLICATE:
                 return
             i += 1 + k
