@@ -21,6 +21,9 @@ class Host:
     def funds(self, uid):
         return reasons.APPROVED, 10000, 7
 
+    def ready(self):
+        return True
+
     def vend(self, uid, amount, item):
         return reasons.APPROVED, 1, 10000 - amount
 

@@ -129,8 +129,9 @@ def test_a_power_cut_at_each_vend_step_loses_nothing():
     truth = {"sold": [], "failed": []}  # the vending machine's own books, across its reconnects
 
     async def time_set(term, since):
-        # A boot starts with the board's clock lost: vends wait until a source set the time
-        # (without an offline allowance the terminal refuses them meanwhile: docs/time.md).
+        # A boot starts with the board's clock lost: the reader waits up to 3 s for a first time
+        # (docs/time.md); the test waits for it too, so that a slow source on a busy machine does
+        # not turn the vend into a refusal (without an offline allowance it would be one).
         for _ in range(300):
             if any("time: set by" in line for line in term.log_lines[since:]):
                 break

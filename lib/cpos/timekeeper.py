@@ -259,6 +259,16 @@ class TimeKeeper:
         """At boot, with a source configured: the first time should come within `ms`."""
         self._expect_until = ticks_ms() + ms
 
+    def waiting(self):
+        """True while the time is unknown and a first time is still expected (`expect`): a
+        decision that cannot await (the MDB reader's, cpos.mdb.service) is put off meanwhile."""
+        if self.known or self._expect_until is None:
+            return False
+        if ticks_diff(self._expect_until, ticks_ms()) > 0:
+            return True
+        self._expect_until = None
+        return False
+
     async def settled(self):
         """The tap path calls this while the time is unknown: within the expected while
         after boot (`expect`), wait until the time is known or that while is over; after

@@ -35,9 +35,13 @@ class Host:
         self.delivered_seqs = []
         self.events = []
         self.seq = 0
+        self.is_ready = True
 
     def funds(self, uid):
         return (reasons.APPROVED, self.balance, ACCOUNT) if bytes(uid) == UID else (reasons.UNKNOWN_CARD, 0, 0)
+
+    def ready(self):
+        return self.is_ready
 
     def vend(self, uid, amount, item):
         self.vends.append((bytes(uid), amount, item))
@@ -192,6 +196,20 @@ def test_a_level_1_session_vend_approved_success_and_end():
     assert b.poll() == b"\x07"  # END SESSION
     assert b.r.state == cashless.ENABLED and b.host.refunds == []
     assert b.poll() == b"ACK"
+
+
+def test_a_vend_waits_for_the_clock_just_after_a_start_and_polls_are_answered_meanwhile():
+    b = Bus()
+    b.init(level=1)
+    b.host.is_ready = False  # the time is unknown and a first time is due (TimeKeeper.waiting)
+    assert b.tap()
+    assert b.poll() == bytes([0x03, 0x27, 0x10])
+    assert b.cmd(0x13, 0x00, 0x05, 0xDC, 0x00, 0x0C) == b"ACK"  # VEND REQUEST: not decided yet
+    for _ in range(3):
+        assert b.poll() == b"ACK" and b.host.vends == []
+    b.host.is_ready = True  # a source answered (or the wait is over: the offline policy decides)
+    assert b.poll() == b"ACK" and b.host.vends == [(UID, 1500, 12)]  # decided after this POLL's reply
+    assert b.poll() == bytes([0x05, 0x05, 0xDC])  # VEND APPROVED at the next
 
 
 def test_level_2_begin_session_names_the_account_and_denied_vends_stay_in_the_session():

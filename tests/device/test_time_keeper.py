@@ -282,3 +282,15 @@ def test_a_backend_answer_that_took_too_long_to_arrive_is_refused_and_elapsed_ig
     assert lines[-1].startswith("W time: refused a backend time %d that took 3605000 ms to arrive" % (T + 5))
     assert k.offer(tk.BACKEND, T + 3606, tk.MAX_RTT_MS)  # a slow but fresh answer still sets it
     assert k.now() == T + 3606
+
+
+def test_waiting_is_true_only_while_the_time_is_unknown_and_a_first_time_is_due():
+    k, raw, lines = keeper()
+    assert not k.waiting()  # nothing expected
+    k.expect(60000)
+    assert k.waiting()
+    assert k.offer(tk.BACKEND, T, 40)
+    assert not k.waiting()
+    k2, _, _ = keeper()
+    k2.expect(-1)  # the expected while is over: an offline terminal decides by its policy
+    assert not k2.waiting() and not k2.waiting()

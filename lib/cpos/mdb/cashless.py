@@ -19,7 +19,8 @@ Money on the bus is in the scale stated in READER CONFIG: øre = units x scale x
 What the reader decides with is the host's (the app): `host.funds(uid)` ->
 (reason code, available øre, account) for BEGIN SESSION; `host.vend(uid, øre, item)`
 -> (reason code, seq, balance after) runs the till's decision path and journals an
-approval before it returns; `host.refund(seq)` reverses an approved purchase the
+approval before it returns, once `host.ready()` says it may (not while the clock waits
+for its first time after a start: the reader answers POLLs with ACK meanwhile); `host.refund(seq)` reverses an approved purchase the
 machine did not deliver; `host.delivered(seq)` notes that the VMC acknowledged VEND
 APPROVED (from then on a RESET counts as a sale); `host.event(kind, a, b)` shows and
 reports what happened. Replies are built in preallocated buffers: nothing is allocated
@@ -428,7 +429,7 @@ class Reader:
 
     def work(self, now):
         """After the reply went out: run a waiting decision (the slow part: a flash write)."""
-        if self.state == VEND and self._decide and self.uid_len:
+        if self.state == VEND and self._decide and self.uid_len and self.host.ready():
             self._decide = False
             self._decision()
         self._timeouts(now)

@@ -135,6 +135,12 @@ class Service:
         code, balance = app.balance_of(uid, app.clock.now())
         return code, balance, app.card.account
 
+    def ready(self):
+        """May a vend be decided now? Not while the clock is unknown just after a start and a
+        first time is still due (as the till's tap waits, firmware/app.py): the reader keeps
+        answering POLLs with ACK meanwhile, inside the VMC's maximum response time."""
+        return not self.app.clock.waiting()
+
     def vend(self, uid, amount, item):
         app = self.app
         code, topup, seq, after, t = app.decide(uid, amount, "MDB #%d" % item, app.clock.now())
