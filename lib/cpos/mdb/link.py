@@ -21,8 +21,9 @@ picks even or odd parity so that the parity bit equals the mode bit (the last by
 a reply has it set, the others clear). MicroPython cannot tell a received byte's
 parity, so received bytes come with mode 0xFF (unknown) and the framer cuts blocks by
 address, length and checksum; an idle bus (no byte for more than `_GAP_US`, the
-standard's 1 ms inter-byte maximum with margin) starts a new block. Untested without
-hardware: docs/mdb.md gives its timing budget and what to check on a bench.
+standard's 1 ms inter-byte maximum with margin) starts a new block. Tested against a
+model of the wire's ninth bit (tests/device/test_mdb_uart.py), not on hardware yet:
+docs/mdb.md gives its timing budget and what to check on a bench.
 """
 import asyncio
 
