@@ -74,6 +74,8 @@ class App:
         # Trusted time (docs/time.md): every time the app uses comes from the keeper.
         self.clock = tk.TimeKeeper(board.now, log, cfg.time["step_s"], cfg.time["ahead_s"],
                                    getattr(board, "set_time", None))
+        if hasattr(log.sink, "use_clock"):  # the on-flash log (cpos.devlog) stamps with it too
+            log.sink.use_clock(self.clock)
         from cpos.timetask import TimeTask
 
         rtc = board.battery_rtc(cfg.time.get("ds3231")) if hasattr(board, "battery_rtc") else None

@@ -45,7 +45,7 @@ _LOG_TAIL = """
 import json
 from cpos import devlog
 import board
-print("CPOS-LOG " + json.dumps(devlog.read(board.log_path())[-%d:]))
+print("CPOS-LOG " + json.dumps(devlog.read(board.log_path(), marks=True)[-%d:]))
 """
 
 
@@ -250,8 +250,16 @@ def _print_health(text):
 
 def cmd_logs(a):
     device.require_terminal(a.port)
-    for t, line in device.run(a.port, _LOG_TAIL % a.lines, "CPOS-LOG"):
-        print(t, line)
+    for entry in device.run(a.port, _LOG_TAIL % a.lines, "CPOS-LOG"):
+        print(_log_stamp(entry[0], entry[2] if len(entry) > 2 else True), entry[1])
+
+
+def _log_stamp(t, known):
+    """A device log line's time for people: UTC, or 'after' it while the clock was not set."""
+    import time as _time
+
+    text = _time.strftime("%Y-%m-%d %H:%M:%SZ", _time.gmtime(t))
+    return text if known else "after %s (clock not set)" % text
 
 
 def _journal_or_fail(data, source):

@@ -8,6 +8,11 @@ board's sink and appends to `path`, stamped with the board clock, only the lines
 matter later: W, S and E lines (cpos.log levels), the periodic `health` report and a
 `boot` line per start. So in normal running flash sees one short append every 30 s.
 
+Stamps: the board clock until the app has its trusted time (cpos.timekeeper), then the
+keeper's time (`use_clock`). A line written while that time is unknown (after a power
+cut, before any source answered) is stamped with the floor, a lower bound, and marked
+`~` after the number (`1764068403~ W ...`): `read(path, marks=True)` says which.
+
 W, S and E lines are rate-limited, so that a flood (forged messages arriving as fast
 as the broker delivers them, each refused with an S line) cannot wear the flash out: a
 token bucket on the board clock lets `burst` lines through at once and refills one
@@ -38,7 +43,13 @@ class FileSink:
         self._tokens = burst
         self._filled = now()  # board clock when the bucket last gained a token
         self.dropped = 0  # metered lines not kept since the last kept line
+        self.known = None  # None: the board clock is the time; else a callable, False while unknown
         self.write("I boot")
+
+    def use_clock(self, keeper):
+        """Stamp from now on with the trusted time (`keeper.now`), marked while unknown."""
+        self.now = keeper.now
+        self.known = lambda: keeper.known
 
     def __call__(self, line):
         self.sink(line)
@@ -71,12 +82,13 @@ class FileSink:
 
     def write(self, line):
         t = self.now()
+        mark = "~" if self.known is not None and not self.known() else ""
         try:
             with open(self.path, "a") as f:
                 if self.dropped:
-                    f.write("%d W log: %d lines not kept (rate limit)\n" % (t, self.dropped))
+                    f.write("%d%s W log: %d lines not kept (rate limit)\n" % (t, mark, self.dropped))
                     self.dropped = 0
-                f.write("%d %s\n" % (t, line))
+                f.write("%d%s %s\n" % (t, mark, line))
             if os.stat(self.path)[6] > self.limit:
                 self._cut()
         except OSError:
@@ -93,8 +105,10 @@ class FileSink:
         os.rename(tmp, self.path)
 
 
-def read(path):
-    """[(t, line)] from a log file, oldest first; [] if there is none."""
+def read(path, marks=False):
+    """[(t, line)] from a log file, oldest first; [] if there is none. With `marks`,
+    [(t, line, time_known)]: False where the line was stamped while the time was unknown
+    (t is then a lower bound)."""
     out = []
     try:
         f = open(path)
@@ -105,8 +119,10 @@ def read(path):
             raw = raw.rstrip("\n")
             sp = raw.find(" ")
             if sp > 0:
+                known = raw[sp - 1] != "~"
                 try:
-                    out.append((int(raw[:sp]), raw[sp + 1:]))
+                    t = int(raw[:sp] if known else raw[:sp - 1])
                 except ValueError:
-                    pass
+                    continue
+                out.append((t, raw[sp + 1:], known) if marks else (t, raw[sp + 1:]))
     return out

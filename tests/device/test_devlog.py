@@ -123,3 +123,22 @@ def test_the_count_of_lines_not_kept_rides_on_the_next_health_line_even_with_the
     clock[0] = 430
     sink("E kept again")
     assert devlog.read(_PATH)[-1] == (430, "E kept again")
+
+
+def test_once_the_app_has_its_trusted_time_lines_are_stamped_with_it_and_marked_while_it_is_unknown():
+    from cpos import timekeeper as tk
+
+    _fresh()
+    board = [946684800]  # an ESP32's clock after a power-on: 2000-01-01
+    sink = devlog.FileSink(lambda line: None, _PATH, lambda: board[0])
+    keeper = tk.TimeKeeper(lambda: board[0], log.Log(lambda line: None))
+    keeper.raise_floor(1764068400, "journal")  # the newest journal record's time
+    sink.use_clock(keeper)
+    board[0] += 2
+    sink("W reader: no answer")  # the time is unknown: stamped with the floor, marked
+    assert keeper.offer(tk.BACKEND, 1764068500)
+    board[0] += 3
+    sink("E app failed: boom")
+    assert devlog.read(_PATH, marks=True) == [(946684800, "I boot", True), (1764068402, "W reader: no answer", False),
+                                              (1764068503, "E app failed: boom", True)]
+    assert devlog.read(_PATH)[1] == (1764068402, "W reader: no answer")  # the plain form: (t, line)
