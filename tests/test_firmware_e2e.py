@@ -80,6 +80,17 @@ def run(sc, hook=None, terminal_config=None, workdir=None):
     return asyncio.run(go())
 
 
+async def until(cond, what, limit=60.0):
+    """Wait for cond() to be true, polling every 50 ms; returns what it returned. A test that
+    waits for a condition, not for a time, holds on a loaded machine too."""
+    for _ in range(int(limit / 0.05)):
+        got = cond()
+        if got:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError("no %s within %d s" % (what, limit))
+
+
 def reasons_seen(r, terminal):
     return [t.reason for t in r.taps if t.terminal == terminal and t.decision in ("approved", "refused")]
 

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 from simulator.run import Run
-from test_firmware_e2e import base_scenario, purchases, reasons_seen, run
+from test_firmware_e2e import base_scenario, purchases, reasons_seen, run, until
 
 
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
@@ -21,14 +21,6 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     later = purchases("till1", 0.3, [("ok", 1000), ("new", 500)], every=1.0)
     sc = base_scenario([{"id": "till1", "kind": "till"}], first, uplink=True)
     seen = {}
-
-    async def until(cond, what, limit=60.0):
-        for _ in range(int(limit / 0.05)):
-            got = cond()
-            if got:
-                return got
-            await asyncio.sleep(0.05)
-        raise AssertionError("no %s within %d s" % (what, limit))
 
     async def go():
         r = Run(sc, str(tmp_path), quiet=True)

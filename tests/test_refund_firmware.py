@@ -4,7 +4,7 @@ money and the day total come back on the terminal, before and after the backend 
 import asyncio
 
 from simulator.run import Run
-from test_firmware_e2e import base_scenario, purchases, reasons_seen
+from test_firmware_e2e import base_scenario, purchases, reasons_seen, until
 
 
 def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tmp_path):
@@ -13,14 +13,6 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
     later = purchases("till1", 0.3, [("day", 2800)], every=1.0)
     sc = base_scenario([{"id": "till1", "kind": "till"}], first, uplink=True)
     seen = {}
-
-    async def until(cond, what, limit=60.0):
-        for _ in range(int(limit / 0.05)):
-            got = cond()
-            if got:
-                return got
-            await asyncio.sleep(0.05)
-        raise AssertionError("no %s within %d s" % (what, limit))
 
     async def void(term, ref, seq):
         fut = term.expect(ref)
