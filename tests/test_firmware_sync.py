@@ -7,8 +7,7 @@ the last delta includes every purchase."""
 import asyncio
 import time
 
-from simulator.run import Run
-from test_firmware_e2e import base_scenario, purchases, reasons_seen, run, until
+from test_firmware_e2e import base_scenario, booted, purchases, reasons_seen, run, until
 
 
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
@@ -23,10 +22,7 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     seen = {}
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             led = r.site.ledger
             term = r.terminals["till1"]
@@ -54,8 +50,6 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
             recs = r.journal_records("till1")
             seen["watermark"] = led.watermark(1)
             return r, text, problems, events, recs
-        finally:
-            await r.stop()
 
     r, text, problems, events, recs = asyncio.run(go())
     assert problems == [], text
@@ -83,16 +77,11 @@ def test_automatic_top_up_end_to_end(tmp_path):
                        uplink=True)
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             await asyncio.sleep(0.5)
             text, problems = r.summary()
             return r, text, problems, r.journal_records("till1"), r.site.topups(), r.site.ledger.balance(9)
-        finally:
-            await r.stop()
 
     r, text, problems, recs, topups, balance = asyncio.run(go())
     assert problems == [], text

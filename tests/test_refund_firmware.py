@@ -3,8 +3,7 @@ the reversal is answered at once, uploaded, booked once, shows in the statement,
 money and the day total come back on the terminal, before and after the backend includes it."""
 import asyncio
 
-from simulator.run import Run
-from test_firmware_e2e import base_scenario, purchases, reasons_seen, until
+from test_firmware_e2e import base_scenario, booted, purchases, reasons_seen, until
 
 
 def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tmp_path):
@@ -21,10 +20,7 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
         return line
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             term = r.terminals["till1"]
             led = r.site.ledger
@@ -46,8 +42,6 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
             seen["balance"] = led.balance(2)
             seen["reversals"] = led.reversals(1)
             return r, text, problems, r.journal_records("till1")
-        finally:
-            await r.stop()
 
     r, text, problems, recs = asyncio.run(go())
     assert problems == [], text
