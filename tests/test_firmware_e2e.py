@@ -8,7 +8,6 @@ the POS line protocol by the simulator.
 - a configuration error stops the firmware with one line naming the field.
 """
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -20,8 +19,8 @@ from cpos import purchase
 from cpos.blockfile import BlockFile
 from cpos.journal import Journal, JournalFull
 from simulator import scenario as scen
-from simulator.run import Run
 from simulator.terminal import micropython
+from support.site_run import booted
 
 START = 1764068400  # 2025-11-25 12:00 in Copenhagen
 
@@ -62,21 +61,6 @@ def purchases(terminal, t0, plan, every=0.9):
     return evs
 
 
-@contextlib.asynccontextmanager
-async def booted(sc, workdir=None, terminal_config=None, hook=None):
-    """`async with booted(sc, workdir) as r`: a Run of scenario sc, prepared (hook(r) after
-    that, if given) and booted; stopped on the way out, whatever happened."""
-    r = Run(sc, workdir, quiet=True)
-    try:
-        r.prepare(terminal_config)
-        if hook:
-            hook(r)
-        await r.boot_all()
-        yield r
-    finally:
-        await r.stop()
-
-
 def run(sc, hook=None, terminal_config=None, workdir=None):
     """Play scenario sc to its end and settle; returns (run, summary text, problems)."""
     async def go():
@@ -88,17 +72,6 @@ def run(sc, hook=None, terminal_config=None, workdir=None):
             return r, text, problems
 
     return asyncio.run(go())
-
-
-async def until(cond, what, limit=60.0):
-    """Wait for cond() to be true, polling every 50 ms; returns what it returned. A test that
-    waits for a condition, not for a time, holds on a loaded machine too."""
-    for _ in range(int(limit / 0.05)):
-        got = cond()
-        if got:
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError("no %s within %d s" % (what, limit))
 
 
 def reasons_seen(r, terminal):

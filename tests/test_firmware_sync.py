@@ -7,7 +7,8 @@ the last delta includes every purchase."""
 import asyncio
 import time
 
-from test_firmware_e2e import base_scenario, booted, purchases, reasons_seen, run, until
+from support.site_run import booted, until
+from test_firmware_e2e import base_scenario, purchases, reasons_seen, run
 
 
 def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):

@@ -3,7 +3,8 @@ the reversal is answered at once, uploaded, booked once, shows in the statement,
 money and the day total come back on the terminal, before and after the backend includes it."""
 import asyncio
 
-from test_firmware_e2e import base_scenario, booted, purchases, reasons_seen, until
+from support.site_run import booted, until
+from test_firmware_e2e import base_scenario, purchases, reasons_seen
 
 
 def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tmp_path):
