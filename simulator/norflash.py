@@ -73,8 +73,9 @@ class ModelError(Exception):
     """The code under test asked the flash for something NOR cannot do (see the module doc)."""
 
 
-class _Rand:
-    """xorshift32: the same sequence on both runtimes."""
+class Xorshift32:
+    """xorshift32: the same sequence on both runtimes (the model's randomness, and the test
+    data of tests/device/cardtable_model.py)."""
 
     def __init__(self, seed):
         self.x = (seed & 0xFFFFFFFF) or 1
@@ -124,7 +125,7 @@ class NorFlash:
         self.programs = self.erases = self.bytes_programmed = 0
         self.torn_overwrites = 0
         self._torn = []  # (start, end) byte ranges left by torn operations
-        self._rng = _Rand(seed or 1)
+        self._rng = Xorshift32(seed or 1)
         self.cut_at = None  # cut when the op counter reaches this number
         self.cut_mode = CUT_INSIDE
         self.cut_tear = None
@@ -180,7 +181,7 @@ class NorFlash:
         inside the sector limits where (e.g. a header: (0, 20)). The bit is picked by
         `seed` among the bytes there that are not 0xFF; it may flip either way.
         Raises ValueError if there is nothing to decay."""
-        rng = _Rand(seed * 2654435761 + 1)
+        rng = Xorshift32(seed * 2654435761 + 1)
         s0, s1 = span if span is not None else (0, self.sector)
         if sector is None:
             cands = []

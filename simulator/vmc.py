@@ -99,14 +99,8 @@ class VMC:
         self._send_bytes(pairs)
         await self.writer.drain()
         t0 = time.monotonic()
-        got = []
         try:
-            while True:
-                m = await asyncio.wait_for(self.reader.readexactly(1), self.t_response)
-                d = await asyncio.wait_for(self.reader.readexactly(1), self.t_response)
-                got.append(d[0])
-                if m[0] == 1:
-                    break
+            got = await self._read_block()
         except (asyncio.TimeoutError, TimeoutError):
             self.timeouts += 1
             raise NoAnswer()
@@ -158,15 +152,20 @@ class VMC:
             return kind, payload
         raise NoAnswer()
 
-    async def _read_reply(self):
+    async def _read_block(self):
+        """The reader's next block as its bytes, checksum last: (mode, data) pairs until the
+        one with the mode bit set. Each byte must come within t_response (asyncio.TimeoutError)."""
         got = []
         while True:
             m = await asyncio.wait_for(self.reader.readexactly(1), self.t_response)
             d = await asyncio.wait_for(self.reader.readexactly(1), self.t_response)
             got.append(d[0])
             if m[0] == 1:
-                break
-        return "DATA", bytes(got[:-1])
+                return got
+
+    async def _read_reply(self):
+        """The data reply sent again after our RET: ("DATA", payload without its checksum)."""
+        return "DATA", bytes((await self._read_block())[:-1])
 
     # -- polling ----------------------------------------------------------------------
     async def poll(self):

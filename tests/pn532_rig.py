@@ -9,6 +9,17 @@ from simulator.pn532_emu import PN532Emu, VirtualClock
 
 INTERFACES = ("uart", "i2c", "spi")
 
+UID4 = bytes.fromhex("04a1b2c3")
+UID7 = bytes.fromhex("04112233445566")
+UID10 = bytes.fromhex("04010203040506070809")
+
+# One presentation for each tap rule (for Rig.emu.script); the reader must report three taps:
+# UID4, UID4, UID10.
+TAP_RULES = ((300, "place", UID4), (5000, "remove"),  # left on the reader ~5 s
+             (5200, "place", UID4), (5800, "remove"),  # lifted 200 ms < window: same tap
+             (7000, "place", UID4), (7400, "remove"),  # gone 1.2 s: new tap
+             (7400, "place", UID10), (8000, "remove"))  # swapped: new tap
+
 
 class Rig:
     def __init__(self, interface="uart", reset_wired=True, i2c_timeout_us=None, seed=1, **emu_kw):

@@ -19,8 +19,8 @@ from cpos import purchase
 from cpos.blockfile import BlockFile
 from cpos.journal import Journal, JournalFull
 from simulator import scenario as scen
-from simulator.run import Run
 from simulator.terminal import micropython
+from support.site_run import booted
 
 START = 1764068400  # 2025-11-25 12:00 in Copenhagen
 
@@ -62,20 +62,14 @@ def purchases(terminal, t0, plan, every=0.9):
 
 
 def run(sc, hook=None, terminal_config=None, workdir=None):
+    """Play scenario sc to its end and settle; returns (run, summary text, problems)."""
     async def go():
-        r = Run(sc, workdir, quiet=True)
-        try:
-            r.prepare(terminal_config)
-            if hook:
-                hook(r)
-            await r.boot_all()
+        async with booted(sc, workdir, terminal_config, hook) as r:
             await r.play()
             await asyncio.sleep(0.3)
             await r.settle()
             text, problems = r.summary()
             return r, text, problems
-        finally:
-            await r.stop()
 
     return asyncio.run(go())
 
@@ -154,10 +148,7 @@ def test_invalid_amount_and_garbage_from_the_pos_are_refused(tmp_path):
     sc = base_scenario([{"id": "till1", "kind": "till"}], [])
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             t = r.terminals["till1"]
             answers = []
             for line, ref in (("PAY r1 0 x", "r1"), ("PAY r2 -5 x", "r2"), ("VEND r3 100 x", "r3"),
@@ -170,8 +161,6 @@ def test_invalid_amount_and_garbage_from_the_pos_are_refused(tmp_path):
             await t.pos_writer.drain()
             answers.append((await asyncio.wait_for(fut, 5))[1])
             return answers, t.running()
-        finally:
-            await r.stop()
 
     answers, alive = asyncio.run(go())
     assert answers == ["ERR r1 bad-amount", "ERR r2 bad-amount", "ERR r3 wrong-kind", "ERR - unknown-request",
@@ -248,10 +237,7 @@ def test_after_a_power_cut_last_tells_the_till_which_unanswered_request_was_reco
         return w[1] != "-" and int(w[1]) > s and w[4] == "approved"
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             t = r.terminals["till1"]
             out = {"first": await last(t)}
             heard = (await paid(t, "r1", 1000)).split()
@@ -267,8 +253,6 @@ def test_after_a_power_cut_last_tells_the_till_which_unanswered_request_was_reco
             await t.boot()
             out["r3"] = (await ask(t, "CANCEL r3", "r3"), await last(t), s)
             return r, out
-        finally:
-            await r.stop()
 
     r, out = asyncio.run(go())
     assert out["first"] == "LAST - 0"

@@ -7,7 +7,7 @@ the last delta includes every purchase."""
 import asyncio
 import time
 
-from simulator.run import Run
+from support.site_run import booted, until
 from test_firmware_e2e import base_scenario, purchases, reasons_seen, run
 
 
@@ -22,19 +22,8 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
     sc = base_scenario([{"id": "till1", "kind": "till"}], first, uplink=True)
     seen = {}
 
-    async def until(cond, what, limit=60.0):
-        for _ in range(int(limit / 0.05)):
-            got = cond()
-            if got:
-                return got
-            await asyncio.sleep(0.05)
-        raise AssertionError("no %s within %d s" % (what, limit))
-
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             led = r.site.ledger
             term = r.terminals["till1"]
@@ -62,8 +51,6 @@ def test_block_in_the_portal_reaches_the_firmware_before_the_next_tap(tmp_path):
             recs = r.journal_records("till1")
             seen["watermark"] = led.watermark(1)
             return r, text, problems, events, recs
-        finally:
-            await r.stop()
 
     r, text, problems, events, recs = asyncio.run(go())
     assert problems == [], text
@@ -91,16 +78,11 @@ def test_automatic_top_up_end_to_end(tmp_path):
                        uplink=True)
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             await asyncio.sleep(0.5)
             text, problems = r.summary()
             return r, text, problems, r.journal_records("till1"), r.site.topups(), r.site.ledger.balance(9)
-        finally:
-            await r.stop()
 
     r, text, problems, recs, topups, balance = asyncio.run(go())
     assert problems == [], text

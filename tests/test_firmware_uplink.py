@@ -13,7 +13,7 @@ import os
 import pytest
 
 from simulator import scenario as scen
-from simulator.run import Run
+from support.site_run import booted
 
 START = 1764068400
 SOAK = bool(os.environ.get("CPOS_SOAK"))
@@ -50,10 +50,7 @@ def test_broker_down_while_1000_taps_then_back(tmp_path, soak):
     sc = fleet(n, each, every, [{"at": 0.8, "broker": "down"}])
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare(fast_taps)
-            await r.boot_all()
+        async with booted(sc, str(tmp_path), fast_taps) as r:
             await asyncio.sleep(0.5)  # connected and online before the outage
             await r.play()  # every tap, the broker down
             # Counted before the broker comes back (the scenario's own "up" event would race
@@ -70,8 +67,6 @@ def test_broker_down_while_1000_taps_then_back(tmp_path, soak):
             assert_all_in_ledger(r, text, problems)
             booked = sum(len(r.site.ledger.purchase_seqs(t.spec["no"])) for t in r.terminals.values())
             assert booked == len(approved), text
-        finally:
-            await r.stop()
 
     asyncio.run(go())
 
@@ -82,10 +77,7 @@ def test_firmware_killed_mid_upload_resends_and_nothing_doubles(tmp_path):
     sc = fleet(1, each, every, [{"at": 0.8, "broker": "down"}])
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare(fast_taps)
-            await r.boot_all()
+        async with booted(sc, str(tmp_path), fast_taps) as r:
             await r.play()
             term = r.terminals["till1"]
             total = r.journal_records("till1")[-1]["seq"]
@@ -109,7 +101,5 @@ def test_firmware_killed_mid_upload_resends_and_nothing_doubles(tmp_path):
             # after the reboot the firmware resent from its durable watermark: whatever the
             # backend had already applied came again and was booked once
             assert r.site.backend.ledger.received_seqs(1) == [x["seq"] for x in r.journal_records("till1")]
-        finally:
-            await r.stop()
 
     asyncio.run(go())

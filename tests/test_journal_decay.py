@@ -15,17 +15,6 @@ import journal_check as jc
 HDR_BYTES = 20
 
 
-def journal_with(n, acked=0, nsec=4, sector=4096):
-    f = NorFlash(nsec * sector, sector=sector, once=True)
-    j = Journal(f)
-    j.recover()
-    for i in range(n):
-        j.append(*jc.fields(i))
-    if acked:
-        j.ack(acked)
-    return f, j
-
-
 def pending_seqs(j):
     buf = bytearray(SLOT)
     out, s = [], 0
@@ -46,7 +35,7 @@ def reopen(f):
 
 def test_reproduction_a_flip_in_an_older_header_keeps_all_150_pending():
     """The issue's reproduction: 150 pending purchases, one bit of sector 1's header flipped."""
-    f, _ = journal_with(150)
+    f, _ = jc.journal_with(150)
     f.flip(1 * 4096 + 5, 0x01)  # sector id's low byte... of the middle sector
     j = reopen(f)
     assert pending_seqs(j) == list(range(1, 151))  # was 24: sectors 0 and 1 fell out of the ring
@@ -55,7 +44,7 @@ def test_reproduction_a_flip_in_an_older_header_keeps_all_150_pending():
 
 
 def test_reproduction_a_flip_in_the_newest_header_does_not_roll_the_sequence_back():
-    f, _ = journal_with(150)
+    f, _ = jc.journal_with(150)
     f.flip(2 * 4096 + 9, 0x10)  # first seq of the newest sector (the head)
     j = reopen(f)
     assert j.next_seq == 151  # was 127: seqs 127..150 would have been handed out again
@@ -70,7 +59,7 @@ def test_reproduction_a_flip_in_the_newest_header_does_not_roll_the_sequence_bac
 def test_every_bit_of_every_header(sector, acked):
     """Each of the 160 bits of each header, flipped alone: nothing pending lost, the
     watermark never above what was acknowledged, the next seq never lower, the damage seen."""
-    f, j0 = journal_with(150, acked)
+    f, j0 = jc.journal_with(150, acked)
     image = bytes(f.mem)
     for bit in range(HDR_BYTES * 8):
         f.mem[:] = image
@@ -85,7 +74,7 @@ def test_every_bit_of_every_header(sector, acked):
 def test_a_decayed_ring_keeps_working_and_heals_when_the_sector_is_reused():
     """Appends and acks after the decay: the sector with the damaged header is released only
     once acknowledged, then erased and reopened, and the damage report is empty again."""
-    f, _ = journal_with(150, nsec=4)
+    f, _ = jc.journal_with(150, nsec=4)
     f.flip(1 * 4096 + 13, 0x80)  # the watermark field of sector 1's header
     j = reopen(f)
     assert j.damage()["headers"] == 1
@@ -107,7 +96,7 @@ def test_a_decayed_ring_keeps_working_and_heals_when_the_sector_is_reused():
 def test_decay_anywhere_in_an_older_sector(seed):
     """`decay(seed)`: a bit of any non-blank byte of an older sector, header or record.
     A decayed record is one bit from a valid one: repaired, counted, not skipped."""
-    f, _ = journal_with(150, 30)
+    f, _ = jc.journal_with(150, 30)
     addr, mask = f.decay(seed)
     assert addr < 2 * 4096  # sectors 0 and 1 (2 is the newest)
     j = reopen(f)
@@ -124,7 +113,7 @@ def test_decay_anywhere_in_an_older_sector(seed):
 
 
 def test_a_flip_in_an_ack_record_never_raises_the_watermark():
-    f, j = journal_with(100, 0)
+    f, j = jc.journal_with(100, 0)
     j.ack(60)  # ack record in the head (sector 1)
     at = 1 * 4096 + (100 - 63 + 1) * SLOT  # the slot after the last purchase
     image = bytes(f.mem)
@@ -145,7 +134,7 @@ def destroy_header(f, sector, size=4096):
 @pytest.mark.parametrize("acked", [0, 40])
 @pytest.mark.parametrize("sector", [0, 1, 2])
 def test_a_header_beyond_repair_is_placed_from_its_records(sector, acked):
-    f, _ = journal_with(150, acked)
+    f, _ = jc.journal_with(150, acked)
     destroy_header(f, sector)
     j = reopen(f)
     assert j.next_seq == 151 and j.watermark == acked
@@ -154,7 +143,7 @@ def test_a_header_beyond_repair_is_placed_from_its_records(sector, acked):
 
 
 def test_neighbouring_headers_beyond_repair_are_placed_one_from_the_other():
-    f, _ = journal_with(150)
+    f, _ = jc.journal_with(150)
     destroy_header(f, 0)
     destroy_header(f, 1)
     j = reopen(f)
@@ -167,7 +156,7 @@ def test_a_ring_with_no_readable_header_keeps_its_purchases_for_the_rescue():
     and the sequence goes on above them; the rescue reads them (host_tools.rescue)."""
     from host_tools.rescue import rescue
 
-    f, _ = journal_with(100, nsec=4)  # sectors 0 and 1
+    f, _ = jc.journal_with(100, nsec=4)  # sectors 0 and 1
     destroy_header(f, 0)
     destroy_header(f, 1)
     lines = []
@@ -195,7 +184,7 @@ def test_a_ring_with_no_readable_header_keeps_its_purchases_for_the_rescue():
 def test_decay_is_logged_as_an_error():
     from cpos.log import Log
 
-    f, _ = journal_with(150)
+    f, _ = jc.journal_with(150)
     f.flip(1 * 4096 + 5, 0x01)  # a header: repaired at recovery
     f.flip(0 * 4096 + 3 * SLOT + 20, 0x04)  # purchase 3: repaired when read
     lines = []

@@ -14,8 +14,8 @@ import asyncio
 
 from cpos import reasons
 from simulator import scenario as scen
-from simulator.run import Run
 from simulator.vmc import ADDR, VEND
+from support.site_run import booted
 
 START = 1764068400
 RICH, POOR = "04000001", "04000005"
@@ -32,13 +32,8 @@ def scenario(level=2, always_idle=False, uplink=False):
 
 def world(test, **kw):
     async def go():
-        r = Run(scenario(**kw), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(scenario(**kw)) as r:
             await test(r, r.terminals["vend1"])
-        finally:
-            await r.stop()
     asyncio.run(go())
 
 

@@ -2,12 +2,8 @@
 import pytest
 
 from cpos.reader import frame as F
-from pn532_rig import INTERFACES, Rig
+from pn532_rig import INTERFACES, TAP_RULES, UID4, UID7, UID10, Rig
 from simulator.pn532_emu import Card, T_ATTEMPT, VirtualClock
-
-UID4 = bytes.fromhex("04a1b2c3")
-UID7 = bytes.fromhex("04112233445566")
-UID10 = bytes.fromhex("04010203040506070809")
 
 
 @pytest.mark.parametrize("iface", INTERFACES)
@@ -107,10 +103,7 @@ def test_unknown_command_gets_the_error_frame():
 @pytest.mark.parametrize("iface", INTERFACES)
 def test_one_tap_per_presentation_against_the_emulator(iface):
     rig = Rig(iface)
-    rig.emu.script([(300, "place", UID4), (5000, "remove"),  # left on the reader ~5 s
-                    (5200, "place", UID4), (5800, "remove"),  # lifted 200 ms < window: same tap
-                    (7000, "place", UID4), (7400, "remove"),  # gone 1.2 s: new tap
-                    (7400, "place", UID10), (8000, "remove")])  # swapped: new tap
+    rig.emu.script(TAP_RULES)
     taps = rig.taps(9000)
     assert [u for _, u in taps] == [UID4.hex(), UID4.hex(), UID10.hex()]
     assert 300 <= taps[0][0] < 300 + 80  # noticed within one poll period and a poll

@@ -7,11 +7,8 @@ self-healing and the event loop's share are the same as with plain polling.
 """
 import pytest
 
-from pn532_rig import INTERFACES, Rig
+from pn532_rig import INTERFACES, TAP_RULES, UID4, UID7, UID10, Rig
 
-UID4 = bytes.fromhex("04a1b2c3")
-UID7 = bytes.fromhex("04112233445566")
-UID10 = bytes.fromhex("04010203040506070809")
 ARRIVALS = [300 + 997 * k for k in range(8)]  # ms; phases spread over the poll period
 
 
@@ -43,10 +40,7 @@ def test_a_pending_poll_reports_a_tap_within_a_few_ms_and_polling_does_not(iface
 @pytest.mark.parametrize("iface", INTERFACES)
 def test_tap_rules_hold_with_the_pending_poll(iface):
     rig = Rig(iface)
-    rig.emu.script([(300, "place", UID4), (5000, "remove"),  # left on the reader ~5 s
-                    (5200, "place", UID4), (5800, "remove"),  # lifted 200 ms < window: same tap
-                    (7000, "place", UID4), (7400, "remove"),  # gone 1.2 s: new tap
-                    (7400, "place", UID10), (8000, "remove")])  # swapped: new tap
+    rig.emu.script(TAP_RULES)
     taps = rig.taps(9000, wait_ms=250)
     assert [u for _, u in taps] == [UID4.hex(), UID4.hex(), UID10.hex()]
     assert rig.reader.errors == 0

@@ -3,7 +3,7 @@ the reversal is answered at once, uploaded, booked once, shows in the statement,
 money and the day total come back on the terminal, before and after the backend includes it."""
 import asyncio
 
-from simulator.run import Run
+from support.site_run import booted, until
 from test_firmware_e2e import base_scenario, purchases, reasons_seen
 
 
@@ -14,14 +14,6 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
     sc = base_scenario([{"id": "till1", "kind": "till"}], first, uplink=True)
     seen = {}
 
-    async def until(cond, what, limit=60.0):
-        for _ in range(int(limit / 0.05)):
-            got = cond()
-            if got:
-                return got
-            await asyncio.sleep(0.05)
-        raise AssertionError("no %s within %d s" % (what, limit))
-
     async def void(term, ref, seq):
         fut = term.expect(ref)
         await term.send("VOID %s %d" % (ref, seq))
@@ -29,10 +21,7 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
         return line
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             await r.play()
             term = r.terminals["till1"]
             led = r.site.ledger
@@ -54,8 +43,6 @@ def test_a_void_at_the_till_is_booked_once_and_restores_balance_and_day_limit(tm
             seen["balance"] = led.balance(2)
             seen["reversals"] = led.reversals(1)
             return r, text, problems, r.journal_records("till1")
-        finally:
-            await r.stop()
 
     r, text, problems, recs = asyncio.run(go())
     assert problems == [], text

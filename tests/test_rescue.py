@@ -20,23 +20,12 @@ def run_rescue(path, *args):
     return p.returncode, [json.loads(line) for line in p.stdout.splitlines()], p.stderr
 
 
-def journal_with(n, acked, nsec=4):
-    f = NorFlash(nsec * 4096)
-    j = Journal(f)
-    j.recover()
-    for i in range(n):
-        j.append(*jc.fields(i))
-    if acked:
-        j.ack(acked)
-    return f, j
-
-
 def as_json(seq):
     return purchase.to_json_obj(jc.expected(seq, jc.fields(seq - 1)))
 
 
 def test_rescue_prints_unacknowledged_purchases(tmp_path):
-    f, j = journal_with(150, 40)
+    f, j = jc.journal_with(150, 40)
     dump = tmp_path / "journal.bin"
     dump.write_bytes(bytes(f.mem))
     code, recs, err = run_rescue(dump)
@@ -49,7 +38,7 @@ def test_rescue_prints_unacknowledged_purchases(tmp_path):
 
 
 def test_rescue_from_a_whole_flash_dump_with_offset(tmp_path):
-    f, j = journal_with(70, 0, nsec=3)
+    f, j = jc.journal_with(70, 0, nsec=3)
     dump = tmp_path / "flash.bin"
     dump.write_bytes(b"\x00" * 0x9000 + bytes(f.mem) + b"\xab" * 8192)
     code, recs, err = run_rescue(dump, "--offset", "0x9000", "--size", str(3 * 4096))
@@ -60,7 +49,7 @@ def test_rescue_from_a_whole_flash_dump_with_offset(tmp_path):
 
 
 def test_rescue_skips_torn_records(tmp_path):
-    f, j = journal_with(30, 0)
+    f, j = jc.journal_with(30, 0)
     f.arm(0, CUT_INSIDE)
     try:
         j.append(*jc.fields(30))
@@ -137,7 +126,7 @@ def _cardtable_image():
 def _whole_flash():
     from host_tools import partitions
 
-    f, _ = journal_with(5, 0, nsec=3)
+    f, _ = jc.journal_with(5, 0, nsec=3)
     img = bytearray(b"\xff" * 0x400000)
     img[0x1000] = 0xE9
     img[0x8000:0x8C00] = partitions.binary()
@@ -178,9 +167,9 @@ def test_identify_finds_the_journal_in_each_journal(tmp_path):
     from host_tools.rescue import identify
 
     for n, acked in ((1, 0), (150, 40), (150, 150)):
-        f, _ = journal_with(n, acked)
+        f, _ = jc.journal_with(n, acked)
         assert identify(bytes(f.mem)) is None
-    torn = bytearray(journal_with(30, 0)[0].mem)
+    torn = bytearray(jc.journal_with(30, 0)[0].mem)
     torn[4096 + 70] ^= 0xFF  # a damaged record: still a journal, the rescue skips the record
     assert identify(bytes(torn)) is None
 

@@ -15,7 +15,7 @@ import asyncio
 import re
 
 from simulator import scenario as scen
-from simulator.run import Run
+from support.site_run import booted
 
 START = 1764068400
 
@@ -38,10 +38,7 @@ def test_real_firmware_uploads_over_tls_with_its_client_certificate(tmp_path):
     sc = fleet(2, 12)
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare(fast, tls=True)
-            await r.boot_all()
+        async with booted(sc, str(tmp_path), fast, tls=True) as r:
             await r.play()
             await r.settle(timeout=90)
             text, problems = r.summary()
@@ -60,8 +57,6 @@ def test_real_firmware_uploads_over_tls_with_its_client_certificate(tmp_path):
                 # logged in by certificate (u'<common name>') on the TLS port, client id = login
                 assert re.search(r"New connection from 127\.0\.0\.1:\d+ on port %d\." % port, log)
                 assert "as %s (p2, c1, k5, u'%s')" % (tid, tid) in log, log[-3000:]
-        finally:
-            await r.stop()
 
     asyncio.run(go())
 

@@ -22,6 +22,7 @@ from cpos.net import messages
 from cpos.blockfile import BlockFile
 from cpos.journal import Journal
 from host_tools import bundle, deploy, partitions
+from runtimes import DEVICE_TESTS
 from backend import broker_users
 from backend.ledger import Ledger
 from simulator.terminal import free_port
@@ -372,7 +373,8 @@ def test_status_and_logs_report_journal_table_and_last_health(plug, bundles, tmp
 
 # What runs on the device: the firmware's own pieces wired as firmware/main.py and firmware/app.py
 # wire them (Log over devlog.FileSink on board.log_path(), MQTTClient, Sync on the card-table
-# partition), with one stand-in, the socket: the client reads the broker's bytes from WIRE.
+# partition), with one stand-in, the socket: the client reads the broker's bytes from WIRE
+# through tests/device/broker_wire.py's Wire, whose source is sent ahead of this.
 _DOWNLINK_ON_THE_DEVICE = """
 import asyncio, binascii, board
 from cpos import config, devlog, log
@@ -385,18 +387,6 @@ m = cfg.mqtt
 c = MQTTClient(cfg.terminal_id, m["host"], m["port"], m["user"], m["password"], log=lg)
 t = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]), card_slots=32)
 s = Sync(t, c, cfg.site, cfg.terminal_id, cfg.site_key, log=lg, clock=board.now)
-
-class Wire:
-    def __init__(self, data):
-        self.data = data
-
-    async def readexactly(self, n):
-        if len(self.data) < n:
-            raise EOFError
-        b = self.data[:n]
-        self.data = self.data[n:]
-        return b
-
 c._reader = Wire(binascii.unhexlify(WIRE))
 asyncio.run(c._reader_loop(None))
 print("REFUSED", s.rejected, sorted(s.why.items()))
@@ -418,7 +408,8 @@ def test_a_forged_and_a_replayed_downlink_message_show_in_cpos_logs(plug, bundle
                             carddelta.encode(1, 0, carddelta.UNBLOCK, uid=b"\x04\xa1\xb2\xc3"))
     replayed = signing.encode(key, topic, signing.CURRENT, 3, arg=12345)
     wire = b"".join(mqtt.publish_header(topic, len(p), qos=0) + p for p in (forged, replayed))
-    code = "WIRE = %r\n" % wire.hex() + _DOWNLINK_ON_THE_DEVICE
+    with open(os.path.join(DEVICE_TESTS, "broker_wire.py")) as f:
+        code = "WIRE = %r\n" % wire.hex() + f.read() + _DOWNLINK_ON_THE_DEVICE
     p = subprocess.run([bundle.tool("mpremote"), "connect", v.port, "exec", code], capture_output=True, text=True)
     assert p.returncode == 0 and "REFUSED 2 [('bad tag', 1), ('replayed', 1)]" in p.stdout, p.stdout + p.stderr
     logs = cpos("logs", "-p", v.port)

@@ -85,7 +85,7 @@ def test_a_battery_rtc_keeps_the_time_across_a_power_cut_without_network_until_i
     """The DS3231 on a coin cell gives the time after a power cut with no SNTP and no backend;
     once the cell was out (`rtc_lost`), the next power cut leaves the time unknown."""
     from simulator import scenario as scen
-    from simulator.run import Run
+    from support.site_run import booted
 
     cards = [{"uid": "04000002", "number": "lim", "account": 2}]
     accounts = [{"account": 2, "balance": 100000, "limits": {"school": {"day": 3000}}}]
@@ -106,10 +106,7 @@ def test_a_battery_rtc_keeps_the_time_across_a_power_cut_without_network_until_i
                         "events": events})
 
     async def go():
-        r = Run(sc, str(tmp_path), quiet=True)
-        try:
-            r.prepare()
-            await r.boot_all()
+        async with booted(sc, str(tmp_path)) as r:
             for _ in range(300):  # until a source has set the time
                 if any("time: set by" in x for x in r.terminals["till1"].log_lines):
                     break
@@ -124,8 +121,6 @@ def test_a_battery_rtc_keeps_the_time_across_a_power_cut_without_network_until_i
             await r.settle(timeout=60)
             text, problems = r.summary()
             assert problems == [], text
-        finally:
-            await r.stop()
 
     asyncio.run(go())
 

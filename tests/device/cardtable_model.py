@@ -6,7 +6,7 @@ table's flash is not in RAM either, and the tests run under the WROOM heap cap."
 import os
 from binascii import hexlify
 
-from simulator.norflash import NorFlash, PowerCut
+from simulator.norflash import NorFlash, PowerCut, Xorshift32
 
 
 class FileMem:
@@ -223,20 +223,7 @@ class Ref:
 
 
 # -- deterministic data (both runtimes) ------------------------------------------------
-class Rng:
-    def __init__(self, seed):
-        self.x = seed or 1
-
-    def next(self):
-        x = self.x
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.x = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
+Rng = Xorshift32  # the flash model's generator: the same data on both runtimes
 
 
 def make_uid(rng, n=None):

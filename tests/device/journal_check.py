@@ -140,6 +140,19 @@ def check(j, orc, inflight):
     orc.acked = w
 
 
+def journal_with(n, acked=0, nsec=4, sector=4096):
+    """A journal on a fresh once-mode flash of `nsec` sectors holding appends 0..n-1 of
+    `fields` (seqs 1..n), acknowledged up to `acked`. Returns (flash, journal)."""
+    f = NorFlash(nsec * sector, sector=sector, once=True)
+    j = Journal(f)
+    j.recover()
+    for i in range(n):
+        j.append(*fields(i))
+    if acked:
+        j.ack(acked)
+    return f, j
+
+
 def run(name, cut_at=None, mode=CUT_INSIDE, seed=1, cuts=None, tear=None):
     """Play workload `name`. `cut_at`: one cut at that flash operation (a torn one leaving
     the fraction `tear` of its bit changes done, see NorFlash.arm); `cuts`: a list of

@@ -105,6 +105,16 @@ def _world(lg=None):
     return t, c, s, seen, downlink.Key(KEY)
 
 
+def _synced(lg=None):
+    """_world after the terminal asked and the backend sent its snapshot: version 4, records
+    up to 10 included."""
+    t, c, s, seen, k = _world(lg)
+    s._request()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    return t, c, s, seen, k
+
+
 def _look(t):
     card, sp = CardRecord(), Spends()
     r = t.lookup(UID, card, sp)
@@ -136,10 +146,7 @@ def test_snapshot_in_chunks_then_deltas_in_order():
 
 def test_forged_replayed_out_of_order_and_malformed_change_nothing_and_log_at_the_security_level():
     lines = []
-    t, c, s, seen, k = _world(log.Log(lines.append))
-    s._request()
-    for m in _snapshot(k, 4, 10):
-        c.handler(TOPIC, m, False)
+    t, c, s, seen, k = _synced(log.Log(lines.append))
     d5 = _delta(k, 5, 11, carddelta.BLOCK, uid=UID)
     c.handler(TOPIC, d5, False)
     before = (_look(t), t.version, t.included_seq, list(seen))
@@ -219,10 +226,7 @@ def _deltas(k, first, ds):
 
 def test_several_deltas_in_one_message_apply_in_order_and_an_overlapping_resend_skips_what_is_held():
     lines = []
-    t, c, s, seen, k = _world(log.Log(lines.append))
-    s._request()
-    for m in _snapshot(k, 4, 10):
-        c.handler(TOPIC, m, False)
+    t, c, s, seen, k = _synced(log.Log(lines.append))
     three = _deltas(k, 5, [(carddelta.BALANCE, dict(account=1, value=9000)),
                            (carddelta.BLOCK, dict(uid=UID)),
                            (carddelta.BALANCE, dict(account=1, value=8000))])
@@ -251,10 +255,7 @@ def test_several_deltas_in_one_message_apply_in_order_and_an_overlapping_resend_
 def test_a_message_of_several_deltas_yields_to_other_tasks_after_each_delta():
     import asyncio
 
-    t, c, s, seen, k = _world()
-    s._request()
-    for m in _snapshot(k, 4, 10):
-        c.handler(TOPIC, m, False)
+    t, c, s, seen, k = _synced()
     work = s._on_msg(TOPIC, _deltas(k, 5, [(carddelta.BALANCE, dict(account=1, value=9000)),
                                            (carddelta.BALANCE, dict(account=1, value=8000)),
                                            (carddelta.BALANCE, dict(account=1, value=7000))]), False)

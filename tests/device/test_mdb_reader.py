@@ -223,12 +223,19 @@ def test_level_2_begin_session_names_the_account_and_denied_vends_stay_in_the_se
     assert b.cmd(0x13, 0x04) == b"ACK" and b.poll() == b"\x07"
 
 
-def test_vend_failure_refunds_the_purchase_once():
+def _vending(*price_and_item):
+    """A Level 2 bus in a session (a card tapped, BEGIN SESSION polled) that has sent VEND
+    REQUEST with `price_and_item` (price high, low, item high, low)."""
     b = Bus()
     b.init(level=2)
     b.tap()
     b.poll()
-    b.cmd(0x13, 0x00, 0x01, 0x00, 0x00, 0x02)
+    b.cmd(0x13, 0x00, *price_and_item)
+    return b
+
+
+def test_vend_failure_refunds_the_purchase_once():
+    b = _vending(0x01, 0x00, 0x00, 0x02)
     assert b.poll()[0] == 0x05
     assert b.cmd(0x13, 0x03) == b"ACK"  # VEND FAILURE
     assert b.host.refunds == [1]
@@ -237,11 +244,7 @@ def test_vend_failure_refunds_the_purchase_once():
 
 
 def test_vend_cancel_before_the_approval_was_heard_refunds_and_denies():
-    b = Bus()
-    b.init(level=2)
-    b.tap()
-    b.poll()
-    b.cmd(0x13, 0x00, 0x01, 0x00, 0x00, 0x02)  # decided and journaled; VEND APPROVED waits for a POLL
+    b = _vending(0x01, 0x00, 0x00, 0x02)  # decided and journaled; VEND APPROVED waits for a POLL
     assert b.cmd(0x13, 0x01) == b"\x06"  # VEND CANCEL -> VEND DENIED
     assert b.host.refunds == [1] and b.host.delivered_seqs == []
     assert b.poll() == b"ACK"  # the approval is no longer queued
@@ -319,19 +322,11 @@ def test_an_unacknowledged_block_is_repeated_at_the_next_poll():
 
 
 def test_reset_mid_vend_counts_as_a_sale_only_after_the_approval_was_heard():
-    b = Bus()
-    b.init(level=2)
-    b.tap()
-    b.poll()
-    b.cmd(0x13, 0x00, 0x00, 0x64, 0x00, 0x01)
+    b = _vending(0x00, 0x64, 0x00, 0x01)
     assert b.poll()[0] == 0x05
     assert b.cmd(0x10) == b"ACK"  # RESET between VEND APPROVED and VEND SUCCESS
     assert b.host.refunds == [] and b.r.state == cashless.INACTIVE and b.poll() == b"\x00"
-    b = Bus()
-    b.init(level=2)
-    b.tap()
-    b.poll()
-    b.cmd(0x13, 0x00, 0x00, 0x64, 0x00, 0x01)
+    b = _vending(0x00, 0x64, 0x00, 0x01)
     assert b.cmd(0x10) == b"ACK"  # RESET before the VMC heard VEND APPROVED: nothing was sold
     assert b.host.refunds == [1]
 

@@ -8,26 +8,13 @@ import asyncio
 
 from cpos import log
 from cpos.net.mqtt import MQTTClient
-
-
-class _Stream:
-    """The broker's side of a socket: hands out `data`, then ends as a closed connection does."""
-
-    def __init__(self, data):
-        self.data = data
-
-    async def readexactly(self, n):
-        if len(self.data) < n:
-            raise EOFError
-        b = self.data[:n]
-        self.data = self.data[n:]
-        return b
+from broker_wire import Wire
 
 
 def test_a_refused_subscription_is_a_security_line_and_a_malformed_publish_a_warning():
     lines = []
     c = MQTTClient("t0001", "127.0.0.1", log=log.Log(lines.append))
-    c._reader = _Stream(b"\x30\x01\x00"  # PUBLISH too short to hold a topic
+    c._reader = Wire(b"\x30\x01\x00"  # PUBLISH too short to hold a topic
                         b"\x90\x03\x00\x01\x80")  # SUBACK, packet id 1, return code 0x80: refused
     asyncio.run(c._reader_loop(None))
     assert lines == ["W mqtt: dropped malformed PUBLISH: bad PUBLISH", "S mqtt: subscription refused"], lines
