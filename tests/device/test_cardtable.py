@@ -829,3 +829,25 @@ def test_power_cut_at_every_write_of_a_catch_up_mounts_old_or_new_per_delta():
         check_all(CardTable(d_, **geo), new)
         assert d_.torn_overwrites == 0
     assert 8 in seen and 40 in seen and 50 in seen, sorted(seen)
+
+
+def test_a_change_store_of_the_format_before_jumps_mounts_broken_and_asks_for_a_snapshot():
+    """Format 1 could not hold a JUMP; a store written by it (a firmware update) is not read
+    as if it were format 2: the table mounts BROKEN, refuses every card, asks for a snapshot."""
+    dev, t, ref, rng = fresh(20)
+    for d in _deltas(ref, rng, 6, 3):
+        assert t.apply_delta(d) == APPLIED
+    c = t.chg
+    p = bytearray(4096)
+    blk = c.first + c.block_of(0)
+    dev.readblocks(blk, p)
+    assert p[0] == changes.MAGIC and p[1] == changes.FORMAT == 2
+    p[1] = 1  # the same block, sealed as format 1 wrote it
+    crc = c._crc(p, changes.rd16(p, 12))
+    for i in range(4):
+        p[16 + i] = (crc >> (8 * i)) & 0xFF
+    dev.writeblocks(blk, p)
+    t = CardTable(dev)
+    assert (t.state, t.needs_resync) == (cardtable.BROKEN, True), t.state
+    assert t.lookup(list(ref.cards)[0], CardRecord(), Spends()) == CORRUPT
+    assert t.apply_delta(carddelta.encode(9, 0, carddelta.BALANCE, account=1, value=5)) == GAP
