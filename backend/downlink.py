@@ -57,6 +57,7 @@ MAX_VERSION = 0xFFF00000  # versions are u32; a stream never gets this close to 
 MARK_EVERY = 64  # versions between catch-up marks of a stream whose included_seq stays put
 MARK_DAYS = 3  # catch-up marks kept this long: a terminal away longer gets a snapshot
 _PER_CARD = 22  # image bytes per card to estimate a snapshot before any was built (docs/formats.md)
+_LEAST = 20  # bytes: the shortest delta (a balance, 19 B) and its length byte in a DELTAS message
 CATCH_UP_CARDS = 24  # card changes a catch-up may carry: the card overlay (32 slots with the downlink
 # on, firmware/app.py) asks for a snapshot at 3/4 full and refuses at 7/8 (cpos.cards.overlay)
 
@@ -358,6 +359,11 @@ class Downlink:
             last[(kind if kind in _ACCOUNT_KINDS else "card", account if kind in _ACCOUNT_KINDS else uid,
                   kind)] = i
         snap = self.snapshot_bytes()
+        least = _LEAST * sum(1 for k in last if k[2] != "totals")  # a totals change may be SKIP
+        if least > snap:  # known too big before a delta is made (making them costs queries)
+            self.log("downlink: no catch-up for %s from v%d: at least %d B, more than a snapshot (%d B)"
+                     % (tid, have, least, snap))
+            return None
         jump = carddelta.encode(version + 1, inc, carddelta.JUMP, value=have)
         ds, size, made, cards = [jump], 1 + len(jump), [], 0
         for i in sorted(last.values()):
