@@ -393,7 +393,8 @@ class Downlink:
             ds[-1] = self._delta(version + len(ds), w, number, w, kind, account, uid, uid2)
         top = version + len(ds)
         out = self._pack(number, tid, site, version + 1, ds)
-        self.db.execute("UPDATE dl_sent SET jump_from = ? WHERE terminal = ? AND first = ?", (have, number, version + 1))
+        self.db.execute("UPDATE dl_sent SET jump_from = ? WHERE terminal = ? AND first = ?",
+                        (have, number, version + 1))
         now = int(self.led.clock())
         _mark(self.db, number, version + 1, start, inc, now)  # a terminal inside the catch-up starts again
         if made:
