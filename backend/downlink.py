@@ -358,6 +358,8 @@ class Downlink:
         for i, (cid, kind, account, uid, uid2, t) in enumerate(rows):
             last[(kind if kind in _ACCOUNT_KINDS else "card", account if kind in _ACCOUNT_KINDS else uid,
                   kind)] = i
+        if version + 1 + len(last) >= MAX_VERSION:
+            return None  # no room for its versions below MAX_VERSION: a snapshot takes one
         snap = self.snapshot_bytes()
         least = _LEAST * sum(1 for k in last if k[2] != "totals")  # a totals change may be SKIP
         if least > snap:  # known too big before a delta is made (making them costs queries)
