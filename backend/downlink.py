@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS dl_sent (              -- every delta message sent; N
     version INTEGER NOT NULL,                     -- the (last) delta's version
     payload BLOB,
     first INTEGER,                                -- a DELTAS message: its first delta's version
+    jump_from INTEGER,                            -- a message opening with a JUMP: the version it is from
+    PRIMARY KEY (terminal, version)
+);
+CREATE TABLE IF NOT EXISTS dl_marks (             -- where a catch-up may start: kept by age, not by count
+    terminal INTEGER NOT NULL,
+    version INTEGER NOT NULL,                     -- from this version on (to the next mark) a terminal's table
+    change_id INTEGER NOT NULL,                   -- holds every change up to this id (at least),
+    included INTEGER NOT NULL,                    -- and the deltas carry this included_seq
+    t INTEGER NOT NULL,                           -- when it was made (UTC epoch s, the ledger's clock)
     PRIMARY KEY (terminal, version)
 );
 """
@@ -45,6 +54,12 @@ _ACCOUNT_KINDS = ("balance", "limits", "places", "enrol", "totals")
 _LONGEST_WINDOW = 31 * 86400  # no day, ISO week or month spans more than this
 SKIP = b""  # _delta: the change tells this terminal nothing
 MAX_VERSION = 0xFFF00000  # versions are u32; a stream never gets this close to wrapping
+MARK_EVERY = 64  # versions between catch-up marks of a stream whose included_seq stays put
+MARK_DAYS = 3  # catch-up marks kept this long: a terminal away longer gets a snapshot
+_PER_CARD = 22  # image bytes per card to estimate a snapshot before any was built (docs/formats.md)
+_LEAST = 20  # bytes: the shortest delta (a balance, 19 B) and its length byte in a DELTAS message
+CATCH_UP_CARDS = 24  # card changes a catch-up may carry: the card overlay (32 slots with the downlink
+# on, firmware/app.py) asks for a snapshot at 3/4 full and refuses at 7/8 (cpos.cards.overlay)
 
 
 def provisioned(ledger, number, version=1):
@@ -59,30 +74,48 @@ def provisioned(ledger, number, version=1):
         db.execute("INSERT OR REPLACE INTO dl_streams (terminal, version, change_id, included) VALUES (?, ?, ?, 0)",
                    (number, version, last))
         db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
+        db.execute("DELETE FROM dl_marks WHERE terminal = ?", (number,))
+        _mark(db, number, version, last, 0, int(ledger.clock()))
 
 
 def _schema(db):
     db.executescript(SCHEMA)
-    if "first" not in [r[1] for r in db.execute("PRAGMA table_info(dl_sent)")]:
+    cols = [r[1] for r in db.execute("PRAGMA table_info(dl_sent)")]
+    if "first" not in cols:
         db.execute("ALTER TABLE dl_sent ADD COLUMN first INTEGER")  # a ledger made before DELTAS
+    if "jump_from" not in cols:
+        db.execute("ALTER TABLE dl_sent ADD COLUMN jump_from INTEGER")  # a ledger made before catch-ups
+
+
+def _mark(db, number, version, change_id, included, t):
+    """From `version` on, terminal `number`'s table holds every change up to `change_id` and
+    its deltas carry `included` (until the next mark); marks older than MARK_DAYS go, but
+    the newest of those stays, so the mark at or below any version still kept is the true one."""
+    db.execute("INSERT OR REPLACE INTO dl_marks (terminal, version, change_id, included, t) VALUES (?, ?, ?, ?, ?)",
+               (number, version, change_id, included, t))
+    db.execute("DELETE FROM dl_marks WHERE terminal = ? AND version < (SELECT max(version) FROM dl_marks "
+               "WHERE terminal = ? AND t < ?)", (number, number, t - MARK_DAYS * 86400))
 
 
 _URGENT = ("block", "unblock", "replace", "new_card")  # never held back to be coalesced
 
 
 class Downlink:
-    def __init__(self, ledger, keys, keep=5000, log=None, coalesce_s=0.0, monotonic=None):
+    def __init__(self, ledger, keys, keep=5000, log=None, coalesce_s=0.0, monotonic=None, mark_every=MARK_EVERY):
         """`keys`: a backend.site_keys.SiteKeys, or {site: master secret bytes}; each
         terminal's messages are signed with its own derived key; terminals of other sites
         get nothing. `coalesce_s`: how long `pump` lets balance-like changes gather before
         sending (one account changed twice in that window sends one delta); a block,
-        unblock, replace or new card goes at once."""
+        unblock, replace or new card goes at once. `keep`: messages kept per terminal for
+        resending; a terminal behind them catches up from the ledger's changes since a mark
+        (`mark_every` versions apart at most) or gets a snapshot, whichever is smaller."""
         from backend.site_keys import SiteKeys
 
         self.led = ledger
         self.db = ledger.db
         self.keys = keys if isinstance(keys, SiteKeys) else SiteKeys(keys, ledger.db)
         self.keep = keep
+        self.mark_every = mark_every
         self.log = log or (lambda m: None)
         _schema(self.db)
         self.coalesce_s = coalesce_s
@@ -95,6 +128,8 @@ class Downlink:
         self.messages = 0  # delta messages made (one DELTA or DELTAS each)
         self.snapshots = 0
         self.deltas = 0
+        self.catchups = 0  # catch-ups sent (a JUMP and the deltas since a mark)
+        self._per_card = None  # (image bytes, cards) of the last image built: a snapshot's size, estimated
         self.failed = {}  # terminal number -> pumps of its stream that failed
         self.refused = 0  # sync requests refused (a version this backend never sent)
 
@@ -200,7 +235,17 @@ class Downlink:
             if account not in accounts:
                 accounts[account] = self._account(account, number, w)
             cards.append((bytes.fromhex(uid), account, _STATUS[status]))
-        return layout.build_image(cards, accounts, version, w)
+        img = layout.build_image(cards, accounts, version, w)
+        self._per_card = (len(img), len(cards))
+        return img
+
+    def snapshot_bytes(self):
+        """A snapshot's size now, estimated without building one: the last image's bytes per
+        card (any terminal's; they differ in a few balances), else _PER_CARD, times the cards."""
+        n = self.db.execute("SELECT count(*) FROM cards").fetchone()[0]
+        if self._per_card is not None and self._per_card[1]:
+            return self._per_card[0] * n // self._per_card[1]
+        return layout.PAGE + _PER_CARD * n
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -237,6 +282,7 @@ class Downlink:
         self.db.execute("INSERT OR REPLACE INTO dl_sent (terminal, version) VALUES (?, ?)", (number, version))
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, last, w, number))
+        _mark(self.db, number, version, last, w, int(self.led.clock()))
         self.snapshots += 1
         self.log("downlink: snapshot v%d for %s: %d cards, %d chunks, included %d" % (
             version, tid, self.db.execute("SELECT count(*) FROM cards").fetchone()[0], total, w))
@@ -273,12 +319,96 @@ class Downlink:
             version += 1
             ds.append(d)
         out = self._pack(number, tid, site, version - len(ds) + 1, ds)
+        if ds:
+            self._mark_pump(number, version - len(ds) + 1, change_id, w)
         top = rows[-1][0] if rows else change_id
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, max(top, change_id), w if out else included, number))
         self.db.execute("DELETE FROM dl_sent WHERE terminal = ? AND version <= ?", (number, version - self.keep))
         self.deltas += len(ds)
         return out, False
+
+    def _mark_pump(self, number, first, change_id, w):
+        """A pump sent versions from `first` on, made from the changes after `change_id`, with
+        included_seq `w`: a mark when `w` differs from the last mark's (the included_seq at
+        every version must be known exactly) or the last is `mark_every` versions back."""
+        row = self.db.execute("SELECT version, included FROM dl_marks WHERE terminal = ? ORDER BY version DESC "
+                              "LIMIT 1", (number,)).fetchone()
+        if row is None or row[1] != w or first - row[0] >= self.mark_every:
+            _mark(self.db, number, first, change_id, w, int(self.led.clock()))
+
+    def _catch_up(self, number, tid, site, w, have):
+        """Messages that bring a terminal at `have` (behind the kept messages) to the ledger's
+        state now: a JUMP from `have` to the stream's version + 1, then one delta per account
+        or card changed since the mark at or below `have`, each with its state now. The
+        deltas carry the included_seq the terminal holds at `have` (its pending purchases
+        still count what the not yet updated accounts lack; the updated ones count some
+        twice: refused rather than overdrawn), the last one `w`. None when there is no mark
+        at or below `have`, a change needs a snapshot, or a snapshot would be smaller."""
+        mark = self.db.execute("SELECT version, change_id, included FROM dl_marks WHERE terminal = ? AND version <= ? "
+                               "ORDER BY version DESC LIMIT 1", (number, have)).fetchone()
+        if mark is None:
+            self.log("downlink: no catch-up for %s from v%d: no mark that old (kept %d days): a snapshot"
+                     % (tid, have, MARK_DAYS))
+            return None
+        _, start, inc = mark
+        version, change_id, _ = self._stream(number)
+        rows = [r for r in self.led.changes_since(start, limit=-1) if r[0] <= change_id]
+        last = {}
+        for i, (cid, kind, account, uid, uid2, t) in enumerate(rows):
+            last[(kind if kind in _ACCOUNT_KINDS else "card", account if kind in _ACCOUNT_KINDS else uid,
+                  kind)] = i
+        if version + 1 + len(last) >= MAX_VERSION:
+            return None  # no room for its versions below MAX_VERSION: a snapshot takes one
+        snap = self.snapshot_bytes()
+        least = _LEAST * sum(1 for k in last if k[2] != "totals")  # a totals change may be SKIP
+        if least > snap:  # known too big before a delta is made (making them costs queries)
+            self.log("downlink: no catch-up for %s from v%d: at least %d B, more than a snapshot (%d B)"
+                     % (tid, have, least, snap))
+            return None
+        jump = carddelta.encode(version + 1, inc, carddelta.JUMP, value=have)
+        ds, size, made, cards = [jump], 1 + len(jump), [], 0
+        for i in sorted(last.values()):
+            cid, kind, account, uid, uid2, t = rows[i]
+            d = self._delta(version + 1 + len(ds), inc, number, w, kind, account, uid, uid2)
+            if d is None:
+                self.log("downlink: no catch-up for %s from v%d: a card replaced with no new card: a snapshot"
+                         % (tid, have))
+                return None
+            if d is SKIP:
+                continue
+            if kind in _URGENT:
+                cards += 1
+                if cards > CATCH_UP_CARDS:
+                    self.log("downlink: no catch-up for %s from v%d: over %d card changes, more than its card "
+                             "overlay holds: a snapshot" % (tid, have, CATCH_UP_CARDS))
+                    return None
+            size += 1 + len(d)
+            if size > snap:
+                self.log("downlink: no catch-up for %s from v%d: over %d B, more than a snapshot (%d B)"
+                         % (tid, have, size, snap))
+                return None
+            ds.append(d)
+            made.append(i)
+        if made and inc != w:  # the last delta moves the terminal to the included_seq now
+            cid, kind, account, uid, uid2, t = rows[made[-1]]
+            ds[-1] = self._delta(version + len(ds), w, number, w, kind, account, uid, uid2)
+        top = version + len(ds)
+        out = self._pack(number, tid, site, version + 1, ds)
+        self.db.execute("UPDATE dl_sent SET jump_from = ? WHERE terminal = ? AND first = ?",
+                        (have, number, version + 1))
+        now = int(self.led.clock())
+        _mark(self.db, number, version + 1, start, inc, now)  # a terminal inside the catch-up starts again
+        if made:
+            _mark(self.db, number, top, change_id, w, now)
+        self.db.execute("UPDATE dl_streams SET version = ?, included = ? WHERE terminal = ?",
+                        (top, w if made else inc, number))
+        self.db.execute("DELETE FROM dl_sent WHERE terminal = ? AND version <= ?", (number, top - self.keep))
+        self.deltas += len(ds)
+        self.catchups += 1
+        self.log("downlink: catch-up for %s from v%d: %d deltas, %d B (a snapshot would be %d B)"
+                 % (tid, have, len(made), size, snap))
+        return out
 
     def _pack(self, number, tid, site, first, ds):
         """Messages for deltas `ds` (versions first, first + 1, ...), kept in dl_sent: one
@@ -312,9 +442,20 @@ class Downlink:
         when they are not all kept (the caller sends a snapshot)."""
         covered, out = have, []
         t = protocol.topic(site, tid, protocol.SYNC_DOWN)
-        for v, first, p in self.db.execute("SELECT version, first, payload FROM dl_sent WHERE terminal = ? AND "
-                                           "version > ? ORDER BY version", (number, have)):
-            if p is None or (v if first is None else first) > covered + 1:
+        rows = self.db.execute("SELECT version, first, payload, jump_from FROM dl_sent WHERE terminal = ? AND "
+                               "version > ? ORDER BY version", (number, have)).fetchall()
+        for i in range(len(rows) - 1, -1, -1):
+            if rows[i][3] == have:  # a catch-up from exactly `have`: what lies before it is not needed
+                rows = rows[i:]
+                break
+        for v, first, p, jf in rows:
+            start = v if first is None else first
+            if p is None:
+                return None
+            if jf is not None and covered < start:
+                if covered != jf:
+                    return None  # a jump from another version: the terminal would not take it
+            elif start > covered + 1:
                 return None
             out.append((t, self._reseal(site, tid, t, p)))  # the same bytes, the terminal's current tag
             covered = v
@@ -333,6 +474,7 @@ class Downlink:
             if row[1] > row[0]:
                 self.db.execute("UPDATE dl_streams SET version = ? WHERE terminal = ?", (row[1], number))
                 self.db.execute("DELETE FROM dl_sent WHERE terminal = ?", (number,))
+                self.db.execute("DELETE FROM dl_marks WHERE terminal = ?", (number,))  # not this ledger's versions
             self.log("downlink: t%04d: stream version %d adopted (was %d)" % (number, max(row), row[0]))
             return max(row)
 
@@ -418,7 +560,9 @@ class Downlink:
                 elif have < version:
                     out = self._resend(number, site, tid, have, version)
                     if out is None:
-                        out = self._snapshot(number, tid, site, w, version + 1)
+                        out = self._catch_up(number, tid, site, w, have)
+                    if out is None:
+                        out = self._snapshot(number, tid, site, w, self._stream(number)[0] + 1)
                 else:
                     out = []  # current already
             version = self._stream(number)[0]

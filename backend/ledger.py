@@ -102,6 +102,8 @@ CREATE TABLE IF NOT EXISTS uplink (               -- every journal record as rec
     received INTEGER NOT NULL,
     PRIMARY KEY (terminal, seq)
 );
+-- an account's purchases by time: the window totals of every TOTALS delta and snapshot record
+CREATE INDEX IF NOT EXISTS uplink_account ON uplink (account, t);
 CREATE TABLE IF NOT EXISTS uplink_conflicts (     -- records whose (terminal, seq) holds a different record
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     terminal INTEGER NOT NULL,

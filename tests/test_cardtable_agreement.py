@@ -68,7 +68,10 @@ def deltas(draw):
         value = (draw(st.booleans()), draw(st.integers(0, 10000000)))
     elif kind == delta.TOTALS:
         value = (draw(keys), draw(totals))
-    return (draw(st.integers(0, 0xFFFFFFFF)), draw(st.integers(0, 0xFFFFFFFF)), kind, uid, uid2, account, value)
+    version = draw(st.integers(1 if kind == delta.JUMP else 0, 0xFFFFFFFF))
+    if kind == delta.JUMP:
+        value = draw(st.integers(0, version - 1))  # the version jumped from
+    return (version, draw(st.integers(0, 0xFFFFFFFF)), kind, uid, uid2, account, value)
 
 
 @settings(max_examples=150, deadline=None)

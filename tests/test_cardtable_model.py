@@ -179,6 +179,15 @@ class CardTableMachine(RuleBasedStateMachine):
 
     def _draw_delta(self, data, version):
         kind = data.draw(st.integers(1, carddelta.KINDS))
+        if kind == carddelta.JUMP:  # a catch-up's jump: from exactly the table's version when in order
+            cur = self.ref.version
+            if version == cur + 1:
+                return (cur + data.draw(st.integers(1, 1000)), data.draw(st.integers(0, 0xFFFFFFFF)), kind, None,
+                        None, 0, cur)
+            if version > 0:
+                frm = data.draw(st.integers(0, version - 1).filter(lambda f: f != cur))
+                return (version, data.draw(st.integers(0, 0xFFFFFFFF)), kind, None, None, 0, frm)
+            kind = carddelta.BALANCE  # no jump arrives at version 0
         uid = uid2 = None
         value = None
         account = 0

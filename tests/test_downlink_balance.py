@@ -211,6 +211,19 @@ class Site(RuleBasedStateMachine):
     def pump(self):
         self._route(self.dl.pump())
 
+    @rule(n=st.sampled_from(TERMINALS), kr=st.integers(1, 300))
+    def offline_for_a_day(self, n, kr):
+        """Terminal n hears nothing while the site goes on, and the messages kept for it run
+        out: its next request brings a catch-up from the ledger's changes (a JUMP from its
+        version, then each account's state now), or a snapshot if that is smaller."""
+        t = self.terms[n]
+        t.inbox = []
+        for acc in CARDS:
+            self.led.deposit(acc, kr * 100)
+        self._route(self.dl.pump())
+        t.inbox = []
+        self.led.db.execute("DELETE FROM dl_sent WHERE terminal = ?", (n,))
+
     @rule(n=st.sampled_from(TERMINALS))
     def settle(self, n):
         """Everything on its way arrives; then the terminal asks, as it would on a connect."""
@@ -283,5 +296,48 @@ def test_a_purchase_booked_before_the_watermark_reaches_it_is_resent_once_it_doe
         checked = site.checked
         site.view_is_truth_minus_in_flight()
         assert site.checked == checked + 1  # the terminal had everything: the views were compared
+    finally:
+        site.teardown()
+
+
+def test_a_terminal_whose_kept_messages_ran_out_catches_up_with_its_purchases_in_flight_counted_once():
+    """A catch-up while the terminal's own purchases are in flight and its watermark moved
+    while it was away: each delta of the catch-up but the last carries the included_seq the
+    terminal holds, so no purchase is forgotten while it is applied; at its end the views
+    equal the ledger's truth minus what is in flight."""
+    site = Site()
+    try:
+        site.settle(1)
+        site.purchase(1, LIMITED, 700)  # seq 1
+        site.upload(1, 1)  # seq 1 booked: the watermark is 1
+        site.settle(1)  # the terminal's table includes it
+        assert site.terms[1].table.included_seq == 1
+        site.purchase(1, 1, 300)  # seq 2
+        site.offline_for_a_day(1, 1)  # 1 kr deposits: less than the purchase booked meanwhile
+        site.upload(1, 1)  # seq 2 arrives at reconnect: the watermark is 2
+        site.purchase(1, 1, 200)  # seq 3, in flight
+        site.ask(1)
+        catchups = site.dl.catchups
+        assert catchups == 1 and site.dl.snapshots == 1, (catchups, site.dl.snapshots)
+        t = site.terms[1]
+        seen = []
+        apply = t.sync._apply
+
+        def applied_one(b):  # after each delta of the catch-up, as the next tap would see the table
+            r = apply(b)
+            site.pending_counts_each_purchase_above_included_once()
+            seen.append(t.table.included_seq)
+            booked = set(site.led.purchase_seqs(1))
+            for acc in CARDS:  # never more money than the card has: some counted twice at most
+                in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
+                assert t.view(acc) <= site.led.balance(acc) - in_flight, (acc, t.view(acc), seen)
+            return r
+        t.sync._apply = applied_one
+        while t.inbox:
+            t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+        assert len(seen) >= 3 and seen[:-1] == [1] * (len(seen) - 1) and seen[-1] == 2 and t.sync.synced, seen
+        checked = site.checked
+        site.view_is_truth_minus_in_flight()
+        assert site.checked == checked + 1
     finally:
         site.teardown()

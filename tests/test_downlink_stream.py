@@ -92,9 +92,16 @@ def test_many_deltas_travel_packed_up_to_the_cap_and_a_partial_holder_gets_the_m
     first_of_second = _deltas(msgs[:1])[-1][1] + 1
     out = dl.on_request(SITE, "t0001", messages.encode_sync(first_of_second + 3, 1, False, 9))
     assert [p for _, p in out[:-1]] == [p for _, p in msgs[1:]]  # the same bytes, from the second on
-    # Deltas no longer kept: a snapshot instead.
+    # Deltas no longer kept: a catch-up from the ledger's changes since the mark behind v0 + 5
+    # (a JUMP from it, then each account's state now: tests/test_downlink_catchup.py) ...
     dl.db.execute("DELETE FROM dl_sent WHERE terminal = 1 AND version < ?", (v0 + 400,))
     out = dl.on_request(SITE, "t0001", messages.encode_sync(v0 + 5, 1, False, 10))
+    sent = _deltas(out[:-1])
+    assert sent[0] == (carddelta.JUMP, v0 + 401) and len(sent) == 401 and dl.catchups == 1
+    # ... or, with no mark that old either, a snapshot.
+    dl.db.execute("DELETE FROM dl_sent WHERE terminal = 1")
+    dl.db.execute("DELETE FROM dl_marks WHERE terminal = 1")
+    out = dl.on_request(SITE, "t0001", messages.encode_sync(v0 + 5, 1, False, 11))
     k = signing.Key(signing.derive(KEY, signing.DOWN, "t0001", 0))
     topic = messages.topic(SITE, "t0001", messages.SYNC_DOWN).encode()
     assert {signing.decode(k, topic, p).kind for _, p in out} == {signing.CHUNK, signing.CURRENT}

@@ -625,6 +625,8 @@ def test_lookup_allocates_nothing():
             m = self.mem
             for i in range(len(buf)):
                 buf[i] = m[s + i]
+    # a catch-up's jump in the store: the tap path steps over it without allocating
+    assert t.apply_delta(carddelta.encode(t.version + 30, t.included_seq, carddelta.JUMP, value=t.version)) == APPLIED
     t.dev = Dev(dev.mem)
     uids = list(ref.cards)[:10]
     card, spends = CardRecord(), Spends()
@@ -638,3 +640,215 @@ def test_lookup_allocates_nothing():
     used = gc.mem_alloc() - before
     gc.enable()
     assert used == 0, used
+
+
+# -- catch-up: the JUMP delta (docs/protocol.md "Catch-up from the ledger's changes") --------
+def test_a_jump_encodes_and_decodes_and_every_malformed_one_is_refused():
+    from cpos.crc import seal
+    j = carddelta.encode(40, 17, carddelta.JUMP, value=12)
+    assert j == bytes([0x44, 1, 10, 40, 0, 0, 0, 17, 0, 0, 0, 12, 0, 0, 0]) + j[15:] and len(j) == 19, j
+    d = carddelta.Delta().decode(j)
+    assert (d.kind, d.version, d.included_seq, d.value) == (carddelta.JUMP, 40, 17, 12)
+    top = carddelta.encode(0xFFFFFFFF, 0, carddelta.JUMP, value=0xFFFFFFFE)
+    assert carddelta.Delta().decode(top).value == 0xFFFFFFFE
+    for frm in (40, 41, -1, 0x100000000, None, "12", 12.0):  # a jump goes up, from a u32
+        try:
+            carddelta.encode(40, 17, carddelta.JUMP, value=frm)
+            raise AssertionError("encoded a jump from %r to 40" % (frm,))
+        except ValueError:
+            pass
+
+    def sealed(body):  # a head + body with a good CRC: only the decoder's checks stand between
+        b = bytearray(bytes([0x44, 1, 10, 40, 0, 0, 0, 17, 0, 0, 0]) + body + b"\0\0\0\0")
+        seal(b)
+        return bytes(b)
+    assert carddelta.Delta().decode(sealed(b"\x0c\0\0\0")).value == 12  # the harness seals as encode does
+    for body in (b"", b"\x0c", b"\x0c\0\0", b"\x0c\0\0\0\0", b"(\0\0\0", b")\0\0\0", b"\xff\xff\xff\xff"):
+        try:
+            carddelta.Delta().decode(sealed(body))
+            raise AssertionError("decoded a jump with body %r" % body)
+        except ValueError:
+            pass
+    for i in range(len(j) * 8):  # any flipped bit: the CRC, or a check, refuses it
+        b = bytearray(j)
+        b[i // 8] ^= 1 << (i % 8)
+        try:
+            carddelta.Delta().decode(b)
+            raise AssertionError("decoded a jump with bit %d flipped" % i)
+        except ValueError:
+            pass
+    dev, t, ref, rng = fresh(20)
+    for bad in (sealed(b"\x05\0\0"), sealed(b"(\0\0\0"), j[:-1]):
+        assert t.apply_delta(bad) == MALFORMED and t.version == 5
+
+
+def test_a_jump_applies_only_from_exactly_its_from_version_and_a_reboot_mounts_at_it():
+    dev, t, ref, rng = fresh(30)
+    for d in _deltas(ref, rng, 6, 3):
+        assert t.apply_delta(d) == APPLIED
+    assert t.version == 8
+    assert t.apply_delta(carddelta.encode(30, 7, carddelta.JUMP, value=7)) == GAP  # not from 8
+    assert t.version == 8 and t.needs_resync
+    t.needs_resync = False  # the sync engine clears it: intact, only behind
+    assert t.apply_delta(carddelta.encode(30, 7, carddelta.JUMP, value=9)) == GAP  # nor from ahead of it
+    assert t.apply_delta(carddelta.encode(8, 7, carddelta.JUMP, value=2)) == DUPLICATE  # at the version
+    assert t.apply_delta(carddelta.encode(5, 7, carddelta.JUMP, value=2)) == DUPLICATE  # below it
+    assert t.version == 8
+    t.needs_resync = False
+    j = carddelta.encode(30, 107, carddelta.JUMP, value=8)
+    assert t.apply_delta(j) == APPLIED
+    ref.version, ref.included_seq = 30, 107
+    assert (t.version, t.included_seq, t.needs_resync) == (30, 107, False)
+    check_all(t, ref)  # a jump changes no card
+    assert t.apply_delta(j) == DUPLICATE
+    assert t.apply_delta(carddelta.encode(31, 0, carddelta.JUMP, value=8)) == GAP  # a second jump from 8: no
+    t.needs_resync = False
+    t2 = CardTable(dev)  # a reboot right after the jump: the jump alone says the version
+    assert (t2.state, t2.version, t2.included_seq, t2.needs_resync) == (cardtable.OK, 30, 107, False)
+    check_all(t2, ref)
+    ds = _deltas(ref, rng, 31, 4)
+    for d in ds:
+        assert t2.apply_delta(d) == APPLIED  # the catch-up's deltas follow it
+    t3 = CardTable(dev)  # and replay after the jump
+    assert (t3.version, t3.included_seq) == (34, 134)
+    check_all(t3, ref)
+    # the account whose id is the jump's `from` (its bytes sit where an account's would)
+    acct = 8
+    assert t3.apply_delta(carddelta.encode(35, 135, carddelta.NEW_CARD, b"\x08\x08\x08\x08", None, acct,
+                                           (1234, 1, [NO_LIMIT] * 6, False, 0, [0, 0, 0], [0] * 6))) == APPLIED
+    ref.delta(35, 135, carddelta.NEW_CARD, b"\x08\x08\x08\x08", None, acct,
+              (1234, 1, [NO_LIMIT] * 6, False, 0, [0, 0, 0], [0] * 6))
+    check_all(t3, ref)
+    check_all(CardTable(dev), ref)
+
+
+def test_a_bucket_refresh_keeps_the_newest_jump_and_the_version_it_gives():
+    """Every delta in one bucket here (the test geometry has one): deltas overridden by newer
+    ones are dropped, and so is a jump a newer jump follows; the newest jump stays, so a
+    reboot after the refresh still mounts at the jumped version."""
+    dev, t, ref, rng = fresh(30, seed=9)
+    acct = list(ref.accounts)[0]
+    v = 6
+    for mark in (changes.REFRESH_AT // 3, 2 * changes.REFRESH_AT // 3):
+        while t.chg.fill_of(changes.JUMP_BUCKET) < mark:
+            ref.delta(v, 40, carddelta.BALANCE, account=acct, value=v)
+            assert t.apply_delta(carddelta.encode(v, 40, carddelta.BALANCE, account=acct, value=v)) == APPLIED
+            v += 1
+        assert t.apply_delta(carddelta.encode(v + 99, 40, carddelta.JUMP, value=v - 1)) == APPLIED
+        v += 100
+    ref.version, ref.included_seq = v - 1, 40
+    rewrites = t.chg.rewrites
+    t.chg.refresh(changes.JUMP_BUCKET)
+    assert t.chg.rewrites == rewrites + 1
+    p = t.page
+    dev.readblocks(t.chg.first + t.chg.block_of(changes.JUMP_BUCKET), p)
+    kinds = []
+    o = changes.HDR
+    while o < t.chg.fill_of(changes.JUMP_BUCKET):
+        kinds.append((p[o + 4], changes.rd32(p, o + 5)))
+        o += 2 + changes.rd16(p, o)
+    assert kinds == [(carddelta.BALANCE, ref.version - 100), (carddelta.JUMP, ref.version)], kinds
+    t2 = CardTable(dev)
+    assert (t2.state, t2.version, t2.included_seq) == (cardtable.OK, ref.version, 40)
+    check_all(t2, ref)
+
+
+def _catch_up(ref, rng, frm, to, n):
+    """A catch-up from version `frm`: a jump to `to`, then n deltas (state now) to[+1..n],
+    the last carrying the new included_seq; returns (list of bytes, refs by version)."""
+    refs = {frm: _copy(ref)}
+    out = [carddelta.encode(to, 60, carddelta.JUMP, value=frm)]
+    ref.version, ref.included_seq = to, 60
+    refs[to] = _copy(ref)
+    accts = list(ref.accounts)
+    for i in range(n):
+        v = to + 1 + i
+        inc = 60 if i < n - 1 else 77
+        acct = accts[i % len(accts)]
+        if i % 5 == 4:
+            uid = list(ref.cards)[i % len(ref.cards)]
+            out.append(carddelta.encode(v, inc, carddelta.BLOCK, uid=uid))
+            ref.delta(v, inc, carddelta.BLOCK, uid=uid)
+        else:
+            out.append(carddelta.encode(v, inc, carddelta.BALANCE, account=acct, value=5000 + v))
+            ref.delta(v, inc, carddelta.BALANCE, account=acct, value=5000 + v)
+        refs[v] = _copy(ref)
+    return out, refs
+
+
+def test_power_cut_at_every_write_of_a_catch_up_mounts_old_or_new_per_delta():
+    """The shipped geometry: a table at v8 takes a catch-up (a jump to v40, then 10 deltas).
+    A cut at any flash write of it: the table mounts at a version of the catch-up's path with
+    exactly that version's content, holds every delta it had said APPLIED for, and the
+    backend's resend of the whole catch-up then applies each missing delta once."""
+    gc.collect()
+    geo = SHIPPED_GEOMETRY
+    dev = flash(SHIPPED_BLOCKS)
+    t = CardTable(dev, **geo)
+    rng = Rng(13)
+    cards, accounts = make_snapshot(rng, 24)
+    ref = Ref()
+    ref.install(cards, accounts, 5, 3)
+    assert install_built(t, layout.ImageBuilder(cards, accounts, 5, 3, KEYS), 5, 3) == cardtable.INSTALL_OK
+    cards = accounts = None
+    for d in _deltas(ref, rng, 6, 3):
+        assert t.apply_delta(d) == APPLIED
+    ds, refs = _catch_up(ref, rng, 8, 40, 10)
+    snap = dev.save()
+    done = []
+
+    def prepare():
+        dev.restore(snap)
+        del done[:]
+        return dev, CardTable(dev, **geo), refs[8], ref
+
+    def action(tb):
+        for d in ds:
+            assert tb.apply_delta(d) == APPLIED
+            done.append(carddelta.Delta().decode(d).version)
+
+    seen = {}
+    for d_, _, new in _cut_sweep(prepare, action, least=len(ds)):
+        t = CardTable(d_, **geo)
+        assert t.state == cardtable.OK and t.version in refs, (t.state, t.version)
+        assert not done or t.version >= done[-1], (t.version, done)  # no APPLIED delta lost
+        want = refs[t.version]
+        assert t.included_seq == want.included_seq, (t.version, t.included_seq, want.included_seq)
+        check_all(t, want)
+        seen[t.version] = 1
+        v0 = t.version
+        applied = 0
+        for d in ds:  # the backend resends the catch-up from the start (a DELTAS message whole)
+            r = t.apply_delta(d)
+            if r == APPLIED:
+                applied += 1
+            elif r != DUPLICATE:  # a torn append's resync: the version is right, the rest follows
+                raise AssertionError("resend refused: %d at v%d" % (r, t.version))
+        assert applied == (11 if v0 == 8 else 50 - v0), (applied, v0)  # each missing one once
+        assert (t.version, t.included_seq) == (50, 77)
+        check_all(t, new)
+        check_all(CardTable(d_, **geo), new)
+        assert d_.torn_overwrites == 0
+    assert 8 in seen and 40 in seen and 50 in seen, sorted(seen)
+
+
+def test_a_change_store_of_the_format_before_jumps_mounts_broken_and_asks_for_a_snapshot():
+    """Format 1 could not hold a JUMP; a store written by it (a firmware update) is not read
+    as if it were format 2: the table mounts BROKEN, refuses every card, asks for a snapshot."""
+    dev, t, ref, rng = fresh(20)
+    for d in _deltas(ref, rng, 6, 3):
+        assert t.apply_delta(d) == APPLIED
+    c = t.chg
+    p = bytearray(4096)
+    blk = c.first + c.block_of(0)
+    dev.readblocks(blk, p)
+    assert p[0] == changes.MAGIC and p[1] == changes.FORMAT == 2
+    p[1] = 1  # the same block, sealed as format 1 wrote it
+    crc = c._crc(p, changes.rd16(p, 12))
+    for i in range(4):
+        p[16 + i] = (crc >> (8 * i)) & 0xFF
+    dev.writeblocks(blk, p)
+    t = CardTable(dev)
+    assert (t.state, t.needs_resync) == (cardtable.BROKEN, True), t.state
+    assert t.lookup(list(ref.cards)[0], CardRecord(), Spends()) == CORRUPT
+    assert t.apply_delta(carddelta.encode(9, 0, carddelta.BALANCE, account=1, value=5)) == GAP

@@ -273,3 +273,35 @@ def test_a_message_of_several_deltas_yields_to_other_tasks_after_each_delta():
         await w
     asyncio.run(both())
     assert seen_by_a_tap == [10000, 9000, 8000] and t.version == 7 and _look(t)[2] == 7000
+
+
+def test_a_catch_up_jump_inside_a_deltas_message_applies_from_exactly_its_from_version():
+    """A catch-up (docs/protocol.md): JUMP from the terminal's version, then deltas, packed in
+    one DELTAS message; the framing reads the version at bytes 3..6 of every delta, the JUMP's
+    too. A JUMP from another version is out of order: nothing after it applies."""
+    lines = []
+    t, c, s, seen, k = _world(log.Log(lines.append))
+    s._request()
+    for m in _snapshot(k, 4, 10):
+        c.handler(TOPIC, m, False)
+    assert t.version == 4
+
+    def catch_up(frm, to, value):
+        body = bytearray()
+        for d in (carddelta.encode(to, 10, carddelta.JUMP, value=frm),
+                  carddelta.encode(to + 1, 10, carddelta.BLOCK, uid=UID),
+                  carddelta.encode(to + 2, 12, carddelta.BALANCE, account=1, value=value)):
+            body.append(len(d))
+            body.extend(d)
+        return downlink.encode(k, TOPIC, downlink.DELTAS, to + 2, bytes(body))
+    wrong = catch_up(3, 40, 1)
+    c.handler(TOPIC, wrong, False)
+    assert s.why.get("out of order") == 1 and s._want and t.version == 4 and _look(t) == (cardtable.FOUND, ACTIVE, 10000)
+    right = catch_up(4, 40, 7000)
+    c.handler(TOPIC, right, False)
+    assert (t.version, t.included_seq, s.applied) == (42, 12, 3) and _look(t) == (cardtable.FOUND, BLOCKED, 7000)
+    assert seen[-1] == 12
+    c.handler(TOPIC, right, False)  # again, whole: every delta held
+    assert s.why.get("replayed") == 1 and t.version == 42
+    t2 = CardTable(FLASH)  # a reboot: the jump and what followed replay
+    assert (t2.version, t2.included_seq) == (42, 12) and _look(t2) == (cardtable.FOUND, BLOCKED, 7000)

@@ -11,22 +11,29 @@ is its commit; the old block becomes the next spare. Work per delta: one program
 plus one block rewrite per bucket-full of deltas; RAM: 6 bytes per bucket and one
 bit per block.
 
-Block: magic 'C' | format 1 | bucket u16 | seq u32 | tag u32 | base_end u16 | FFFF | crc32
+A JUMP delta (a catch-up's version jump) names no account: it goes to bucket JUMP_BUCKET,
+and a refresh drops a JUMP only for a newer JUMP, so the newest one stays while it may be
+the newest version in the store (the table's version at mount is the newest delta's).
+
+Block: magic 'C' | format 2 | bucket u16 | seq u32 | tag u32 | base_end u16 | FFFF | crc32
 (of the 16 bytes before it and of the records up to base_end), records from byte 20.
 `tag` is the table's commit sequence (16 bits, twice): a new image makes every older bucket stale.
+Format 2 may hold JUMP deltas, which format 1 did not; a format-1 block is not read (the
+table mounts BROKEN and asks for a snapshot).
 """
 from binascii import crc32
 
 from cpos.compat import const
-from cpos.cards.delta import MAX_DELTA, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
+from cpos.cards.delta import MAX_DELTA, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS, JUMP
 from cpos.cards.layout import PAGE, rd16, rd32, uid_hash
 from cpos.crc import sealed_ok
 
 MAGIC = const(0x43)  # 'C'
-FORMAT = const(1)
+FORMAT = const(2)  # 2: JUMP deltas may be in a bucket (docs/formats.md, "Change store")
 HDR = const(20)
 NONE = const(0xFFFF)
 REFRESH_AT = const(3072)  # a bucket filled past this is refreshed in the next maintenance step
+JUMP_BUCKET = const(0)  # where every JUMP delta goes: it names no account
 
 _ACC_FIELDS = {BALANCE: 1, PLACES: 2, LIMITS: 4, ENROL: 8, TOTALS: 16, NEW_CARD: 31, REPLACE: 31}
 
@@ -48,8 +55,11 @@ def account_bucket(acct, nb):
 
 
 def rec_bucket(buf, off, nb):
-    """The bucket of the delta at buf[off:] (its account's, or its UID's for a block/unblock)."""
+    """The bucket of the delta at buf[off:] (its account's, its UID's for a block/unblock,
+    JUMP_BUCKET for a jump)."""
     k = buf[off + 2]
+    if k == JUMP:
+        return JUMP_BUCKET
     if k == BLOCK or k == UNBLOCK:
         n = buf[off + 11]
         return uid_hash(buf, off + 12, n) % nb
@@ -62,9 +72,9 @@ def rec_bucket(buf, off, nb):
 
 
 def rec_account(buf, off):
-    """The account a delta at buf[off:] sets state of, or -1 (block/unblock). No allocation."""
+    """The account a delta at buf[off:] sets state of, or -1 (block/unblock/jump). No allocation."""
     k = buf[off + 2]
-    if k == BLOCK or k == UNBLOCK:
+    if k == BLOCK or k == UNBLOCK or k == JUMP:
         return -1
     o = off + 11
     if k == NEW_CARD or k == REPLACE:
@@ -227,7 +237,7 @@ class ChangeStore:
                     if ln < 16 or ln > MAX_DELTA or r + ln > PAGE:
                         raise ValueError("record length")
                     k = p[r + 2]
-                    if p[r] != 0x44 or p[r + 1] != 1 or k < BALANCE or k > TOTALS \
+                    if p[r] != 0x44 or p[r + 1] != 1 or k < BALANCE or k > JUMP \
                             or not sealed_ok(memoryview(p)[r:r + ln]):
                         raise ValueError("not a sealed delta")
                     card = k == BLOCK or k == UNBLOCK or k == NEW_CARD or k == REPLACE
@@ -335,7 +345,8 @@ class ChangeStore:
     # -- refresh -------------------------------------------------------------------------
     def refresh(self, b):
         """Rewrite bucket b without the deltas that newer ones in it fully override (one
-        erase, one block programmed). Returns the bytes free after it."""
+        erase, one block programmed); of JUMP deltas the newest stays. Returns the bytes
+        free after it."""
         blk = self.block_of(b)
         if blk == NONE:
             return PAGE - HDR
@@ -361,11 +372,15 @@ class ChangeStore:
             _wr16(offs, 2 * i, o)
             o += 2 + rd16(p, o)
         d = self._d
+        jumped = False  # a newer JUMP was kept: older ones say less
         for i in range(n - 1, -1, -1):
             o = rd16(offs, 2 * i) + 2
             d.decode(p, o, rd16(p, o - 2))  # checked: a decayed bit stops here, loudly
             k = d.kind
             new = False
+            if k == JUMP:
+                new = not jumped
+                jumped = True
             acct = rec_account(p, o)
             if acct >= 0:
                 m = _ACC_FIELDS[k]

@@ -5,6 +5,10 @@ travel in a downlink message and are kept, unchanged, in the table's change stor
 Runtime-neutral; decoding garbage raises ValueError, never anything else.
 
     magic 'D' | format 1 | kind | version u32 | included_seq u32 | payload | crc32 u32
+
+A JUMP (kind 10, payload the u32 version it jumps from) changes no card: it moves a table
+that holds exactly `from` to its own version, ahead of a catch-up (docs/protocol.md, "Catch-up
+from the ledger's changes").
 """
 import struct
 
@@ -29,9 +33,10 @@ LIMITS = const(6)  # account, 6 limits
 PLACES = const(7)  # account, places mask
 ENROL = const(8)  # account, enrolled, top-up amount (kr)
 TOTALS = const(9)  # account, 3 window keys, 6 totals
-KINDS = const(9)
+JUMP = const(10)  # from version u32 (< version): a table at exactly `from` moves to version
+KINDS = const(10)
 
-NAMES = ("", "balance", "block", "unblock", "new_card", "replace", "limits", "places", "enrol", "totals")
+NAMES = ("", "balance", "block", "unblock", "new_card", "replace", "limits", "places", "enrol", "totals", "jump")
 _NO_REF = (0, 0, 0)
 
 
@@ -50,7 +55,8 @@ def _uid(out, uid):
 
 def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=None):
     """Encode one delta. `value` per kind: BALANCE int øre; LIMITS 6 ints; PLACES int;
-    ENROL (enrolled, kr); TOTALS (keys3, totals6); NEW_CARD / REPLACE an account tuple."""
+    ENROL (enrolled, kr); TOTALS (keys3, totals6); NEW_CARD / REPLACE an account tuple;
+    JUMP the version jumped from (below `version`)."""
     if not (type(version) is int and 0 <= version <= 0xFFFFFFFF):
         raise ValueError("bad version")
     if not (type(included_seq) is int and 0 <= included_seq <= 0xFFFFFFFF):
@@ -106,6 +112,10 @@ def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=No
             cardfmt._varint(out, keys[w])
         for i in range(6):
             cardfmt._zigzag(out, totals[i])
+    elif kind == JUMP:
+        if type(value) is not int or not 0 <= value < version:
+            raise ValueError("a jump goes up from a lower version")
+        out.extend(struct.pack("<I", value))
     else:
         raise ValueError("unknown delta kind")
     out.extend(b"\0\0\0\0")
@@ -131,7 +141,7 @@ class Delta:
     def clear(self):
         self.version = self.included_seq = self.kind = 0
         self.account = 0
-        self.value = 0  # BALANCE balance, PLACES places
+        self.value = 0  # BALANCE balance, PLACES places, JUMP the version jumped from
         self.uid_len = self.uid2_len = 0
 
     def decode(self, buf, off=0, n=-1, check=True):
@@ -163,7 +173,7 @@ class Delta:
             self.uid2_len = self._uid(cur, self.uid2)
             if self.uid_len == self.uid2_len and self.uid[:self.uid_len] == self.uid2[:self.uid2_len]:
                 raise ValueError("a card cannot replace itself")
-        if kind not in (BLOCK, UNBLOCK):
+        if kind not in (BLOCK, UNBLOCK, JUMP):
             self.account = cur.byte() | (cur.byte() << 8) | (cur.byte() << 16)
             if self.account > cardfmt.MAX_ACCOUNT:
                 raise ValueError("bad account id")
@@ -199,6 +209,13 @@ class Delta:
                 self.spends.keys[w] = cur.varint()
             for i in range(6):
                 self.spends.totals[i] = cur.zigzag()
+        elif kind == JUMP:
+            if cur.end - cur.pos != 4:
+                raise ValueError("a jump is 4 bytes")
+            self.value = cardfmt.rd32(buf, cur.pos)
+            cur.pos += 4
+            if self.value >= self.version:
+                raise ValueError("a jump goes up from a lower version")
         if cur.pos != cur.end:
             raise ValueError("trailing bytes in delta")
         return self

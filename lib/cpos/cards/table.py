@@ -24,7 +24,7 @@ from cpos.compat import const
 from cpos.cards import layout
 from cpos.cards.layout import PAGE, PAGE_DATA_END, Cursor, uid_hash, rd16, rd32
 from cpos.crc import seal, sealed_ok
-from cpos.cards.delta import Delta, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS
+from cpos.cards.delta import Delta, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS, JUMP
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT, is_card_kind
 from cpos.cards import changes
 from cpos.cards.changes import ChangeStore, HDR as _CHG_HDR, NONE as _NONE
@@ -260,9 +260,10 @@ class CardTable:
             ln = p[o] | (p[o + 1] << 8)
             r = o + 2
             k = p[r + 2]
-            # balance, totals and the other account kinds carry the account at byte 11
+            # balance, totals and the other account kinds carry the account at byte 11 (a
+            # jump has its `from` version there)
             if (p[r + 11] == a0 and p[r + 12] == a1 and p[r + 13] == a2 and k != BLOCK and k != UNBLOCK
-                    and k != NEW_CARD and k != REPLACE) or \
+                    and k != NEW_CARD and k != REPLACE and k != JUMP) or \
                     ((k == NEW_CARD or k == REPLACE) and changes.rec_account(p, r) == acct):
                 d.decode(p, r, ln, False)  # verified when written or mounted
                 k = d.kind
@@ -353,7 +354,12 @@ class CardTable:
         Durable (in the change store) before it returns APPLIED, and seen by the next
         lookup. Flash work: one append; now and then one bucket rewrite (one erase) when
         the delta's bucket is full. NO_SPACE (and `needs_snapshot`) when the card overlay
-        or the bucket is full of live changes: only a snapshot helps."""
+        or the bucket is full of live changes: only a snapshot helps.
+
+        A JUMP applies only to a table at exactly its `from` version (then the table is at
+        the JUMP's version, with its included_seq); at or below the table's version it is a
+        DUPLICATE, otherwise a GAP. It is kept in the change store like any delta, so a
+        reboot mounts at the jumped version."""
         d = self._delta
         try:
             d.decode(buf)
@@ -364,7 +370,7 @@ class CardTable:
             return GAP
         if d.version <= self.version:
             return DUPLICATE
-        if d.version != self.version + 1:
+        if d.version != self.version + 1 if d.kind != JUMP else d.value != self.version:
             self.needs_resync = True
             return GAP
         if not self.ov.room(d):
