@@ -308,19 +308,31 @@ class Downlink:
             if row is not None:
                 rows = rows + [(change_id, "balance", row[0], None, None, 0)]
                 picked = [len(rows) - 1]
-        ds = []
+        # Every delta but the last carries the included_seq the terminal already holds; the
+        # last moves it to `w`. A terminal serves taps between the deltas of a message (each
+        # is its own step, cpos.net.sync): had the first carried `w`, every account still
+        # waiting for its delta would forget the terminal's own purchases up to `w` meanwhile
+        # and show more money than it has. This way an account already updated counts some
+        # of them twice for that moment: a tap may be refused, never overdrawn.
+        ds, made = [], []
         for i in picked:
             cid, kind, account, uid, uid2, t = rows[i]
-            d = self._delta(version + 1, w, number, w, kind, account, uid, uid2)
+            d = self._delta(version + 1, included, number, w, kind, account, uid, uid2)
             if d is None:
                 return self._snapshot(number, tid, site, w, version + 1), True
             if d is SKIP:
                 continue
             version += 1
             ds.append(d)
+            made.append(i)
+        if made and included != w:
+            cid, kind, account, uid, uid2, t = rows[made[-1]]
+            ds[-1] = self._delta(version, w, number, w, kind, account, uid, uid2)
         out = self._pack(number, tid, site, version - len(ds) + 1, ds)
         if ds:
-            self._mark_pump(number, version - len(ds) + 1, change_id, w)
+            self._mark_pump(number, version - len(ds) + 1, change_id, included if len(ds) > 1 else w)
+            if len(ds) > 1:
+                self._mark_pump(number, version, change_id, w)
         top = rows[-1][0] if rows else change_id
         self.db.execute("UPDATE dl_streams SET version = ?, change_id = ?, included = ? WHERE terminal = ?",
                         (version, max(top, change_id), w if out else included, number))

@@ -341,3 +341,37 @@ def test_a_terminal_whose_kept_messages_ran_out_catches_up_with_its_purchases_in
         assert site.checked == checked + 1
     finally:
         site.teardown()
+
+
+def test_between_the_deltas_of_one_pumped_message_no_account_shows_more_money_than_it_has():
+    """A pump that packs several deltas (both accounts changed) after the watermark passed
+    the terminal's own purchases on both: the terminal serves taps between the deltas of a
+    message, so every delta but the last carries the included_seq it holds, and no account
+    shows money it does not have at any step (it failed with every delta carrying `w`)."""
+    site = Site()
+    try:
+        site.settle(1)
+        site.purchase(1, 1, 300)  # seq 1
+        site.purchase(1, LIMITED, 400)  # seq 2
+        site.upload(1, 2)  # both booked: the watermark is 2, and both accounts changed
+        t = site.terms[1]
+        site.pump()
+        assert len(t.inbox) == 1 and t.table.included_seq == 0
+        seen = []
+        apply = t.sync._apply
+
+        def applied_one(b):  # after each delta, as the next tap would see the table
+            r = apply(b)
+            seen.append(t.table.included_seq)
+            booked = set(site.led.purchase_seqs(1))
+            for acc in CARDS:
+                in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
+                assert t.view(acc) <= site.led.balance(acc) - in_flight, (acc, t.view(acc), seen)
+            return r
+        t.sync._apply = applied_one
+        while t.inbox:
+            t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+        assert len(seen) >= 2 and seen[:-1] == [0] * (len(seen) - 1) and seen[-1] == 2, seen
+        site.view_is_truth_minus_in_flight()
+    finally:
+        site.teardown()
