@@ -123,7 +123,8 @@ def esp32_estimate(rows, chip_p50, chip_p99):
              "nothing here measures (no ESP32 attached; a UART RXIDLE interrupt setting a ThreadSafeFlag "
              "would end the wait with the frame); "
              "the firmware's lookup and rules time measured above on the unix port x 20 (the lookup "
-             "there includes a file read of the unix board: overstated); the journal append's CPU "
+             "there includes a file read of the unix board, and on a loaded machine their p99 holds the "
+             "host's preemption, multiplied with the rest: overstated); the journal append's CPU "
              "on the flash model, 13 us p50 / 20 us p99 (bench_journal.py) x 20, and one 256 B page "
              "program 0.7 ms typical, 3 ms worst (p99); driver CPU "
              "~44 us x 20; the POS reply, %d bytes at 115200, %.1f ms. No sector erase: the journal "
@@ -147,7 +148,8 @@ def breakdown(r, events, emu):
         if e is None:
             continue
         placed_us = emu.clock.us_at(tap.placed_at)
-        answered = [t for t, uid in listed if uid == tap.uid and t >= placed_us]
+        heard_us = placed_us + tap.latency_ms * 1000  # the answer came before the decision was heard
+        answered = [t for t, uid in listed if uid == tap.uid and placed_us <= t <= heard_us]
         chip_ms = (answered[0] - placed_us) / 1000 if answered else None
         fw_ms = e["tap_to_reply_us"] / 1000
         rows[TOTAL].append(tap.latency_ms)
@@ -245,6 +247,9 @@ def main():
         out.append(line)
     print("Breakdown (each part's own percentiles: they do not add up to the total's):\n")
     print(table(heads, out))
+    for nm, *_, rws in runs:
+        if len(rws[CHIP]) < len(rws[TOTAL]):  # the emulator keeps the latest 4096 answers only
+            print("\n%s: the chip's part and the rest are of the last %d taps" % (nm, len(rws[CHIP])))
     print()
     print(esp32_estimate(rows, chip_p50, chip_p99))
     print("\nWith the pending poll the chip's part is the activation attempt that meets the card (one "

@@ -174,7 +174,7 @@ class PN532Emu:
         self.commands = []  # command codes received, in order
         # the latest cards listed: (µs when the answer's last byte is on the host's wire
         # (UART) or ready to be read (I2C/SPI), UID), for benchmarks
-        self.listed = collections.deque(maxlen=256)
+        self.listed = collections.deque(maxlen=4096)
         self.resets = 0
         self.acks_sent = 0
         self.aborted = 0
