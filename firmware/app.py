@@ -294,6 +294,7 @@ class App:
         return reasons.APPROVED, card.balance
 
     async def on_tap(self, uid, tap_ms):
+        tap_us = ticks_us()
         self._last_tap = tap_ms
         now = self.clock.now()
         req = self.pos.request
@@ -318,19 +319,19 @@ class App:
         req.close()
         erases = getattr(self.journal.dev, "erases", 0)  # a count on the unix board, for the simulator
         code, topup, seq, balance_after, timings = self.decide(uid, amount, item, now)
-        decided_ms = ticks_ms()
         erases = getattr(self.journal.dev, "erases", 0) - erases  # sector erases inside this append
         if code == reasons.APPROVED:
             line = posproto.approved(ref, seq, amount, balance_after)
         else:
             line = posproto.refused(ref, reasons.name(code))
         await posserver.send(writer, line)
+        replied_us = ticks_us()
         self._show(("decision", code, amount, balance_after, topup, self.capped))  # drawn after the reply
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
                     erased=erases,
-                    tap_to_decision_ms=ticks_diff(decided_ms, tap_ms))
+                    tap_to_reply_us=ticks_diff(replied_us, tap_us))
 
     def last_line(self):
         """The reply to the POS `LAST` request: the newest journal record, whatever its

@@ -40,6 +40,7 @@ RF field on 5000 (ISO 14443 guard time) before the first REQA; one activation
 attempt without a card 2500; selecting a card 3000/4500/6000 for 4/7/10-byte UIDs
 (+2000 for RATS/ATS); UART bytes take 10 bits at the configured baud.
 """
+import collections
 import random
 import threading
 import time
@@ -105,6 +106,10 @@ class RealClock:
 
     advance_us = sleep_us
 
+    def us_at(self, monotonic_s):
+        """This clock's µs at a `time.monotonic()` reading (for benchmarks)."""
+        return (monotonic_s * 1e9 - self._t0) / 1000
+
 
 class Card:
     """An ISO 14443-A card: UID, SENS_RES (ATQA), SEL_RES (SAK), optional ATS and an
@@ -167,6 +172,9 @@ class PN532Emu:
         self._boot_until = 0
         # counters the tests read
         self.commands = []  # command codes received, in order
+        # the latest cards listed: (µs when the answer's last byte is on the host's wire
+        # (UART) or ready to be read (I2C/SPI), UID), for benchmarks
+        self.listed = collections.deque(maxlen=4096)
         self.resets = 0
         self.acks_sent = 0
         self.aborted = 0
@@ -373,6 +381,7 @@ class PN532Emu:
                     (card.sel_res, len(card.uid))) + card.uid + card.ats
                 self._pending = None
                 self._emit(t_done, chip_frame(body), True)
+                self.listed.append((self._tx_free if self.interface == "uart" else t_done, card.uid))
                 return
             p["tries"] += 1
             if self.retries[2] != 0xFF and p["tries"] > self.retries[2]:

@@ -37,6 +37,8 @@ except ImportError:  # pragma: no cover
     EAGAIN = 11
 
 _EWOULDBLOCK = (EAGAIN, 11, 35, 115)  # EAGAIN / EWOULDBLOCK / EINPROGRESS on Linux and macOS
+_IPPROTO_TCP = const(6)  # the unix port's socket module names neither (same numbers on Linux and macOS)
+_TCP_NODELAY = const(1)
 _HSU_WAKE = b"\x55\x55\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 _DRAIN_MAX = const(576)  # bytes a drain drops at most: the ESP32 UART's 512-byte receive buffer and a little
 _SPI_STATUS = const(0x02)
@@ -361,6 +363,11 @@ class SocketPort:
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.connect(socket.getaddrinfo(self.host, self.port)[0][-1])
+        # Each write goes out at once, as on a UART. With Nagle's algorithm a command
+        # written after a host ACK (an abort, which the chip does not answer) waited in
+        # the kernel for the emulator's delayed TCP ACK (40 ms on Linux): longer than
+        # ACK_TIMEOUT_MS, so the command failed and the tap waited for the next poll.
+        s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
         s.setblocking(False)
         self.sock = s
         self._recv_into = getattr(s, "recv_into", None)
