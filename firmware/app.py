@@ -61,6 +61,7 @@ class App:
         self.table = cardtable.CardTable(board.block_device(cfg.storage["cardtable"]),
                                          card_slots=_CARD_SLOTS if cfg.site_key is not None else 24)
         self._last_tap = ticks_ms()
+        self._decided = False  # a till's decision answered since the journal last looked for idle work
         self._wdt = None
         self._fed = ticks_ms()
         self.unincluded = unincluded.Unincluded()
@@ -327,6 +328,7 @@ class App:
         await posserver.send(writer, line)
         replied_us = ticks_us()
         self._show(("decision", code, amount, balance_after, topup, self.capped))  # drawn after the reply
+        self._decided = True  # the journal task may erase its next sector before the next request
         self.report("decision", uid=_hex(uid), ref=ref, amount=amount, reason=reasons.name(code),
                     seq=seq, balance_after=balance_after, topup=topup,
                     lookup_us=timings[0], rules_us=timings[1], journal_us=timings[2],
@@ -471,11 +473,16 @@ class App:
 
     def prepare_journal_if_idle(self):
         """Erase the journal's next sector (Journal.prepare) once no request is open and no
-        card came for _PREPARE_AFTER_MS: between two customers, so the purchase that opens
+        card came for _PREPARE_AFTER_MS, or at once after a till's decision was answered and
+        shown while no new request is open (the customer is leaving; a till that asks for the
+        next payment within a few hundred ms leaves no 300 ms quiet): between two customers, so the purchase that opens
         the sector does not wait for the erase, which stalls an ESP32 for tens of ms
         (docs/formats.md). Once per sector: it returns at once when the next sector is
         ready. Returns True when it erased."""
-        return self._quiet(_PREPARE_AFTER_MS) and self.journal.prepare()
+        if not self._quiet(0 if self._decided else _PREPARE_AFTER_MS):
+            return False
+        self._decided = False
+        return self.journal.prepare()
 
     def _quiet(self, ms=_IDLE_COMPACT_MS):
         """No open request, no vend session and no card for `ms`: slow flash work delays no tap."""

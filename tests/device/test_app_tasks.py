@@ -116,6 +116,24 @@ def test_the_journal_erases_ahead_between_two_customers():
     board.close()
 
 
+def test_the_journal_erases_ahead_right_after_a_decision_before_the_next_request():
+    # A till that asks for the next payment within 300 ms of the last card leaves no quiet
+    # moment; the decision's reply is the moment: the customer is leaving.
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    w = CheckingWriter()
+    pay(app, w, 500)  # a decision answered and shown, the card just left
+    assert app._decided
+    app.pos.request.set("r2", 100, "1x Te", None)  # the next customer's request is open: not now
+    assert not app.prepare_journal_if_idle() and app._decided
+    app.pos.request.close()
+    app._last_tap = ticks_ms()  # the card was there a moment ago
+    assert app.prepare_journal_if_idle() and not app._decided  # at once, not 300 ms after the card
+    assert not app.prepare_journal_if_idle()
+    board.close()
+
+
 class FailingApp(App):
     async def reader_task(self):  # no PN532 here: only report in
         while True:
