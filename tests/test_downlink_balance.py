@@ -279,6 +279,32 @@ Site.TestCase.settings = settings(max_examples=int(os.environ.get("CPOS_DOWNLINK
 TestBalanceWithoutDoubleCounting = Site.TestCase
 
 
+def deliver_checking_money_after_each_delta(site, t):
+    """Deliver terminal `t`'s inbox; after each delta applied (as the next tap would see the
+    table: the sync engine yields between the deltas of a message) no account shows more
+    money than the ledger gives it less the terminal's own purchases in flight (some counted
+    twice at most), and pending counts each purchase once. The included_seq after each."""
+    seen = []
+    apply = t.sync._apply
+
+    def applied_one(b):
+        r = apply(b)
+        site.pending_counts_each_purchase_above_included_once()
+        seen.append(t.table.included_seq)
+        booked = set(site.led.purchase_seqs(t.number))
+        for acc in CARDS:
+            in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
+            assert t.view(acc) <= site.led.balance(acc) - in_flight, (acc, t.view(acc), seen)
+        return r
+    t.sync._apply = applied_one
+    try:
+        while t.inbox:
+            t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+    finally:
+        t.sync._apply = apply
+    return seen
+
+
 def test_a_purchase_booked_before_the_watermark_reaches_it_is_resent_once_it_does():
     """Found by the machine above: a later batch arrives first and is booked above the
     watermark (the terminal still counts it as its own, in flight); when the earlier batch
@@ -320,21 +346,7 @@ def test_a_terminal_whose_kept_messages_ran_out_catches_up_with_its_purchases_in
         catchups = site.dl.catchups
         assert catchups == 1 and site.dl.snapshots == 1, (catchups, site.dl.snapshots)
         t = site.terms[1]
-        seen = []
-        apply = t.sync._apply
-
-        def applied_one(b):  # after each delta of the catch-up, as the next tap would see the table
-            r = apply(b)
-            site.pending_counts_each_purchase_above_included_once()
-            seen.append(t.table.included_seq)
-            booked = set(site.led.purchase_seqs(1))
-            for acc in CARDS:  # never more money than the card has: some counted twice at most
-                in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
-                assert t.view(acc) <= site.led.balance(acc) - in_flight, (acc, t.view(acc), seen)
-            return r
-        t.sync._apply = applied_one
-        while t.inbox:
-            t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+        seen = deliver_checking_money_after_each_delta(site, t)
         assert len(seen) >= 3 and seen[:-1] == [1] * (len(seen) - 1) and seen[-1] == 2 and t.sync.synced, seen
         checked = site.checked
         site.view_is_truth_minus_in_flight()
@@ -357,20 +369,7 @@ def test_between_the_deltas_of_one_pumped_message_no_account_shows_more_money_th
         t = site.terms[1]
         site.pump()
         assert len(t.inbox) == 1 and t.table.included_seq == 0
-        seen = []
-        apply = t.sync._apply
-
-        def applied_one(b):  # after each delta, as the next tap would see the table
-            r = apply(b)
-            seen.append(t.table.included_seq)
-            booked = set(site.led.purchase_seqs(1))
-            for acc in CARDS:
-                in_flight = sum(a for seq, (ac, a) in t.history.items() if ac == acc and seq not in booked)
-                assert t.view(acc) <= site.led.balance(acc) - in_flight, (acc, t.view(acc), seen)
-            return r
-        t.sync._apply = applied_one
-        while t.inbox:
-            t.client.handler(t.sync.t_down, t.inbox.pop(0), False)
+        seen = deliver_checking_money_after_each_delta(site, t)
         assert len(seen) >= 2 and seen[:-1] == [0] * (len(seen) - 1) and seen[-1] == 2, seen
         site.view_is_truth_minus_in_flight()
     finally:

@@ -332,22 +332,28 @@ def test_power_cut_at_every_write_of_a_bucket_refresh_and_a_delta():
         assert dev.torn_overwrites == 0
 
 
+def _shipped_table(seed, n_cards):
+    """(device, table, rng, reference): a table in the geometry the firmware ships with a
+    fresh snapshot (v5, included 3) of `n_cards` random cards, and its reference meaning."""
+    gc.collect()
+    dev = flash(SHIPPED_BLOCKS)
+    t = CardTable(dev, **SHIPPED_GEOMETRY)
+    rng = Rng(seed)
+    cards, accounts = make_snapshot(rng, n_cards)
+    ref = Ref()
+    ref.install(cards, accounts, 5, 3)
+    assert install_built(t, layout.ImageBuilder(cards, accounts, 5, 3, KEYS), 5, 3) == cardtable.INSTALL_OK
+    return dev, t, rng, ref
+
+
 def test_deltas_past_the_first_log_block_survive_a_reboot_and_a_cut():
     """Issue 13's reproduction in the geometry the firmware ships (the 4 MB layout's card
     partition, the card slots firmware/app.py gives with the downlink on): 200 balance
     deltas to one account fill its bucket, which is rewritten, and go on in the new block.
     A reboot, and a power cut at any write of the next delta, must find every one of them
     (format 1 lost them: its replay stopped at the first log block's blank tail)."""
-    gc.collect()
     geo = SHIPPED_GEOMETRY
-    dev = flash(SHIPPED_BLOCKS)
-    t = CardTable(dev, **geo)
-    rng = Rng(11)
-    cards, accounts = make_snapshot(rng, 20)
-    ref = Ref()
-    ref.install(cards, accounts, 5, 3)
-    assert install_built(t, layout.ImageBuilder(cards, accounts, 5, 3, KEYS), 5, 3) == cardtable.INSTALL_OK
-    cards = accounts = None
+    dev, t, rng, ref = _shipped_table(11, 20)
     acct = ref.cards[list(ref.cards)[0]][0]
     seq0 = t.chg.seq
     for v in range(6, 206):
@@ -781,16 +787,8 @@ def test_power_cut_at_every_write_of_a_catch_up_mounts_old_or_new_per_delta():
     A cut at any flash write of it: the table mounts at a version of the catch-up's path with
     exactly that version's content, holds every delta it had said APPLIED for, and the
     backend's resend of the whole catch-up then applies each missing delta once."""
-    gc.collect()
     geo = SHIPPED_GEOMETRY
-    dev = flash(SHIPPED_BLOCKS)
-    t = CardTable(dev, **geo)
-    rng = Rng(13)
-    cards, accounts = make_snapshot(rng, 24)
-    ref = Ref()
-    ref.install(cards, accounts, 5, 3)
-    assert install_built(t, layout.ImageBuilder(cards, accounts, 5, 3, KEYS), 5, 3) == cardtable.INSTALL_OK
-    cards = accounts = None
+    dev, t, rng, ref = _shipped_table(13, 24)
     for d in _deltas(ref, rng, 6, 3):
         assert t.apply_delta(d) == APPLIED
     ds, refs = _catch_up(ref, rng, 8, 40, 10)
