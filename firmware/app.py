@@ -475,12 +475,13 @@ class App:
         """Erase the journal's next sector (Journal.prepare) once no request is open and no
         card came for _PREPARE_AFTER_MS, or at once after a till's decision was answered and
         shown while no new request is open (the customer is leaving; a till that asks for the
-        next payment within a few hundred ms leaves no 300 ms quiet): between two customers, so the purchase that opens
+        next payment within a few hundred ms leaves no 300 ms quiet), and never while a
+        rhythm's tones play (a stall would stretch them): between two customers, so the purchase that opens
         the sector does not wait for the erase, which stalls an ESP32 for tens of ms
         (docs/formats.md). Once per sector: it returns at once when the next sector is
         ready. Returns True when it erased."""
-        if not self._quiet(0 if self._decided else _PREPARE_AFTER_MS):
-            return False
+        if self.feedback.sounding or not self._quiet(0 if self._decided else _PREPARE_AFTER_MS):
+            return False  # an erase stalls an ESP32's CPU: not while the student hears the rhythm
         self._decided = False
         return self.journal.prepare()
 

@@ -70,6 +70,7 @@ class Feedback:
         self.cut_short = 0
         self._task = None
         self._gen = 0
+        self.sounding = False  # a rhythm's tones are playing: no moment for a flash stall (firmware/app.py)
 
     def play(self, coro):
         """Start a pattern (`decision(...)`, `balance(...)`) in its own task, cutting
@@ -87,6 +88,7 @@ class Feedback:
         try:
             out.led(colour)
             first = True
+            self.sounding = True
             for hz, on_ms, off_ms in tones:
                 out.buzzer(hz)
                 if first:  # the beep first, then the page (its flush takes a while on I2C)
@@ -96,6 +98,7 @@ class Feedback:
                 out.buzzer(0)
                 if off_ms:
                     await self._sleep_ms(off_ms)
+            self.sounding = False
             await self._sleep_ms(LED_HOLD_MS)
             out.led(LED_OFF)
             if then is not None:
@@ -106,6 +109,7 @@ class Feedback:
         finally:
             if not finished and gen == self._gen:  # stopped, and no newer pattern owns the buzzer
                 out.buzzer(0)
+                self.sounding = False
 
     async def decision(self, code, amount, balance, topup=False, offline=False):
         """A decision on a payment. `topup`: it started the automatic top-up (a second

@@ -128,6 +128,9 @@ def test_the_journal_erases_ahead_right_after_a_decision_before_the_next_request
     app.pos.request.set("r2", 100, "1x Te", None)  # the next customer's request is open: not now
     assert not app.prepare_journal_if_idle() and app._decided
     app.pos.request.close()
+    app.feedback.sounding = True  # the decision's rhythm still plays: an erase would stretch it
+    assert not app.prepare_journal_if_idle() and app._decided
+    app.feedback.sounding = False
     app._last_tap = ticks_ms()  # the card was there a moment ago
     assert app.prepare_journal_if_idle() and not app._decided  # at once, not 300 ms after the card
     assert not app.prepare_journal_if_idle()

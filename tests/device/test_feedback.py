@@ -191,3 +191,28 @@ def test_every_page_the_feedback_shows_is_a_screen_page():
         for e in events:
             if e[1] == "display":
                 assert isinstance(e[2], screen.Page)
+
+
+def test_sounding_is_true_exactly_while_the_rhythms_tones_play():
+    """The app erases no flash sector while `sounding` (an ESP32 stalls for the erase, which
+    would stretch a tone): true from the first tone to the end of the last, false for the
+    LED's hold after it and once a pattern is cut short."""
+    clock = Timeline()
+    fb = feedback.Feedback(Outputs(clock), clock.sleep_ms)
+
+    async def main():
+        seen = []
+        fb.play(fb.decision(reasons.DAY_LIMIT, 4500, 5500))  # tones 0-200 and 350-550 ms
+        for t in (0, 100, 250, 549, 550, 1000):
+            await clock.advance(t)
+            seen.append((t, fb.sounding))
+        fb.play(fb.decision(reasons.BLOCKED, 0, 0))  # 800 ms tone, cut short by the next
+        await clock.advance(1100)
+        assert fb.sounding
+        fb.play(fb.balance(5500))  # a 40 ms tick
+        await clock.advance(1200)
+        seen.append((1200, fb.sounding))
+        return seen
+
+    assert asyncio.run(main()) == [(0, True), (100, True), (250, True), (549, True), (550, False),
+                                   (1000, False), (1200, False)]
