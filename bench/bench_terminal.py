@@ -26,7 +26,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "lib")]
 from benchlib import percentile, table  # noqa: E402
 from simulator import scenario as scen  # noqa: E402
 from simulator.run import Run  # noqa: E402
-from simulator.terminal import HEAP_CAP_KB  # noqa: E402
+from simulator.terminal import CARDTABLE_SIZE, HEAP_CAP_KB, JOURNAL_SIZE  # noqa: E402
 
 TAPS = int(os.environ.get("CPOS_BENCH_TAPS", "120"))
 MODES = (("pending poll (wait_ms 1000, the default)", 1000), ("plain polling every 30 ms (wait_ms 0, the fallback)", 0))
@@ -65,6 +65,23 @@ def _set_wait(r, wait_ms):
             json.dump(cfg, f)
 
 
+def _roomy_journal(r):
+    """A run longer than the journal's ring (63 records a sector, 64 sectors): a ring that
+    holds every record of the run, since the simulator checks each one against the ledger
+    and the ledger against the journal. The firmware's schedule is the same, one sector
+    opened per 63 purchases, whatever the ring's length. None for a run that fits."""
+    sectors = JOURNAL_SIZE // 4096
+    need = TAPS // 63 + 8
+    if need <= sectors - 4:
+        return None
+
+    def config(spec):
+        d = os.path.join(r.workdir, spec["id"])
+        return {"storage": {"journal": {"file": os.path.join(d, "journal.bin"), "size": need * 4096},
+                            "cardtable": {"file": os.path.join(d, "cards.bin"), "size": CARDTABLE_SIZE}}}
+    return config
+
+
 def erasing_appends(events):
     """(appends, appends that erased a sector): each decision reports the erases of the
     journal device during its own append (an ack record may open a sector too, in the
@@ -80,7 +97,7 @@ def erasing_appends(events):
 async def go(wait_ms):
     r = Run(scenario(), quiet=True)
     try:
-        r.prepare()
+        r.prepare(_roomy_journal(r))
         _set_wait(r, wait_ms)
         await r.boot_all()
         await r.play()
