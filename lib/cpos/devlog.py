@@ -43,13 +43,13 @@ class FileSink:
         self._tokens = burst
         self._filled = now()  # board clock when the bucket last gained a token
         self.dropped = 0  # metered lines not kept since the last kept line
-        self.known = None  # None: the board clock is the time; else a callable, False while unknown
+        self.keeper = None  # the app's TimeKeeper once it has one (`use_clock`); None: the board clock
         self.write("I boot")
 
     def use_clock(self, keeper):
         """Stamp from now on with the trusted time (`keeper.now`), marked while unknown."""
         self.now = keeper.now
-        self.known = lambda: keeper.known
+        self.keeper = keeper
 
     def __call__(self, line):
         self.sink(line)
@@ -82,7 +82,7 @@ class FileSink:
 
     def write(self, line):
         t = self.now()
-        mark = "~" if self.known is not None and not self.known() else ""
+        mark = "~" if self.keeper is not None and not self.keeper.known else ""
         try:
             with open(self.path, "a") as f:
                 if self.dropped:

@@ -141,11 +141,8 @@ class TimeKeeper:
         self.seen[src] = r
         self.offset[src] = t - cur
         if src == BACKEND and rtt_ms > MAX_RTT_MS:  # held by the network, or asked before a long stall
-            self.refused[src] += 1
-            self.log.warn("time: refused a backend time %d that took %d ms to arrive (more than %d): too old to "
-                          "set the clock by" % (t, rtt_ms, MAX_RTT_MS))
-            self._wake()
-            return False
+            return self._refuse(src, "a backend time %d that took %d ms to arrive (more than %d): too old to "
+                                "set the clock by" % (t, rtt_ms, MAX_RTT_MS), fault=True)
         if t < lb:
             return self._refuse(src, "%s time %d is %d s behind the floor %d (%s)" % (
                 name, t, lb - t, lb, self.floor_why))
@@ -236,9 +233,11 @@ class TimeKeeper:
         self.known = True
         self.source = src
 
-    def _refuse(self, src, why):
+    def _refuse(self, src, why, fault=False):
+        """Count and log a refused offer: at W for the RTC and the board, or a `fault` (a late
+        answer, not an attack); at S for a network source's time."""
         self.refused[src] += 1
-        if src in (RTC, BOARD):
+        if fault or src in (RTC, BOARD):
             self.log.warn("time: refused " + why)
         else:
             self.log.security("time: refused " + why)

@@ -30,9 +30,9 @@ from cpos.compat import const, sleep_ms, ticks_diff, ticks_ms, wait_event_ms
 _IDLE_MS = const(1000)
 
 
-def _version(b):
-    """The version field of a delta (bytes 3..6, little-endian)."""
-    return b[3] | (b[4] << 8) | (b[5] << 16) | (b[6] << 24)
+def _version(b, off=0):
+    """The version field of the delta at b[off:] (its bytes 3..6, little-endian)."""
+    return b[off + 3] | (b[off + 4] << 8) | (b[off + 5] << 16) | (b[off + 6] << 24)
 
 
 def _nonce():
@@ -167,7 +167,7 @@ class Sync:
             if k < 11 or i + 1 + k > len(b):
                 self._reject("malformed")
                 return None
-            last = b[i + 4] | (b[i + 5] << 8) | (b[i + 6] << 16) | (b[i + 7] << 24)  # _version of the delta
+            last = _version(b, i + 1)  # no slice: nothing allocated per delta
             i += 1 + k
             n += 1
         if n == 0 or last != version:
