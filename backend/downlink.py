@@ -314,7 +314,7 @@ class Downlink:
         # waiting for its delta would forget the terminal's own purchases up to `w` meanwhile
         # and show more money than it has. This way an account already updated counts some
         # of them twice for that moment: a tap may be refused, never overdrawn.
-        ds, made = [], []
+        ds = []
         for i in picked:
             cid, kind, account, uid, uid2, t = rows[i]
             d = self._delta(version + 1, included, number, w, kind, account, uid, uid2)
@@ -324,10 +324,8 @@ class Downlink:
                 continue
             version += 1
             ds.append(d)
-            made.append(i)
-        if made and included != w:
-            cid, kind, account, uid, uid2, t = rows[made[-1]]
-            ds[-1] = self._delta(version, w, number, w, kind, account, uid, uid2)
+        if ds and included != w:
+            ds[-1] = carddelta.with_included(ds[-1], w)
         out = self._pack(number, tid, site, version - len(ds) + 1, ds)
         if ds:
             self._mark_pump(number, version - len(ds) + 1, change_id, included if len(ds) > 1 else w)
@@ -403,8 +401,7 @@ class Downlink:
             ds.append(d)
             made.append(i)
         if made and inc != w:  # the last delta moves the terminal to the included_seq now
-            cid, kind, account, uid, uid2, t = rows[made[-1]]
-            ds[-1] = self._delta(version + len(ds), w, number, w, kind, account, uid, uid2)
+            ds[-1] = carddelta.with_included(ds[-1], w)
         top = version + len(ds)
         out = self._pack(number, tid, site, version + 1, ds)
         self.db.execute("UPDATE dl_sent SET jump_from = ? WHERE terminal = ? AND first = ?",

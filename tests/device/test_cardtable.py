@@ -850,3 +850,11 @@ def test_a_change_store_of_the_format_before_jumps_mounts_broken_and_asks_for_a_
     assert (t.state, t.needs_resync) == (cardtable.BROKEN, True), t.state
     assert t.lookup(list(ref.cards)[0], CardRecord(), Spends()) == CORRUPT
     assert t.apply_delta(carddelta.encode(9, 0, carddelta.BALANCE, account=1, value=5)) == GAP
+
+
+def test_with_included_tells_the_same_change_with_another_watermark():
+    for kw in (dict(account=7, value=12345), dict(uid=b"\x04\x01\x02\x03")):
+        kind = carddelta.BALANCE if "account" in kw else carddelta.BLOCK
+        d = carddelta.encode(40, 3, kind, **kw)
+        assert carddelta.with_included(d, 9) == carddelta.encode(40, 9, kind, **kw)
+        assert carddelta.with_included(d, 3) == d

@@ -53,6 +53,15 @@ def _uid(out, uid):
     out.extend(uid)
 
 
+def with_included(d, included_seq):
+    """Delta `d` with its included_seq (header bytes 7..10) replaced: the same change, told
+    with another watermark (the backend's last delta of a pass, cpos docs/protocol.md)."""
+    out = bytearray(d)
+    struct.pack_into("<I", out, 7, included_seq)
+    seal(out)  # the CRC covers the header too
+    return bytes(out)
+
+
 def encode(version, included_seq, kind, uid=None, uid2=None, account=0, value=None):
     """Encode one delta. `value` per kind: BALANCE int øre; LIMITS 6 ints; PLACES int;
     ENROL (enrolled, kr); TOTALS (keys3, totals6); NEW_CARD / REPLACE an account tuple;
