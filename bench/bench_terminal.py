@@ -96,6 +96,22 @@ def erasing_appends(events):
     return appends, erased
 
 
+def undrained(r):
+    """What a failed drain check saw, a line per terminal: the journal against the ledger."""
+    lines = []
+    for tid, t in r.terminals.items():
+        n = t.spec["no"]
+        have = [x["seq"] for x in r.journal_records(tid)]
+        got = r.site.ledger.received_seqs(n)
+        missing, extra = sorted(set(have) - set(got)), sorted(set(got) - set(have))
+        lines.append("%s: journal %d records (seq %s..%s), ledger %d, missing %d %s, only in the ledger %d %s, "
+                     "watermark %d, last ack heard %d, firmware %s" % (
+                         tid, len(have), have[0] if have else "-", have[-1] if have else "-", len(got),
+                         len(missing), missing[:8], len(extra), extra[:8], r.site.ledger.watermark(n),
+                         r.last_ack(tid), "running" if t.running() else "stopped"))
+    return "\n".join(lines)
+
+
 async def go(wait_ms):
     r = Run(scenario(), quiet=True)
     try:
@@ -106,7 +122,9 @@ async def go(wait_ms):
         await asyncio.sleep(0.5)
         await r.settle()
         if not r.drained:
-            raise SystemExit("the journal did not drain into the ledger: the figures would not be of the whole app")
+            r.keep = True
+            raise SystemExit("the journal did not drain into the ledger: the figures would not be of the whole app\n"
+                             + undrained(r) + "\nthe run's files are kept in " + r.workdir)
         term = r.terminals["till1"]
         return r, list(term.events), term.heap_kb, term.emu
     finally:
