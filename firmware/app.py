@@ -593,7 +593,8 @@ class App:
         await self.mqtt.run()
 
     def _on_uplink_ack(self, watermark):
-        self.report("acked", watermark=watermark, pending=self.uplink.pending())
+        self.report("acked", watermark=watermark, pending=self.uplink.pending(),
+                    erases=getattr(self.journal.dev, "erases", -1))  # the device's count (unix board)
 
 
 def _hex(uid):
