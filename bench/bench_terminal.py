@@ -186,7 +186,8 @@ def esp32_estimate(rows, chip_p50, chip_p99):
              "program 0.7 ms typical, 3 ms worst (p99); driver CPU "
              "~44 us x 20; the POS reply, %d bytes at 115200, %.1f ms. No sector erase: the journal "
              "erases its next sector between customers (a 45 ms typical / 400 ms worst stall "
-             "otherwise, once per 63 purchases). None of the unix board's TCP carriers: an ESP32 has "
+             "otherwise, once per 63 journal slots: every 32 to 63 purchases online, as each ack the "
+             "uplink records takes a slot too). None of the unix board's TCP carriers: an ESP32 has "
              "the UART itself." % (p50, p99, p99_tick, chip_p50, chip_p99, TICK_MS, POS_REPLY_BYTES,
                                    uart_ms)]
     return "\n".join(lines)

@@ -75,8 +75,9 @@ def _outage(runtime, world, outage_s, taps):
     assert r["next_seq"] == taps + 1
     assert r["connects"] >= 2
     # The tap task never waited on the network: such a wait is an ack timeout (2 s) or a connect
-    # timeout (5 s); a busy machine delays a tap by far less than that.
-    assert r["max_tap_lag_ms"] < 1500, r
+    # timeout (5 s). The lag is what the process itself held the loop, the time it waited for a
+    # core on a busy machine taken out (tests/device/loop_gap.py).
+    assert r["lag_corrected"] and r["max_tap_lag_ms"] < 1500, r
     assert_exactly_once(db, jdir, taps)
 
 

@@ -18,6 +18,7 @@ from cpos.compat import ticks_ms, ticks_diff
 from cpos.net.mqtt import MQTTClient, sleep_ms
 from cpos.net.uplink import Uplink
 from fake_journal import FileJournal, MemJournal, make_record
+from loop_gap import LoopGap
 from standin_io import say
 
 
@@ -35,17 +36,16 @@ async def main(argv):
     c = MQTTClient(tid, host, port, tid, pw, keepalive=5, backoff_min_ms=100, backoff_max_ms=1000)
     up = Uplink(j, c, site, term, batch_size=batch, ack_timeout_ms=ack_to, clock=time.time)
     c.will = up.will()
-    state = {"gap": 0, "done": taps == 0}
+    state = {"done": taps == 0}
+    gap = LoopGap()  # how late each tap came, less the time the process waited for a core
 
     async def tapper():
-        last = ticks_ms()
+        gap.start()
         for _ in range(taps):
             j.append(make_record(j.next_seq, term))
             up.kick()
             await sleep_ms(tap_ms)
-            now = ticks_ms()
-            state["gap"] = max(state["gap"], ticks_diff(now, last) - tap_ms)
-            last = now
+            gap.lap(tap_ms)
         state["done"] = True
 
     tasks = [asyncio.create_task(c.run()), asyncio.create_task(up.run()), asyncio.create_task(tapper())]
@@ -65,7 +65,7 @@ async def main(argv):
     say("PROGRESS %d %d %d" % (j.acked, j.next_seq, up.batches))
     res = {"acked": j.acked, "next_seq": j.next_seq, "batches": up.batches, "records": up.records,
            "resends": up.resends, "acks": up.acks, "bad_acks": up.bad_acks, "connects": c.connects,
-           "max_tap_lag_ms": state["gap"], "ms": ticks_diff(ticks_ms(), t0), "oldest": j.oldest_unacked()}
+           "max_tap_lag_ms": gap.worst_ms, "lag_corrected": gap.corrected, "ms": ticks_diff(ticks_ms(), t0), "oldest": j.oldest_unacked()}
     await c.stop()
     for t in tasks:
         t.cancel()
