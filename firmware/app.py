@@ -372,11 +372,14 @@ class App:
 
     async def journal_task(self):
         """Erase the journal's next sector between two customers (prepare_journal_if_idle),
-        looking every _PREPARE_CHECK_MS: a look costs nothing once the sector is ready."""
+        looking every _PREPARE_CHECK_MS: a look costs nothing once the sector is ready. At a
+        quiet moment (_IDLE_COMPACT_MS), record the acknowledgements the feed holds."""
         while True:
             await sleep_ms(_PREPARE_CHECK_MS)
             if self.prepare_journal_if_idle():
                 self.report("journal_prepared", erases=getattr(self.journal.dev, "erases", -1))
+            else:
+                self.release_held_if_quiet()
 
     async def feedback_task(self):
         """Shows each decision as it comes; a new one cuts the previous pattern short."""
@@ -428,9 +431,10 @@ class App:
         import gc
 
         used, total = self.journal.fill()
+        up = self.uplink or self.journal  # pending: records the backend has not acknowledged
         h = {"decisions": self.decisions, "approvals": self.approvals,
-             "journal_used": used, "journal_total": total, "pending": self.journal.pending(),
-             "oldest_unacked": self.journal.oldest_unacked(), "table_version": self.table.version,
+             "journal_used": used, "journal_total": total, "pending": up.pending(),
+             "oldest_unacked": (self.feed or self.journal).oldest_unacked(), "table_version": self.table.version,
              "table_state": self.table.state, "mem_free": gc.mem_free(), "errors": self.log.errors}
         if self.reader is not None:
             r = self.reader
@@ -484,6 +488,13 @@ class App:
             return False  # an erase stalls an ESP32's CPU: not while the student hears the rhythm
         self._decided = False
         return self.journal.prepare()
+
+    def release_held_if_quiet(self):
+        """At a quiet moment, record the acknowledgements the uplink's feed holds back while
+        customers come (cpos.net.journal_feed, `hold`): one journal slot. True if recorded."""
+        if self.feed is None or not self.feed.held() or not self._quiet():
+            return False
+        return self.feed.release(True)
 
     def _quiet(self, ms=_IDLE_COMPACT_MS):
         """No open request, no vend session and no card for `ms`: slow flash work delays no tap."""
@@ -555,7 +566,9 @@ class App:
             # A record leaves the journal only once the synced table includes it too:
             # pending purchases are rebuilt from the journal above table.included_seq.
             limit = self._included_seq
-        self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log)
+        # one release a journal sector's worth of records while customers come (each release
+        # takes a slot: docs/formats.md); the rest at the next quiet moment (journal_task)
+        self.feed = JournalFeed(self.journal, ack_limit=limit, log=self.log, hold=self.journal.slots)
         self.uplink = Uplink(self.feed, self.mqtt, self.cfg.site, self.cfg.terminal_id, batch_size=m["batch"],
                              window=m["window"], ack_timeout_ms=m["ack_timeout_ms"], clock=self.clock.now,
                              log=self.log, on_ack=self._on_uplink_ack, key=self.cfg.site_key,

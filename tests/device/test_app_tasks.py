@@ -5,6 +5,7 @@ Fakes: tests/device/app_world.py. What is shown here:
 - the watchdog is fed only while the reader task reports in, never once a task has failed;
 - the card table's upkeep (a bucket refresh, one bounded step) runs from the health
   tick when no payment is open, and changes nothing a lookup sees;
+- acknowledgements the uplink holds back in a rush are recorded at a quiet moment;
 - a task that raises or returns stops the app for a clean restart, with nothing
   recorded lost.
 """
@@ -15,6 +16,7 @@ from cpos.blockdev import BLOCK_ERASE
 from cpos.cards import delta as carddelta
 from cpos.cards import table as cardtable
 from cpos.compat import ticks_ms
+from cpos.net.journal_feed import JournalFeed
 
 from app import App
 from app_world import UID, LIMITED, Board, CheckingWriter, boot, cfg, fresh_flash, pay
@@ -134,6 +136,22 @@ def test_the_journal_erases_ahead_right_after_a_decision_before_the_next_request
     app._last_tap = ticks_ms()  # the card was there a moment ago
     assert app.prepare_journal_if_idle() and not app._decided  # at once, not 300 ms after the card
     assert not app.prepare_journal_if_idle()
+    board.close()
+
+
+def test_acknowledgements_held_in_a_rush_are_recorded_at_a_quiet_moment():
+    fresh_flash()
+    board = Board()
+    app = boot(board)
+    app.feed = JournalFeed(app.journal, hold=app.journal.slots)  # as the uplink's set-up makes it
+    w = CheckingWriter()
+    for _ in range(3):
+        pay(app, w, 500)
+    app.feed.ack(3)
+    assert (app.journal.watermark, app.feed.held()) == (0, 3)  # a rush: held, no slot taken
+    _not_while_busy(app, app.release_held_if_quiet)
+    assert app.release_held_if_quiet() and (app.journal.watermark, app.feed.held()) == (3, 0)
+    assert not app.release_held_if_quiet()  # nothing held
     board.close()
 
 

@@ -78,3 +78,33 @@ def test_release_waits_for_the_table_and_reboots_lose_nothing():
     t.feed.ack(3)
     t.hear(_balance(k, 3, 3, 7000))
     assert (t.journal.watermark, t.pending.count, t.view()) == (3, 0, 7000)
+
+
+def test_a_held_release_waits_for_a_sectors_worth_unless_forced_or_short_of_room():
+    """JournalFeed(hold=N): each release takes a journal slot, so in a rush the feed records
+    one per N acknowledged records; `release(True)` (the app's quiet moment) and a journal
+    short of room record it at once. The uplink's view (`acked`) moves at every ack."""
+    dev = NorFlash(6 * 512, sector=512)  # 6 sectors of 7 slots
+    j = Journal(dev)
+    j.recover()
+    feed = JournalFeed(j, hold=j.slots)
+    for _ in range(10):
+        j.append(T, UID, 1, 100, PLACE_SCHOOL, TILL, 1, "1x Toast", 0, 0, False)
+    feed.ack(3)
+    assert (feed.acked, j.watermark, feed.held()) == (3, 0, 3)  # acknowledged, not yet recorded
+    assert feed.oldest_unacked() == 4  # ...and not sent again
+    rebooted = Journal(dev)  # a power cut now forgets what was held: the uplink sends it once more
+    rebooted.recover()
+    assert JournalFeed(rebooted, hold=j.slots).oldest_unacked() == 1
+    feed.ack(6)
+    assert (j.watermark, feed.held()) == (0, 6)
+    feed.ack(7)  # a sector's worth (7 slots): recorded
+    assert (j.watermark, feed.held()) == (7, 0)
+    feed.ack(9)
+    assert j.watermark == 7 and feed.release(True) and (j.watermark, feed.held()) == (9, 0)
+    assert not feed.release(True)  # nothing held: nothing written
+    # short of room: fewer than two sectors' slots free for purchases records at once
+    while j.fill()[1] - j.fill()[0] >= 2 * j.slots:
+        j.append(T, UID, 1, 100, PLACE_SCHOOL, TILL, 1, "1x Toast", 0, 0, False)
+    feed.ack(10)
+    assert (j.watermark, feed.held()) == (10, 0)
