@@ -55,6 +55,11 @@ EMPTY = const(0)
 OK = const(1)
 BROKEN = const(2)
 
+# _changes_into keeps the newest record of each kind that sets an account's state: a slot per
+# kind, a new card and a replacement sharing one (each sets all of it); 0xFF: not kept
+_SLOT = b"\xff\x00\xff\xff\x01\x01\x02\x03\x04\x05\xff"  # by kind: BALANCE 1 .. JUMP 10
+_NKINDS = const(11)
+_SLOTS = const(6)
 _SB_BLOCKS = const(2)
 _SB_MAGIC = b"CPSB"
 _SB_FMT = "<4sBBHIIIHHII"  # magic fmt(2) slot 0 seq version included_seq n_pages 0 hdr_crc crc
@@ -93,6 +98,7 @@ class CardTable:
         self.ov = Overlay(card_slots)
         self._cur = Cursor()
         self._delta = Delta()
+        self._newest = [-1] * _SLOTS  # _changes_into: the newest record of each kind
         self.chg = ChangeStore(dev, first, nb, ns, self.page, self._delta)
         self._tag = bytearray(4)
         self.ref_keys = [0, 0, 0]
@@ -241,7 +247,13 @@ class CardTable:
             return CORRUPT
 
     def _changes_into(self, acct, card, spends):
-        """Apply the account's deltas in its bucket, oldest first; how many there were."""
+        """Apply the account's deltas in its bucket; how many there were.
+
+        A bucket holds every change to its accounts since its last refresh: in a rush that is
+        a hundred balance changes of one account (REFRESH_AT). Each kind replaces what it
+        carries, and a new card or replacement replaces all of it, so only the newest record
+        of each kind counts: one pass notes where those are, then they are decoded and
+        applied oldest first (at most six decodes, not one per change)."""
         c = self.chg
         b = changes.account_bucket(acct, c.nb)
         blk = c.block_of(b)
@@ -251,7 +263,9 @@ class CardTable:
         self.dev.readblocks(c.first + blk, p)
         end = c.fill_of(b)
         o = _CHG_HDR
-        d = self._delta
+        newest = self._newest  # offset of the newest record of each kind (_SLOT), -1: none
+        for i in range(_SLOTS):
+            newest[i] = -1
         got = 0
         a0 = acct & 0xFF
         a1 = (acct >> 8) & 0xFF
@@ -265,32 +279,44 @@ class CardTable:
             if (p[r + 11] == a0 and p[r + 12] == a1 and p[r + 13] == a2 and k != BLOCK and k != UNBLOCK
                     and k != NEW_CARD and k != REPLACE and k != JUMP) or \
                     ((k == NEW_CARD or k == REPLACE) and changes.rec_account(p, r) == acct):
-                d.decode(p, r, ln, False)  # verified when written or mounted
-                k = d.kind
-                if k == BALANCE:
-                    card.balance = d.value
-                elif k == NEW_CARD or k == REPLACE:
-                    dc = d.card
-                    card.balance = dc.balance
-                    card.places = dc.places
-                    card.topup_enrolled = dc.topup_enrolled
-                    card.topup_amount_kr = dc.topup_amount_kr
-                    for i in range(6):
-                        card.limits[i] = dc.limits[i]
-                    self._totals(d, spends)
-                elif k == LIMITS:
-                    for i in range(6):
-                        card.limits[i] = d.card.limits[i]
-                elif k == PLACES:
-                    card.places = d.value
-                elif k == ENROL:
-                    card.topup_enrolled = d.card.topup_enrolled
-                    card.topup_amount_kr = d.card.topup_amount_kr
-                elif k == TOTALS:
-                    self._totals(d, spends)
+                i = _SLOT[k] if k < _NKINDS else 0xFF
+                if i != 0xFF:
+                    newest[i] = o
                 got += 1
             o = r + ln
-        return got
+        d = self._delta
+        while True:  # the noted records, oldest first
+            o = -1
+            for i in range(_SLOTS):
+                if newest[i] >= 0 and (o < 0 or newest[i] < newest[o]):
+                    o = i
+            if o < 0:
+                return got
+            r = newest[o] + 2
+            newest[o] = -1
+            d.decode(p, r, p[r - 2] | (p[r - 1] << 8), False)  # verified when written or mounted
+            k = d.kind
+            if k == BALANCE:
+                card.balance = d.value
+            elif k == NEW_CARD or k == REPLACE:
+                dc = d.card
+                card.balance = dc.balance
+                card.places = dc.places
+                card.topup_enrolled = dc.topup_enrolled
+                card.topup_amount_kr = dc.topup_amount_kr
+                for i in range(6):
+                    card.limits[i] = dc.limits[i]
+                self._totals(d, spends)
+            elif k == LIMITS:
+                for i in range(6):
+                    card.limits[i] = d.card.limits[i]
+            elif k == PLACES:
+                card.places = d.value
+            elif k == ENROL:
+                card.topup_enrolled = d.card.topup_enrolled
+                card.topup_amount_kr = d.card.topup_amount_kr
+            elif k == TOTALS:
+                self._totals(d, spends)
 
     def _totals(self, d, spends):
         for w in range(3):
