@@ -69,12 +69,13 @@ def _roomy_journal(r):
     """A run longer than the journal's ring: a ring that holds every record of the run,
     since the simulator checks each one against the ledger and the ledger against the
     journal. Online, the journal takes up to two 64-byte slots a purchase: its record and
-    the ack record of the backend's watermark (one an ack at this pace: a customer every
+    the ack record of the backend's watermark (one each at this pace: a customer every
     0.4 s is acknowledged before the next), 63 slots a sector. The shipped 64-sector ring
     wraps after about 2,000 purchases this way, and the two first 5,000-tap runs ended on
     the drain check for it: the oldest records, acknowledged and erased, were in the ledger
-    only. The firmware's schedule is the same whatever the ring's length. None for a run
-    that fits."""
+    only. (The firmware now records a release per 63 acknowledged records while customers
+    come, so it takes ~1.02 slots a purchase; the ring is sized for the old worst case.) The
+    firmware's schedule is the same whatever the ring's length. None for a run that fits."""
     sectors = JOURNAL_SIZE // 4096
     need = 2 * TAPS // 63 + 8
     if need <= sectors - 4:
@@ -214,8 +215,8 @@ def esp32_estimate(rows, chip_p50, chip_p99):
              "program 0.7 ms typical, 3 ms worst (p99); driver CPU "
              "~44 us x 20; the POS reply, %d bytes at 115200, %.1f ms. No sector erase: the journal "
              "erases its next sector between customers (a 45 ms typical / 400 ms worst stall "
-             "otherwise, once per 63 journal slots: every 32 to 63 purchases online, as each ack the "
-             "uplink records takes a slot too). None of the unix board's TCP carriers: an ESP32 has "
+             "otherwise, once per 63 journal slots: about every 62 purchases, as the firmware records one "
+             "release of acknowledged records per 63 while customers come). None of the unix board's TCP carriers: an ESP32 has "
              "the UART itself." % (p50, p99, p99_tick, chip_p50, chip_p99, TICK_MS, POS_REPLY_BYTES,
                                    uart_ms)]
     return "\n".join(lines)
