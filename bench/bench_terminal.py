@@ -133,22 +133,6 @@ def undrained(r):
     return "\n".join(lines)
 
 
-def journal_survey(term):
-    """The journal's slots at the end of the run (cpos.journal.Journal.survey): purchase
-    records and ack records, read off the file on CPython."""
-    from cpos.blockfile import BlockFile
-    from cpos.journal import Journal
-
-    spec = term.config()["storage"]["journal"]
-    dev = BlockFile(spec["file"], spec["size"], readonly=True)
-    try:
-        j = Journal(dev)
-        j.recover()
-        return j.survey()
-    finally:
-        dev.close()
-
-
 def by_slice(rows, n=5):
     """The firmware's part and the card lookup in n slices of the run, in order: a long
     rush shows here whether something grows (the card table's change store, the journal)."""
@@ -174,7 +158,7 @@ async def go(wait_ms):
             raise SystemExit("the journal did not drain into the ledger: the figures would not be of the whole app\n"
                              + undrained(r) + "\nthe run's files are kept in " + r.workdir)
         term = r.terminals["till1"]
-        term.survey = journal_survey(term)
+        term.survey = r.journal_survey("till1")  # the ring at the end: purchase and ack records
         return r, list(term.events), term.heap_kb, term.emu
     finally:
         await r.stop()

@@ -443,13 +443,20 @@ class Run:
             await asyncio.sleep(0.01)
 
     # -- after the run ------------------------------------------------------------
-    def journal_records(self, term_id):
-        """Every valid record still in a terminal's journal file, read on CPython."""
+    def _read_journal(self, term_id, fn):
+        """fn(journal) over a terminal's journal file, recovered and read-only, on CPython."""
         spec = self.terminals[term_id].config()["storage"]["journal"]
         dev = BlockFile(spec["file"], spec["size"], readonly=True)  # the firmware may be running
         try:
             j = Journal(dev)
             j.recover()
+            return fn(j)
+        finally:
+            dev.close()
+
+    def journal_records(self, term_id):
+        """Every valid record still in a terminal's journal file."""
+        def records(j):
             buf = bytearray(purchase.SIZE)
             out, seq = [], 1
             while True:
@@ -458,8 +465,11 @@ class Run:
                     return out
                 out.append(purchase.decode(buf))
                 seq = s + 1
-        finally:
-            dev.close()
+        return self._read_journal(term_id, records)
+
+    def journal_survey(self, term_id):
+        """The journal's slots (cpos.journal.Journal.survey): purchase and ack records."""
+        return self._read_journal(term_id, lambda j: j.survey())
 
     def check(self):
         """Invariants over the whole run; returns a list of violations (empty = good)."""

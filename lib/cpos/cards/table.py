@@ -24,7 +24,7 @@ from cpos.compat import const
 from cpos.cards import layout
 from cpos.cards.layout import PAGE, PAGE_DATA_END, Cursor, uid_hash, rd16, rd32
 from cpos.crc import seal, sealed_ok
-from cpos.cards.delta import Delta, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS, JUMP
+from cpos.cards.delta import Delta, BALANCE, BLOCK, UNBLOCK, NEW_CARD, REPLACE, LIMITS, PLACES, ENROL, TOTALS, JUMP, KINDS
 from cpos.cards.overlay import Overlay, CARD, C_STATUS, C_ACCOUNT, is_card_kind
 from cpos.cards import changes
 from cpos.cards.changes import ChangeStore, HDR as _CHG_HDR, NONE as _NONE
@@ -57,8 +57,7 @@ BROKEN = const(2)
 
 # _changes_into keeps the newest record of each kind that sets an account's state: a slot per
 # kind, a new card and a replacement sharing one (each sets all of it); 0xFF: not kept
-_SLOT = b"\xff\x00\xff\xff\x01\x01\x02\x03\x04\x05\xff"  # by kind: BALANCE 1 .. JUMP 10
-_NKINDS = const(11)
+_SLOT = b"\xff\x00\xff\xff\x01\x01\x02\x03\x04\x05\xff"  # by kind: BALANCE 1 .. JUMP 10 (KINDS)
 _SLOTS = const(6)
 _SB_BLOCKS = const(2)
 _SB_MAGIC = b"CPSB"
@@ -279,7 +278,7 @@ class CardTable:
             if (p[r + 11] == a0 and p[r + 12] == a1 and p[r + 13] == a2 and k != BLOCK and k != UNBLOCK
                     and k != NEW_CARD and k != REPLACE and k != JUMP) or \
                     ((k == NEW_CARD or k == REPLACE) and changes.rec_account(p, r) == acct):
-                i = _SLOT[k] if k < _NKINDS else 0xFF
+                i = _SLOT[k] if k <= KINDS else 0xFF
                 if i != 0xFF:
                     newest[i] = o
                 got += 1
